@@ -1,0 +1,6 @@
+"""Annealed Langevin sampling along the dilation path (Chehab & Korba, 2024) for PyMC."""
+
+from pymc_dilation.step import DilationLangevin
+
+__all__ = ["DilationLangevin"]
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""Step-size and preconditioner adaptation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DualAveraging", "DiagonalVariance"]
+
+
+class DualAveraging:
+    """Nesterov dual averaging of ``log eps`` towards a target acceptance probability.
+
+    The scheme of Hoffman & Gelman (2014), with their defaults, as PyMC's NUTS uses it.
+
+    Parameters
+    ----------
+    initial_step : float
+        Starting step size; the iterates are shrunk towards ``log(10 * initial_step)``.
+    target_accept : float
+        Target mean acceptance probability, in ``(0, 1)``.
+    gamma, t0, kappa : float
+        Regularisation, early-iteration damping and decay of the averaging weights.
+    """
+
+    def __init__(
+        self,
+        initial_step: float,
+        target_accept: float,
+        gamma: float = 0.05,
+        t0: float = 10.0,
+        kappa: float = 0.75,
+    ):
+        self.target_accept = target_accept
+        self.gamma = gamma
+        self.t0 = t0
+        self.kappa = kappa
+        self.restart(initial_step)
+
+    def restart(self, initial_step: float) -> None:
+        """Start afresh from ``initial_step`` (after the preconditioner changed)."""
+        self.mu = np.log(10.0 * initial_step)
+        self.log_step = np.log(initial_step)
+        self.log_step_bar = np.log(initial_step)
+        self.hbar = 0.0
+        self.count = 0
+
+    @property
+    def step_size(self) -> float:
+        """The current (tuning) step size."""
+        return float(np.exp(self.log_step))
+
+    @property
+    def step_size_bar(self) -> float:
+        """The averaged step size, used once tuning ends."""
+        return float(np.exp(self.log_step_bar))
+
+    def update(self, accept_stat: float) -> None:
+        """Move the step size after a step whose mean acceptance was ``accept_stat``."""
+        if not np.isfinite(accept_stat):
+            accept_stat = 0.0
+        self.count += 1
+        t = self.count
+        weight = 1.0 / (t + self.t0)
+        self.hbar = (1.0 - weight) * self.hbar + weight * (self.target_accept - accept_stat)
+        self.log_step = self.mu - np.sqrt(t) / self.gamma * self.hbar
+        eta = t ** (-self.kappa)
+        self.log_step_bar = eta * self.log_step + (1.0 - eta) * self.log_step_bar
+
+
+class DiagonalVariance:
+    """Running (Welford) per-coordinate variance of draws, regularised as Stan does.
+
+    Parameters
+    ----------
+    dim : int
+        Number of coordinates.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every draw seen."""
+        self.n = 0
+        self.mean = np.zeros(self.dim)
+        self.m2 = np.zeros(self.dim)
+
+    def add(self, draws: np.ndarray) -> None:
+        """Add draws of shape ``(d,)`` or ``(n, d)`` (a population at once)."""
+        draws = np.atleast_2d(draws)
+        n_new = draws.shape[0]
+        mean_new = draws.mean(axis=0)
+        m2_new = ((draws - mean_new) ** 2).sum(axis=0)
+        n = self.n + n_new
+        delta = mean_new - self.mean
+        self.mean = self.mean + delta * n_new / n
+        self.m2 = self.m2 + m2_new + delta**2 * self.n * n_new / n
+        self.n = n
+
+    def variance(self) -> np.ndarray:
+        """The regularised variance ``n/(n+5) var + 1e-3 * 5/(n+5)`` (Stan's rule)."""
+        if self.n < 2:
+            return np.ones(self.dim)
+        var = self.m2 / (self.n - 1)
+        return (self.n / (self.n + 5.0)) * var + 1e-3 * (5.0 / (self.n + 5.0))

@@ -1,0 +1,268 @@
+"""A PyMC model's log density and gradient in unconstrained space, compiled for the engine.
+
+The log density of the chosen value variables (transformed, Jacobian included) is built as a
+PyTensor graph of two flat inputs: ``x``, the sampled variables raveled in order, and ``extra``,
+every other free variable of the model raveled likewise (what a companion step method of a
+``CompoundStep`` samples). Data and dims are frozen into constants first, so the compiled
+function depends on nothing else.
+
+The graph is compiled with PyTensor's Numba backend to ``point_fn(x, extra) -> (logp, grad)``,
+callable from Numba code, which is what lets the engine run many Langevin steps, or a whole
+population, in one compiled call. On a graph that the Numba backend cannot compile, the C
+backend is used and the engine falls back to its vectorized Python driver.
+
+Batched evaluation: a Numba loop over rows calling ``point_fn``. Measured on eight schools
+(10 parameters) against the same graph vectorised over a batch dimension and compiled to C, the
+loop was faster at every batch size tried (``benchmarks/batched_logp.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.replace import graph_replace
+
+from pymc_dilation._compat import freeze_dims_and_data, modelcontext
+
+__all__ = ["VarInfo", "ModelLogp", "compile_model_logp", "continuous_value_vars"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    """Name, shape and dtype of one raveled value variable."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        """Number of scalars the variable takes in a raveled vector."""
+        return math.prod(self.shape)
+
+
+def continuous_value_vars(model, vars: Sequence | None = None) -> list:
+    """The model's value variables to sample, all continuous, resolved from user input.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    vars : sequence, optional
+        Random variables or value variables, or their names; default: every continuous free
+        variable of the model.
+
+    Raises
+    ------
+    ValueError
+        If there is nothing continuous to sample, or a requested variable is discrete or not a
+        free variable of the model.
+    """
+    if vars is None:
+        chosen = list(model.continuous_value_vars)
+        if not chosen:
+            raise ValueError(
+                "DilationLangevin samples continuous variables with gradients, and this model "
+                "has none. Use pm.Metropolis or another step method for discrete variables."
+            )
+        return chosen
+    if not isinstance(vars, list | tuple):
+        vars = [vars]
+    chosen = []
+    for var in vars:
+        value_var = _to_value_var(model, var)
+        if value_var not in model.continuous_value_vars:
+            raise ValueError(
+                f"Variable {value_var.name!r} is discrete; DilationLangevin samples only "
+                "continuous variables. Leave it to a step method for discrete variables "
+                "(pm.Metropolis, pm.BinaryGibbsMetropolis) in a CompoundStep."
+            )
+        chosen.append(value_var)
+    if not chosen:
+        raise ValueError("vars= is empty: DilationLangevin needs at least one continuous variable.")
+    return chosen
+
+
+def _to_value_var(model, var):
+    if isinstance(var, str):
+        var = model[var]
+    if var in model.value_vars:
+        return var
+    try:
+        return model.rvs_to_values[var]
+    except KeyError:
+        raise ValueError(
+            f"{getattr(var, 'name', var)!r} is not a free random variable of the model."
+        ) from None
+
+
+class ModelLogp:
+    """Compiled log density and gradient of a block of a PyMC model.
+
+    Attributes
+    ----------
+    var_infos : tuple of VarInfo
+        The sampled variables in raveled order.
+    extra_infos : tuple of VarInfo
+        The other free variables (their current values enter through ``extra``).
+    dim : int
+        Length of the raveled sampled vector.
+    point_fn : numba dispatcher or None
+        ``point_fn(x, extra) -> (logp, grad)``, callable from Numba; None on the C fallback.
+    """
+
+    def __init__(self, inputs, outputs, var_infos, extra_infos, backend: str = "numba"):
+        self._inputs = inputs
+        self._outputs = outputs
+        self.var_infos = tuple(var_infos)
+        self.extra_infos = tuple(extra_infos)
+        self.dim = sum(info.size for info in self.var_infos)
+        self.backend = backend
+        self._compile()
+
+    def _compile(self) -> None:
+        self.point_fn = None
+        if self.backend == "numba":
+            try:
+                fn = pytensor.function(
+                    self._inputs, self._outputs, mode="NUMBA", on_unused_input="ignore"
+                )
+                self.point_fn = fn.vm.jit_fn
+                x0 = np.zeros(self.dim)
+                extra0 = np.zeros(sum(info.size for info in self.extra_infos))
+                _evaluate_rows(self.point_fn, extra0, x0[None, :])
+            except Exception as err:  # any Op without a Numba implementation
+                _log.warning(
+                    "The Numba backend cannot compile this model's log density (%s); "
+                    "falling back to the C backend, which is slower.",
+                    err,
+                )
+                self.point_fn = None
+                self.backend = "c"
+        if self.point_fn is None:
+            fn = pytensor.function(self._inputs, self._outputs, on_unused_input="ignore")
+            fn.trust_input = True
+            self._c_fn = fn
+
+    def __getstate__(self):
+        # Compiled functions do not pickle; the graph does, and is recompiled on arrival.
+        state = self.__dict__.copy()
+        state.pop("point_fn", None)
+        state.pop("_c_fn", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._compile()
+
+    def logp_grad(self, x: np.ndarray, extra: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log density and gradient at one raveled point ``x``."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if self.point_fn is not None:
+            lp, grad = self.point_fn(x, extra)
+        else:
+            lp, grad = self._c_fn(x, extra)
+        return float(lp), np.asarray(grad, dtype=np.float64)
+
+    def logp_grad_batch(self, xs: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log densities ``(n,)`` and gradients ``(n, d)`` at the rows of ``xs``, in one call."""
+        xs = np.ascontiguousarray(xs, dtype=np.float64)
+        if self.point_fn is not None:
+            return _evaluate_rows(self.point_fn, extra, xs)
+        out = [self._c_fn(row, extra) for row in xs]  # fallback only: no Numba for this graph
+        return np.array([float(lp) for lp, _ in out]), np.array([g for _, g in out])
+
+    def batch_callable(self, extra: np.ndarray):
+        """``logp_grad(xs)`` with ``extra`` bound: the engine's batched interface."""
+        return lambda xs: self.logp_grad_batch(xs, extra)
+
+    def ravel_extra(self, point: dict) -> np.ndarray:
+        """The ``extra`` vector of a model point (values of the variables not sampled here)."""
+        if not self.extra_infos:
+            return np.zeros(0)
+        return np.concatenate(
+            [np.asarray(point[info.name], dtype=np.float64).ravel() for info in self.extra_infos]
+        )
+
+    def ravel(self, point: dict) -> np.ndarray:
+        """The sampled variables of a model point as one raveled vector."""
+        return np.concatenate(
+            [np.asarray(point[info.name], dtype=np.float64).ravel() for info in self.var_infos]
+        )
+
+    def unravel(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A raveled vector back to ``{name: array}`` with the variables' shapes and dtypes."""
+        out, start = {}, 0
+        for info in self.var_infos:
+            out[info.name] = x[start : start + info.size].reshape(info.shape).astype(info.dtype)
+            start += info.size
+        return out
+
+
+@numba.njit
+def _evaluate_rows(point_fn, extra, xs):
+    n = xs.shape[0]
+    lps = np.empty(n)
+    grads = np.empty_like(xs)
+    for i in range(n):
+        lp, grad = point_fn(xs[i], extra)
+        lps[i] = np.asarray(lp).ravel()[0]
+        grads[i] = grad
+    return lps, grads
+
+
+def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = "numba"):
+    """Compile the log density of ``vars`` of ``model`` in unconstrained space.
+
+    Parameters
+    ----------
+    model : pymc.Model, optional
+        Defaults to the model in context.
+    vars : sequence, optional
+        Variables to sample (default: all continuous free variables).
+    backend : {"numba", "c"}
+        Prefer PyTensor's Numba backend (fast path) or force the C backend.
+
+    Returns
+    -------
+    ModelLogp
+    """
+    if backend not in ("numba", "c"):
+        raise ValueError(f"backend must be 'numba' or 'c', got {backend!r}.")
+    model = modelcontext(model)
+    value_vars = continuous_value_vars(model, vars)
+    names = [v.name for v in value_vars]
+    frozen = freeze_dims_and_data(model)
+    initial_point = frozen.initial_point()
+    frozen_values = {v.name: v for v in frozen.value_vars}
+
+    def infos(names_):
+        return [
+            VarInfo(n, tuple(np.shape(initial_point[n])), str(frozen_values[n].dtype))
+            for n in names_
+        ]
+
+    var_infos = infos(names)
+    extra_names = [v.name for v in frozen.value_vars if v.name not in names]
+    extra_infos = infos(extra_names)
+
+    x = pt.vector("x", dtype="float64")
+    extra = pt.vector("extra", dtype="float64")
+    replacements = {}
+    for flat, group in ((x, var_infos), (extra, extra_infos)):
+        start = 0
+        for info in group:
+            piece = flat[start : start + info.size].reshape(info.shape)
+            replacements[frozen_values[info.name]] = piece.astype(info.dtype)
+            start += info.size
+    logp = graph_replace(frozen.logp(), replacements, strict=False)
+    grad = pt.grad(logp, x)
+    return ModelLogp([x, extra], [logp, grad], var_infos, extra_infos, backend)

@@ -1,0 +1,107 @@
+import numba
+import numpy as np
+import pytest
+
+from pymc_dilation.adaptation import DiagonalVariance, DualAveraging
+from pymc_dilation.kernels import (
+    langevin_steps_compiled,
+    langevin_steps_vectorized,
+    mala_log_accept_ratio,
+)
+
+SCALES = np.array([1.0, 3.0, 0.5])
+
+
+@numba.njit
+def gaussian_point(y, extra):
+    return np.array(-0.5 * np.sum((y / extra) ** 2)), -y / extra**2
+
+
+def gaussian_batch(ys):
+    return -0.5 * np.sum((ys / SCALES) ** 2, axis=1), -ys / SCALES**2
+
+
+def _start(n, rng):
+    ys = rng.normal(size=(n, 3)) * SCALES
+    lps, grads = gaussian_batch(ys)
+    return ys, lps, grads
+
+
+def test_compiled_and_vectorized_drivers_agree():
+    ys, lps, grads = _start(50, np.random.default_rng(0))
+    a = [arr.copy() for arr in (ys, lps, grads)]
+    b = [arr.copy() for arr in (ys, lps, grads)]
+    info_a = langevin_steps_compiled(
+        gaussian_point, SCALES, *a, 0.3, np.ones(3), 7, np.random.default_rng(1)
+    )
+    info_b = langevin_steps_vectorized(
+        gaussian_batch, *b, 0.3, np.ones(3), 7, np.random.default_rng(1)
+    )
+    for left, right in zip(a, b):
+        np.testing.assert_allclose(left, right)
+    np.testing.assert_allclose(info_a.acceptance_rate, info_b.acceptance_rate)
+
+
+def test_mala_ratio_is_antisymmetric():
+    rng = np.random.default_rng(2)
+    y, y_prop = rng.normal(size=3), rng.normal(size=3)
+    (lp, lp_prop), (g, g_prop) = gaussian_batch(np.stack([y, y_prop]))
+    forward = mala_log_accept_ratio(y, lp, g, y_prop, lp_prop, g_prop, 0.4, SCALES**2)
+    backward = mala_log_accept_ratio(y_prop, lp_prop, g_prop, y, lp, g, 0.4, SCALES**2)
+    assert forward == pytest.approx(-backward)
+
+
+@pytest.mark.parametrize("metropolis, should_match", [(True, True), (False, False)])
+def test_mala_leaves_the_target_invariant_and_ula_does_not(metropolis, should_match):
+    # Start exactly at the target; a large step keeps MALA exact but biases ULA.
+    rng = np.random.default_rng(3)
+    ys, lps, grads = _start(20_000, rng)
+    langevin_steps_compiled(
+        gaussian_point, SCALES, ys, lps, grads, 0.8, np.ones(3), 20, rng, metropolis
+    )
+    sds = ys.std(axis=0)
+    matches = np.all(np.abs(sds / SCALES - 1) < 0.03)
+    assert matches == should_match, sds
+
+
+def test_non_finite_proposals_are_divergences_and_rejected():
+    @numba.njit
+    def walled(y, extra):
+        if y[0] > 0.5:
+            return np.array(np.nan), y * np.nan
+        return np.array(-0.5 * np.sum(y**2)), -y
+
+    ys = np.zeros((200, 2))
+    lps, grads = np.zeros(200), np.zeros((200, 2))
+    info = langevin_steps_compiled(
+        walled, np.zeros(0), ys, lps, grads, 1.0, np.ones(2), 5, np.random.default_rng(4)
+    )
+    assert info.divergences.sum() > 0
+    assert np.all(ys[:, 0] <= 0.5) and np.all(np.isfinite(lps))
+
+
+def test_dual_averaging_reaches_the_target_acceptance():
+    rng = np.random.default_rng(5)
+    ys, lps, grads = _start(1, rng)
+    adapt = DualAveraging(initial_step=5.0, target_accept=0.6)
+    accepts = []
+    for _ in range(3000):
+        info = langevin_steps_compiled(
+            gaussian_point, SCALES, ys, lps, grads, adapt.step_size, SCALES**2, 1, rng
+        )
+        adapt.update(float(info.acceptance_rate[0]))
+        accepts.append(info.acceptance_rate[0])
+    assert abs(np.mean(accepts[1000:]) - 0.6) < 0.05
+
+
+def test_diagonal_variance_merges_batches_exactly():
+    rng = np.random.default_rng(6)
+    draws = rng.normal(size=(101, 4)) * [1, 2, 3, 4]
+    acc = DiagonalVariance(4)
+    acc.add(draws[:1])
+    acc.add(draws[1:50])
+    for row in draws[50:]:
+        acc.add(row)
+    n = len(draws)
+    expected = (n / (n + 5)) * draws.var(axis=0, ddof=1) + 1e-3 * 5 / (n + 5)
+    np.testing.assert_allclose(acc.variance(), expected)

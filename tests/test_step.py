@@ -1,0 +1,179 @@
+import numpy as np
+import pymc as pm
+import pytest
+from conftest import bimodal_model
+
+from pymc_dilation import DilationLangevin
+
+SAMPLE = dict(chains=4, cores=1, progressbar=False, compute_convergence_checks=False)
+
+
+def _check_moments(draws, mean, sd, tol=0.1):
+    assert abs(draws.mean() - mean) < tol * sd, (draws.mean(), mean, sd)
+    assert abs(draws.std() / sd - 1) < tol, (draws.std(), sd)
+
+
+@pytest.mark.parametrize(
+    "fixture, name",
+    [("conjugate_normal", "mu"), ("beta_binomial", "p"), ("normal_scale", "tau")],
+)
+def test_analytic_posteriors(request, draws_of, fixture, name):
+    model, mean, sd = request.getfixturevalue(fixture)
+    with model:
+        idata = pm.sample(draws=1500, step=DilationLangevin(), random_seed=11, **SAMPLE)
+    _check_moments(draws_of(idata, name), mean, sd)
+
+
+def test_sample_stats_are_named_as_nuts_names_them(conjugate_normal):
+    model, _, _ = conjugate_normal
+    with model:
+        idata = pm.sample(draws=50, tune=60, step=DilationLangevin(n_levels=20), **SAMPLE)
+    stats = idata.sample_stats
+    for name in ("dilation", "step_size", "acceptance_rate", "diverging", "lp", "n_steps"):
+        assert name in stats, name
+    assert np.all(np.asarray(stats["dilation"]) == 1.0)
+    warmup = idata.warmup_sample_stats if "warmup_sample_stats" in idata else None
+    assert warmup is None or np.asarray(warmup["dilation"])[0, 0] < 0.01
+
+
+def test_tuning_anneals_lambda_up_to_one(conjugate_normal):
+    model, _, _ = conjugate_normal
+    with model:
+        idata = pm.sample(
+            draws=10, tune=100, step=DilationLangevin(n_levels=30), discard_tuned_samples=False,
+            random_seed=1, **SAMPLE,
+        )  # fmt: skip
+    lam = np.asarray(idata.warmup_sample_stats["dilation"])[0]
+    assert lam[0] == pytest.approx(1e-3)
+    assert np.all(np.diff(lam) >= 0) and lam[-1] == 1.0
+
+
+def test_same_seed_same_draws(conjugate_normal, draws_of):
+    model, _, _ = conjugate_normal
+    runs = []
+    for _ in range(2):
+        with model:
+            idata = pm.sample(draws=30, tune=40, step=DilationLangevin(), random_seed=5, **SAMPLE)
+        runs.append(draws_of(idata, "mu"))
+    np.testing.assert_array_equal(*runs)
+
+
+def test_pooled_chains_find_both_modes_where_nuts_does_not():
+    # Modes at -2 and +10, equal weights. NUTS chains start near 0 and all fall into the
+    # nearer mode; the annealing from the center sends some chains to the far one.
+    model = bimodal_model(weight=0.5, left=-2.0, right=10.0)
+    sample = {**SAMPLE, "chains": 16, "draws": 200}
+    with model:
+        dl = pm.sample(step=DilationLangevin(), random_seed=3, **sample)
+        nuts = pm.sample(random_seed=3, **sample)
+    dl_right = (np.asarray(dl.posterior["x"]) > 4.0).mean(axis=1)
+    nuts_right = (np.asarray(nuts.posterior["x"]) > 4.0).mean(axis=1)
+    assert 0 < dl_right.mean() < 1, dl_right
+    assert nuts_right.mean() == 0, nuts_right
+
+
+def test_compound_step_with_a_discrete_variable(draws_of):
+    with pm.Model():
+        n = pm.Categorical("n", p=[0.3, 0.7])
+        mu = pm.Normal("mu", 4.0 * n, 1.0)
+        idata = pm.sample(
+            draws=800,
+            step=[DilationLangevin([mu]), pm.CategoricalGibbsMetropolis([n])],
+            random_seed=2,
+            **SAMPLE,
+        )
+    assert abs(draws_of(idata, "n").mean() - 0.7) < 0.06
+    assert abs(draws_of(idata, "mu").mean() - 2.8) < 0.25
+
+
+def test_multiprocess_chains(conjugate_normal, draws_of):
+    model, mean, sd = conjugate_normal
+    with model:
+        idata = pm.sample(
+            draws=500, step=DilationLangevin(), random_seed=4, **{**SAMPLE, "cores": 2}
+        )
+    assert np.asarray(idata.posterior["mu"]).shape == (4, 500)
+    _check_moments(draws_of(idata, "mu"), mean, sd, tol=0.15)
+
+
+def test_vars_subset_leaves_the_rest_to_pymc():
+    with pm.Model():
+        a = pm.Normal("a", 0.0, 1.0)
+        pm.Normal("b", a, 1.0)
+        step = DilationLangevin(vars=[a])
+        idata = pm.sample(draws=200, tune=200, step=step, random_seed=1, **SAMPLE)
+    assert step.var_names == ("a",)
+    assert "b" in idata.posterior
+
+
+def test_keyboard_interrupt_keeps_the_draws(conjugate_normal):
+    model, _, _ = conjugate_normal
+
+    def interrupt(trace, draw):
+        if draw.draw_idx >= 150:
+            raise KeyboardInterrupt
+
+    with model:
+        idata = pm.sample(
+            draws=1000, tune=100, step=DilationLangevin(), callback=interrupt,
+            random_seed=1, **{**SAMPLE, "chains": 1},
+        )  # fmt: skip
+    n = np.asarray(idata.posterior["mu"]).shape[1]
+    assert 0 < n < 1000
+
+
+def test_nan_in_logp_is_a_divergence_not_a_crash():
+    with pm.Model():
+        x = pm.Normal("x", 0.0, 1.0)
+        pm.Potential("wall", pm.math.switch(x > 1.0, np.nan, 0.0))
+        idata = pm.sample(draws=300, tune=200, step=DilationLangevin(), random_seed=0, **SAMPLE)
+    assert np.asarray(idata.sample_stats["diverging"]).any()
+    assert np.all(np.asarray(idata.posterior["x"]) <= 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"target_accept": 1.5}, "target_accept"),
+        ({"target_accept": 0.0}, "target_accept"),
+        ({"lambda_min": 0.0}, "lambda_min"),
+        ({"lambda_min": 2.0}, "lambda_min"),
+        ({"schedule": [0.5, 0.2, 1.0]}, "increasing"),
+        ({"schedule": [0.1, 0.5]}, "end at 1"),
+        ({"schedule": "linear"}, "Unknown schedule"),
+        ({"steps_per_draw": 0}, "steps_per_draw"),
+        ({"n_levels": -3}, "n_levels"),
+        ({"initial_step": -1.0}, "initial_step"),
+        ({"center": [0.0, 1.0]}, "center has 2 values"),
+        ({"center": {"mu": np.inf}}, "finite"),
+    ],
+)
+def test_invalid_options_raise_value_error(conjugate_normal, kwargs, match):
+    model, _, _ = conjugate_normal
+    with model, pytest.raises(ValueError, match=match):
+        DilationLangevin(**kwargs)
+
+
+def test_center_outside_the_support_says_how_to_choose_one():
+    with pm.Model():
+        x = pm.Normal("x", 0.0, 1.0)
+        pm.Potential("support", pm.math.switch(x < 2.0, -np.inf, 0.0))
+        with pytest.raises(ValueError, match="inside the support"):
+            DilationLangevin()
+
+
+def test_models_without_continuous_variables_are_refused():
+    with pm.Model():
+        pm.Poisson("n", 3.0)
+        with pytest.raises(ValueError, match="continuous"):
+            DilationLangevin()
+
+
+def test_competence():
+    from pymc.step_methods.compound import Competence
+
+    with pm.Model() as model:
+        pm.Normal("x")
+        pm.Poisson("n", 1.0)
+    assert DilationLangevin.competence(model["x"], True) == Competence.PREFERRED
+    assert DilationLangevin.competence(model["n"], False) == Competence.INCOMPATIBLE
