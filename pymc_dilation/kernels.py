@@ -3,8 +3,8 @@
 The primitives broadcast over leading axes, so one definition serves a single point ``(d,)`` and
 a population ``(n, d)``. Two drivers run ``n_steps`` Langevin steps:
 
-- :func:`langevin_steps_compiled` takes a Numba-compiled point log density
-  ``logp_fn(y, extra) -> (logp, grad)`` and runs every step of every particle in one compiled
+- :func:`langevin_steps_compiled` takes a Numba-compiled point log density (wrapped by
+  :func:`point_function`) and runs every step of every particle in one compiled
   call (the fast path for PyMC models);
 - :func:`langevin_steps_vectorized` takes any batched callable
   ``logp_grad(Y) -> (logp (n,), grad (n, d))`` and runs a Python loop over *steps* only, each step
@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numba import types
 
 __all__ = [
     "DIVERGENCE_THRESHOLD",
@@ -35,6 +36,8 @@ __all__ = [
     "mala_log_accept_ratio",
     "langevin_steps_compiled",
     "langevin_steps_vectorized",
+    "point_function",
+    "PointFunction",
 ]
 
 DIVERGENCE_THRESHOLD = 1000.0
@@ -82,16 +85,37 @@ def mala_log_accept_ratio(y, lp, grad, y_prop, lp_prop, grad_prop, eps, inv_mass
     return lp_prop - lp + backward - forward
 
 
-@numba.njit
+POINT_SIGNATURE = types.float64(types.float64[::1], types.float64[::1], types.float64[::1])
+PointFunction = types.FunctionType(POINT_SIGNATURE)
+
+
+def point_function(logp_fn):
+    """Wrap a Numba ``logp_fn(y, extra) -> (logp, grad)`` as a first-class compiled function.
+
+    The wrapper has one fixed signature, ``logp = f(y, extra, grad_out)``, writing the gradient
+    into ``grad_out``. Kernels take it as a typed function pointer, so they are compiled (and
+    cached on disk) once, not again for every model.
+    """
+
+    @numba.njit(POINT_SIGNATURE)
+    def wrapped(y, extra, grad_out):
+        lp, grad = logp_fn(y, extra)
+        grad_out[:] = grad
+        return np.asarray(lp).ravel()[0]
+
+    return wrapped
+
+
+@numba.njit(cache=True)
 def _chain_steps(logp_fn, extra, y, lp, grad, eps, inv_mass, noise, log_u, metropolis):
     n_steps = noise.shape[0]
     scale = np.sqrt(2.0 * eps * inv_mass)
+    grad_prop = np.empty_like(y)
     accept_sum = 0.0
     n_div = 0
     for s in range(n_steps):
         y_prop = proposal_mean(y, grad, eps, inv_mass) + scale * noise[s]
-        lp_out, grad_prop = logp_fn(y_prop, extra)
-        lp_prop = float(np.asarray(lp_out).ravel()[0])
+        lp_prop = logp_fn(y_prop, extra, grad_prop)
         if not (np.isfinite(lp_prop) and np.all(np.isfinite(grad_prop))):
             n_div += 1
             continue
@@ -106,7 +130,14 @@ def _chain_steps(logp_fn, extra, y, lp, grad, eps, inv_mass, noise, log_u, metro
     return y, lp, grad, accept_sum / n_steps, n_div
 
 
-@numba.njit
+_F8 = types.float64
+_POPULATION_SIGNATURE = types.Tuple((_F8[::1], types.int64[::1]))(
+    PointFunction, _F8[::1], _F8[:, ::1], _F8[::1], _F8[:, ::1], _F8, _F8[::1],
+    _F8[:, :, ::1], _F8[:, ::1], types.boolean,
+)  # fmt: skip
+
+
+@numba.njit(_POPULATION_SIGNATURE, cache=True)
 def _population_steps(logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, log_u, metropolis):
     n = ys.shape[0]
     acceptance = np.empty(n)
@@ -143,8 +174,9 @@ def langevin_steps_compiled(
 
     Parameters
     ----------
-    logp_fn : numba dispatcher
-        ``logp_fn(y, extra) -> (logp, grad)`` for one point ``y`` of shape ``(d,)``.
+    logp_fn : compiled function
+        ``logp = logp_fn(y, extra, grad_out)`` for one point ``y`` of shape ``(d,)``, as made by
+        :func:`point_function`.
     extra : numpy.ndarray
         Second argument of ``logp_fn`` (values the density depends on but does not sample).
     ys, lps, grads : numpy.ndarray
@@ -166,8 +198,9 @@ def langevin_steps_compiled(
     """
     noise, log_u = _draw_noise(rng, ys.shape[0], n_steps, ys.shape[1])
     acceptance, divergences = _population_steps(
-        logp_fn, extra, ys, lps, grads, float(eps), inv_mass, noise, log_u, bool(metropolis)
-    )
+        logp_fn, extra, ys, lps, grads, float(eps), np.ascontiguousarray(inv_mass, dtype=float),
+        noise, log_u, bool(metropolis),
+    )  # fmt: skip
     return LangevinInfo(acceptance, divergences, n_steps)
 
 

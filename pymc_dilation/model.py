@@ -30,6 +30,7 @@ import pytensor.tensor as pt
 from pytensor.graph.replace import graph_replace
 
 from pymc_dilation._compat import freeze_dims_and_data, modelcontext
+from pymc_dilation.kernels import PointFunction, point_function
 
 __all__ = ["VarInfo", "ModelLogp", "compile_model_logp", "continuous_value_vars"]
 
@@ -115,8 +116,9 @@ class ModelLogp:
         The other free variables (their current values enter through ``extra``).
     dim : int
         Length of the raveled sampled vector.
-    point_fn : numba dispatcher or None
-        ``point_fn(x, extra) -> (logp, grad)``, callable from Numba; None on the C fallback.
+    point_fn : compiled function or None
+        ``logp = point_fn(x, extra, grad_out)`` (see :func:`~pymc_dilation.kernels.point_function`),
+        callable from Numba; None on the C fallback.
     """
 
     def __init__(self, inputs, outputs, var_infos, extra_infos, backend: str = "numba"):
@@ -135,10 +137,7 @@ class ModelLogp:
                 fn = pytensor.function(
                     self._inputs, self._outputs, mode="NUMBA", on_unused_input="ignore"
                 )
-                self.point_fn = fn.vm.jit_fn
-                x0 = np.zeros(self.dim)
-                extra0 = np.zeros(sum(info.size for info in self.extra_infos))
-                _evaluate_rows(self.point_fn, extra0, x0[None, :])
+                self.point_fn = point_function(fn.vm.jit_fn)
             except Exception as err:  # any Op without a Numba implementation
                 _log.warning(
                     "The Numba backend cannot compile this model's log density (%s); "
@@ -167,7 +166,8 @@ class ModelLogp:
         """Log density and gradient at one raveled point ``x``."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         if self.point_fn is not None:
-            lp, grad = self.point_fn(x, extra)
+            grad = np.empty_like(x)
+            lp = self.point_fn(x, np.ascontiguousarray(extra, dtype=np.float64), grad)
         else:
             lp, grad = self._c_fn(x, extra)
         return float(lp), np.asarray(grad, dtype=np.float64)
@@ -176,7 +176,7 @@ class ModelLogp:
         """Log densities ``(n,)`` and gradients ``(n, d)`` at the rows of ``xs``, in one call."""
         xs = np.ascontiguousarray(xs, dtype=np.float64)
         if self.point_fn is not None:
-            return _evaluate_rows(self.point_fn, extra, xs)
+            return _evaluate_rows(self.point_fn, np.ascontiguousarray(extra, dtype=np.float64), xs)
         out = [self._c_fn(row, extra) for row in xs]  # fallback only: no Numba for this graph
         return np.array([float(lp) for lp, _ in out]), np.array([g for _, g in out])
 
@@ -207,15 +207,18 @@ class ModelLogp:
         return out
 
 
-@numba.njit
+_F8 = numba.types.float64
+
+
+@numba.njit(
+    numba.types.Tuple((_F8[::1], _F8[:, ::1]))(PointFunction, _F8[::1], _F8[:, ::1]), cache=True
+)
 def _evaluate_rows(point_fn, extra, xs):
     n = xs.shape[0]
     lps = np.empty(n)
     grads = np.empty_like(xs)
     for i in range(n):
-        lp, grad = point_fn(xs[i], extra)
-        lps[i] = np.asarray(lp).ravel()[0]
-        grads[i] = grad
+        lps[i] = point_fn(xs[i], extra, grads[i])
     return lps, grads
 
 

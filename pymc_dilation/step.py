@@ -117,7 +117,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         schedule: str | Sequence[float] | np.ndarray = "geometric",
         n_levels: int = 200,
         lambda_min: float = 1e-3,
-        steps_per_draw: int = 8,
+        steps_per_draw: int = 16,
         target_accept: float = 0.6,
         anneal_metropolis: bool = True,
         initial_step: float = 0.1,

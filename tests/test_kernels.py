@@ -7,14 +7,18 @@ from pymc_dilation.kernels import (
     langevin_steps_compiled,
     langevin_steps_vectorized,
     mala_log_accept_ratio,
+    point_function,
 )
 
 SCALES = np.array([1.0, 3.0, 0.5])
 
 
 @numba.njit
-def gaussian_point(y, extra):
+def _gaussian(y, extra):
     return np.array(-0.5 * np.sum((y / extra) ** 2)), -y / extra**2
+
+
+gaussian_point = point_function(_gaussian)
 
 
 def gaussian_batch(ys):
@@ -66,10 +70,12 @@ def test_mala_leaves_the_target_invariant_and_ula_does_not(metropolis, should_ma
 
 def test_non_finite_proposals_are_divergences_and_rejected():
     @numba.njit
-    def walled(y, extra):
+    def _walled(y, extra):
         if y[0] > 0.5:
             return np.array(np.nan), y * np.nan
         return np.array(-0.5 * np.sum(y**2)), -y
+
+    walled = point_function(_walled)
 
     ys = np.zeros((200, 2))
     lps, grads = np.zeros(200), np.zeros((200, 2))

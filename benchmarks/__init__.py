@@ -1,0 +1,1 @@
+"""Benchmark and validation helpers for pymc-dilation (reference posteriors, port checks)."""
