@@ -8,6 +8,7 @@ from pymc.model.transform.optimization import freeze_dims_and_data
 
 __all__ = [
     "PYMC_MAJOR",
+    "population_inference_data",
     "ChainSetupMixin",
     "freeze_dims_and_data",
     "modelcontext",
@@ -32,3 +33,24 @@ class ChainSetupMixin:
 
     def set_rng(self, rng) -> None:  # PyMC 5
         self._start_chain(rng, None, None)
+
+
+def population_inference_data(traces: list, model, sample_stats):
+    """What ``pm.sample`` returns in the installed PyMC, from per-chain NDArray traces.
+
+    ``sample_stats`` is an ``xarray.Dataset``; it becomes the ``sample_stats`` group, as
+    ``pm.sample_smc`` does it.
+    """
+    from pymc.backends.arviz import to_inference_data
+    from pymc.backends.base import MultiTrace
+
+    idata = to_inference_data(MultiTrace(traces), model=model, log_likelihood=False)
+    if PYMC_MAJOR >= 6:
+        from xarray import DataTree
+
+        tree = DataTree.from_dict(idata) if not isinstance(idata, DataTree) else idata
+        tree["sample_stats"] = sample_stats
+        return tree
+    from arviz import InferenceData
+
+    return InferenceData(**idata, sample_stats=sample_stats)
