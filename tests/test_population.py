@@ -81,11 +81,12 @@ def test_sample_dilation_keeps_deterministics_and_constraints(draws_of):
     with pm.Model():
         sigma = pm.HalfNormal("sigma", 1.0)
         pm.Deterministic("var", sigma**2)
-        idata = sample_dilation(draws=500, random_seed=0, progressbar=False)
+        idata = sample_dilation(draws=2000, random_seed=0, progressbar=False)
     sigma_draws = draws_of(idata, "sigma")
     assert np.all(sigma_draws > 0)
     np.testing.assert_allclose(draws_of(idata, "var"), sigma_draws**2)
-    assert abs(sigma_draws.mean() - np.sqrt(2 / np.pi)) < 0.05
+    # HalfNormal(1): mean sqrt(2/pi), sd 0.603; 0.06 is 0.1 sd (4 Monte Carlo sd at 2000).
+    assert abs(sigma_draws.mean() - np.sqrt(2 / np.pi)) < 0.06
 
 
 @pytest.mark.parametrize(
