@@ -1,7 +1,14 @@
 """Annealed Langevin sampling along the dilation path (Chehab & Korba, 2024) for PyMC."""
 
+from pymc_dilation.compare import ComparisonResult, compare_with_nuts
 from pymc_dilation.sampling import sample_dilation, sample_logdensity
 from pymc_dilation.step import DilationLangevin
 
-__all__ = ["DilationLangevin", "sample_dilation", "sample_logdensity"]
+__all__ = [
+    "ComparisonResult",
+    "DilationLangevin",
+    "compare_with_nuts",
+    "sample_dilation",
+    "sample_logdensity",
+]
 __version__ = "0.1.0"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import arviz as az
 import pymc as pm
 from pymc.model import modelcontext
 from pymc.model.transform.optimization import freeze_dims_and_data
 
 __all__ = [
+    "ARVIZ_MAJOR",
     "PYMC_MAJOR",
+    "SUMMARY_COLUMNS",
+    "overlay_posteriors",
+    "summary_table",
     "population_inference_data",
     "ChainSetupMixin",
     "freeze_dims_and_data",
@@ -15,6 +20,7 @@ __all__ = [
 ]
 
 PYMC_MAJOR = int(pm.__version__.split(".")[0])
+ARVIZ_MAJOR = int(az.__version__.split(".")[0])
 
 
 class ChainSetupMixin:
@@ -54,3 +60,57 @@ def population_inference_data(traces: list, model, sample_stats):
     from arviz import InferenceData
 
     return InferenceData(**idata, sample_stats=sample_stats)
+
+
+SUMMARY_COLUMNS = ("mean", "sd", "ess_bulk", "ess_tail", "r_hat")
+
+
+def summary_table(data, var_names=None):
+    """``az.summary`` of the posterior as unrounded floats, columns ``SUMMARY_COLUMNS``.
+
+    One row per scalar element, labelled as ArviZ labels them (``"mu[0]"``). Both ArviZ 0.x and
+    1.x name the columns alike, but only ``round_to="none"`` means raw numbers in both (ArviZ 0.x
+    rounds when ``round_to=None``; ArviZ 1.x's default ``"auto"`` returns a rounded
+    ``SummaryDataFrame``).
+    """
+    frame = az.summary(data, var_names=var_names, kind="all", round_to="none")
+    return frame.loc[:, list(SUMMARY_COLUMNS)].astype(float)
+
+
+def overlay_posteriors(data: dict, var_names=None, **kwargs):
+    """Marginal posterior densities of several runs overlaid, one panel per scalar element.
+
+    ``data`` maps a label to what ``pm.sample`` returned. ArviZ 0.x draws with
+    ``az.plot_density`` (a list of runs with ``data_labels``); ArviZ 1.x with ``az.plot_dist``
+    (a dict of runs, mapped to colour along a ``model`` dimension) on the matplotlib backend,
+    which returns a ``PlotCollection``. ``kwargs`` go to that function. Returns the
+    ``matplotlib.figure.Figure``.
+    """
+    if ARVIZ_MAJOR >= 1:
+        kwargs.setdefault("backend", "matplotlib")
+        collection = az.plot_dist(data, var_names=var_names, **kwargs)
+        try:
+            collection.add_legend("model")
+        except (ValueError, KeyError):  # experimental in arviz_plots; the plot stands without
+            pass
+        return collection.get_viz("figure")
+    axes = az.plot_density(
+        list(data.values()), data_labels=list(data), var_names=var_names, **kwargs
+    )
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    return first.get_figure()
+
+
+try:  # PyTensor's disk cache for generated Numba functions (recent PyTensor releases)
+    from pytensor.link.numba.cache import compile_numba_function_src
+except ImportError:  # pragma: no cover - older PyTensor: wrappers are compiled every time
+    compile_numba_function_src = None
+
+
+def group_dataset(data, group: str):
+    """The ``xarray.Dataset`` of one group (``"posterior"``, ``"warmup_sample_stats"``, …).
+
+    Works on ArviZ 0.x ``InferenceData`` and on the ``xarray.DataTree`` of ArviZ 1.x.
+    """
+    node = data[group]
+    return node.to_dataset() if hasattr(node, "to_dataset") else node

@@ -107,27 +107,44 @@ def point_function(logp_fn):
 
 
 @numba.njit(cache=True)
-def _chain_steps(logp_fn, extra, y, lp, grad, eps, inv_mass, noise, log_u, metropolis):
-    n_steps = noise.shape[0]
-    scale = np.sqrt(2.0 * eps * inv_mass)
-    grad_prop = np.empty_like(y)
+def _chain_steps(logp_fn, extra, y, grad, lp, eps, inv_mass, scale, noise, log_u, metropolis):
+    """``noise.shape[0]`` Langevin steps of one particle; ``y`` and ``grad`` updated in place.
+
+    Written with explicit loops and two scratch vectors: this runs for every particle and step,
+    and temporaries would cost more than the arithmetic. Returns the new log density, the
+    summed acceptance probability and the number of divergences.
+    """
+    dim = y.shape[0]
+    y_prop = np.empty(dim)
+    grad_prop = np.empty(dim)
     accept_sum = 0.0
     n_div = 0
-    for s in range(n_steps):
-        y_prop = proposal_mean(y, grad, eps, inv_mass) + scale * noise[s]
+    for s in range(noise.shape[0]):
+        for j in range(dim):
+            y_prop[j] = y[j] + eps * inv_mass[j] * grad[j] + scale[j] * noise[s, j]
         lp_prop = logp_fn(y_prop, extra, grad_prop)
-        if not (np.isfinite(lp_prop) and np.all(np.isfinite(grad_prop))):
+        finite = np.isfinite(lp_prop)
+        forward = 0.0
+        backward = 0.0
+        for j in range(dim):
+            finite = finite and np.isfinite(grad_prop[j])
+            a = y_prop[j] - y[j] - eps * inv_mass[j] * grad[j]
+            b = y[j] - y_prop[j] - eps * inv_mass[j] * grad_prop[j]
+            forward += a * a / inv_mass[j]
+            backward += b * b / inv_mass[j]
+        if not finite:
             n_div += 1
             continue
-        log_r = mala_log_accept_ratio(y, lp, grad, y_prop, lp_prop, grad_prop, eps, inv_mass)
+        log_r = lp_prop - lp + (forward - backward) / (4.0 * eps)
         if log_r < -DIVERGENCE_THRESHOLD:
             n_div += 1
         accept_sum += 1.0 if log_r >= 0.0 else np.exp(log_r)
         if (not metropolis) or log_u[s] < log_r:
-            y = y_prop
             lp = lp_prop
-            grad = grad_prop.copy()
-    return y, lp, grad, accept_sum / n_steps, n_div
+            for j in range(dim):
+                y[j] = y_prop[j]
+                grad[j] = grad_prop[j]
+    return lp, accept_sum, n_div
 
 
 _F8 = types.float64
@@ -137,21 +154,29 @@ _POPULATION_SIGNATURE = types.Tuple((_F8[::1], types.int64[::1]))(
 )  # fmt: skip
 
 
-@numba.njit(_POPULATION_SIGNATURE, cache=True)
-def _population_steps(logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, log_u, metropolis):
+def _population_steps_py(logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, log_u, metropolis):
     n = ys.shape[0]
+    n_steps = noise.shape[1]
     acceptance = np.empty(n)
     divergences = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        y, lp, grad, acc, n_div = _chain_steps(
-            logp_fn, extra, ys[i], lps[i], grads[i], eps, inv_mass, noise[i], log_u[i], metropolis
-        )
-        ys[i] = y
+    scale = np.sqrt(2.0 * eps * inv_mass)
+    for i in numba.prange(n):
+        lp, accept_sum, n_div = _chain_steps(
+            logp_fn, extra, ys[i], grads[i], lps[i], eps, inv_mass, scale, noise[i], log_u[i],
+            metropolis,
+        )  # fmt: skip
         lps[i] = lp
-        grads[i] = grad
-        acceptance[i] = acc
+        acceptance[i] = accept_sum / n_steps
         divergences[i] = n_div
     return acceptance, divergences
+
+
+_population_steps = numba.njit(_POPULATION_SIGNATURE, cache=True)(_population_steps_py)
+_population_steps_parallel = numba.njit(_POPULATION_SIGNATURE, cache=True, parallel=True)(
+    _population_steps_py
+)
+PARALLEL_MIN_PARTICLES = 64
+"""Populations at least this large are stepped by all cores (Numba threads over particles)."""
 
 
 def _draw_noise(rng: np.random.Generator, n: int, n_steps: int, dim: int):
@@ -197,7 +222,10 @@ def langevin_steps_compiled(
     LangevinInfo
     """
     noise, log_u = _draw_noise(rng, ys.shape[0], n_steps, ys.shape[1])
-    acceptance, divergences = _population_steps(
+    kernel = (
+        _population_steps_parallel if ys.shape[0] >= PARALLEL_MIN_PARTICLES else _population_steps
+    )
+    acceptance, divergences = kernel(
         logp_fn, extra, ys, lps, grads, float(eps), np.ascontiguousarray(inv_mass, dtype=float),
         noise, log_u, bool(metropolis),
     )  # fmt: skip

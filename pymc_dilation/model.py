@@ -18,6 +18,7 @@ compared yet.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -27,10 +28,11 @@ import numba
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.graph.basic import Constant
 from pytensor.graph.replace import graph_replace
 
-from pymc_dilation._compat import freeze_dims_and_data, modelcontext
-from pymc_dilation.kernels import PointFunction, point_function
+from pymc_dilation._compat import compile_numba_function_src, freeze_dims_and_data, modelcontext
+from pymc_dilation.kernels import POINT_SIGNATURE, PointFunction, point_function
 
 __all__ = ["VarInfo", "ModelLogp", "compile_model_logp", "continuous_value_vars"]
 
@@ -137,7 +139,7 @@ class ModelLogp:
                 fn = pytensor.function(
                     self._inputs, self._outputs, mode="NUMBA", on_unused_input="ignore"
                 )
-                self.point_fn = point_function(fn.vm.jit_fn)
+                self.point_fn = _cached_point_function(fn)
             except Exception as err:  # any Op without a Numba implementation
                 _log.warning(
                     "The Numba backend cannot compile this model's log density (%s); "
@@ -205,6 +207,49 @@ class ModelLogp:
             out[info.name] = x[start : start + info.size].reshape(info.shape).astype(info.dtype)
             start += info.size
         return out
+
+
+_POINT_WRAPPER_SRC = """
+def point_fn(y, extra, grad_out):
+    lp, grad = logp_fn(y, extra)
+    grad_out[:] = grad
+    return np.asarray(lp).ravel()[0]
+"""
+
+
+def _graph_key(fgraph) -> str:
+    """A key that identifies a compiled graph across processes: its printout and constants."""
+    digest = hashlib.sha256(("v2" + _POINT_WRAPPER_SRC).encode())
+    digest.update(f"{pytensor.__version__} {numba.__version__}".encode())
+    digest.update(pytensor.printing.debugprint(fgraph, file="str", print_type=True).encode())
+    for node in fgraph.toposort():
+        for var in node.inputs:
+            if isinstance(var, Constant):
+                digest.update(np.ascontiguousarray(var.data).tobytes())
+    return "pymc_dilation_point_" + digest.hexdigest()
+
+
+def _cached_point_function(fn):
+    """:func:`~pymc_dilation.kernels.point_function` of a PyTensor Numba function, disk-cached.
+
+    The wrapper is compiled together with the model's whole graph, which costs about a second
+    of LLVM time on every call. PyTensor already caches its own Numba functions under a key of
+    the graph; the wrapper is cached the same way (PyTensor's cache locator, keyed by the graph's
+    printout and constants), so a model compiled before loads in milliseconds.
+    """
+    if compile_numba_function_src is None or not pytensor.config.numba__cache:
+        return point_function(fn.vm.jit_fn)
+    source = compile_numba_function_src(
+        _POINT_WRAPPER_SRC,
+        "point_fn",
+        global_env={"logp_fn": fn.vm.jit_fn, "np": np, "__name__": __name__},
+        cache_key=_graph_key(fn.maker.fgraph),
+    )
+    try:
+        return numba.njit(POINT_SIGNATURE, cache=True)(source)
+    except Exception as err:  # an unreadable cache entry must not cost the Numba backend
+        _log.debug("Cached point function unavailable (%s); compiling it afresh.", err)
+        return point_function(fn.vm.jit_fn)
 
 
 _F8 = numba.types.float64

@@ -104,7 +104,7 @@ def find_mode_centers(
     grads: np.ndarray,
     step: float,
     inv_mass: np.ndarray,
-    n_iter: int = 100,
+    n_iter: int = 20,
     max_modes: int = 16,
     min_share: float = 0.01,
 ) -> tuple[np.ndarray, int]:

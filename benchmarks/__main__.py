@@ -1,0 +1,36 @@
+"""``python -m benchmarks COMMAND ...``: the project's benchmarks.
+
+Commands:
+
+- ``run``: samplers x targets table in Markdown and JSON (:mod:`benchmarks.runner`);
+- ``paper``: dilation vs plain and geometric-path Langevin at one gradient budget
+  (:mod:`benchmarks.paper_comparison`);
+- ``eight-schools``: DilationLangevin's steps per draw vs NUTS and nutpie
+  (:mod:`benchmarks.eight_schools`);
+- ``check-ports``: the posteriordb ports against their references with NUTS
+  (:mod:`benchmarks.check_ports`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": "benchmarks.runner",
+    "paper": "benchmarks.paper_comparison",
+    "eight-schools": "benchmarks.eight_schools",
+    "check-ports": "benchmarks.check_ports",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

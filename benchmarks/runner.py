@@ -1,0 +1,288 @@
+"""Benchmark runner: chosen samplers on chosen targets, one table in Markdown and JSON.
+
+Usage (from the repository root)::
+
+    python -m benchmarks run [--targets multimodal ports NAME ...] [--samplers ...]
+        [--draws 1000] [--tune 1000] [--chains 4] [--particles 2000] [--repeats 1]
+        [--seed 1] [--output benchmarks/results/latest]
+
+Targets: the multimodal suite (``mix2d``, ``mix10d``, ``mix50d``, see
+:mod:`benchmarks.multimodal`) and the posteriordb ports (:mod:`benchmarks.posteriordb`);
+``multimodal`` and ``ports`` name the groups. Samplers:
+
+- ``dilation``: ``pm.sample(step=DilationLangevin())``;
+- ``sample_dilation``: the population sampler, ``--particles`` draws, one chain;
+- ``nuts``: PyMC's NUTS; ``nutpie``: nutpie through ``pm.sample(nuts_sampler="nutpie")``;
+- ``smc``: ``pm.sample_smc`` with ``--particles`` draws, one chain.
+
+Every (target, sampler) pair runs once untimed with small sizes first, so disk caches (PyTensor's
+C and Numba caches) are warm and the timed runs show what a user's second run costs; the wall
+time then covers the whole call, compilation included. Metrics per run: mode-weight TV (mixtures)
+or the worst standardised mean error and relative sd error against the reference (ports), the
+minimum bulk ESS over all posterior variables and ESS per second (MCMC samplers only: the
+particles of a population sampler are not a Markov chain), wall time, gradient evaluations
+(MCMC: leapfrog/Langevin steps of the draw phase, from ``n_steps``; ``sample_dilation``: all
+of them; SMC uses none), divergences. Ratios to NUTS and to SMC are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pymc as pm
+
+from benchmarks import multimodal, posteriordb
+from pymc_dilation import DilationLangevin, sample_dilation
+
+__all__ = ["SAMPLERS", "RunSettings", "run_benchmarks", "markdown_table", "main"]
+
+SAMPLERS = ("dilation", "sample_dilation", "nuts", "nutpie", "smc")
+POPULATION_SAMPLERS = ("sample_dilation", "smc")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Sizes shared by all samplers of a run."""
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    particles: int = 2000
+
+    def small(self) -> RunSettings:
+        """Sizes of the untimed warm-up run."""
+        return RunSettings(draws=50, tune=50, chains=1, particles=100)
+
+
+def _run_sampler(sampler: str, model: pm.Model, settings: RunSettings, seed: int):
+    mcmc = dict(
+        draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
+        random_seed=seed, progressbar=False, compute_convergence_checks=False,
+    )  # fmt: skip
+    with model:
+        if sampler == "dilation":
+            return pm.sample(step=DilationLangevin(tune=settings.tune), **mcmc)
+        if sampler in ("nuts", "nutpie"):
+            return pm.sample(nuts_sampler="pymc" if sampler == "nuts" else "nutpie", **mcmc)
+        if sampler == "sample_dilation":
+            return sample_dilation(
+                settings.particles, chains=1, random_seed=seed, progressbar=False
+            )
+        if sampler == "smc":
+            return pm.sample_smc(
+                settings.particles, chains=1, cores=1, random_seed=seed, progressbar=False,
+                compute_convergence_checks=False,
+            )  # fmt: skip
+    raise ValueError(f"Unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}.")
+
+
+def _stat_sum(idata, name: str) -> float:
+    try:
+        return float(np.asarray(idata.sample_stats[name]).sum())
+    except KeyError:
+        return float("nan")
+
+
+def _min_bulk_ess(idata) -> float:
+    ess = az.ess(idata, method="bulk")
+    return float(min(np.min(np.asarray(ess[v])) for v in ess.data_vars))
+
+
+def _gradients(sampler: str, idata) -> float:
+    if sampler == "smc":
+        return 0.0
+    if sampler == "sample_dilation":
+        return float(idata.sample_stats.attrs["n_grad_total"])
+    return _stat_sum(idata, "n_steps")
+
+
+def _score(target: str, idata) -> dict[str, float]:
+    if target in multimodal.TARGETS:
+        return {"tv": multimodal.mode_weight_tv(multimodal.posterior_samples(idata), target)}
+    rows = posteriordb.moment_errors(idata, target)
+    return {
+        "mean_err": max(r["mean_err"] for r in rows),
+        "sd_err": max(r["sd_err"] for r in rows),
+    }
+
+
+def run_one(target: str, sampler: str, settings: RunSettings, seed: int) -> dict[str, Any]:
+    """Run one sampler on one target and measure it (see the module docstring)."""
+    model = _build(target)
+    start = time.perf_counter()
+    idata = _run_sampler(sampler, model, settings, seed)
+    wall = time.perf_counter() - start
+    record: dict[str, Any] = {"target": target, "sampler": sampler, "seed": seed, "wall_s": wall}
+    record.update(_score(target, idata))
+    ess = float("nan") if sampler in POPULATION_SAMPLERS else _min_bulk_ess(idata)
+    record.update(
+        min_ess_bulk=ess,
+        ess_per_s=ess / wall,
+        n_grad=_gradients(sampler, idata),
+        divergences=_stat_sum(idata, "diverging"),
+    )
+    return record
+
+
+def _build(target: str) -> pm.Model:
+    if target in multimodal.TARGETS:
+        return multimodal.build_model(target)
+    return posteriordb.build_model(target)
+
+
+def _median_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(records[0])
+    for key, value in records[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in records)
+    out["repeats"] = len(records)
+    return out
+
+
+def run_benchmarks(
+    targets: Sequence[str],
+    samplers: Sequence[str],
+    settings: RunSettings,
+    repeats: int = 1,
+    seed: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """All pairs of ``targets`` and ``samplers``: median over ``repeats`` seeds, with ratios."""
+    results = []
+    for target in targets:
+        for sampler in samplers:
+            run_one(target, sampler, settings.small(), seed)  # warm caches, not timed
+            records = [run_one(target, sampler, settings, seed + r) for r in range(repeats)]
+            results.append(_median_records(records))
+            log(_summary_line(results[-1]))
+    _add_ratios(results)
+    return results
+
+
+def _add_ratios(results: list[dict[str, Any]]) -> None:
+    by_pair = {(r["target"], r["sampler"]): r for r in results}
+    for record in results:
+        for base in ("nuts", "smc"):
+            ref = by_pair.get((record["target"], base))
+            if ref is None:
+                continue
+            record[f"wall_vs_{base}"] = record["wall_s"] / ref["wall_s"]
+            if base == "nuts":
+                record["ess_per_s_vs_nuts"] = record["ess_per_s"] / ref["ess_per_s"]
+
+
+def _summary_line(record: dict[str, Any]) -> str:
+    score = (
+        f"TV {record['tv']:.3f}"
+        if "tv" in record
+        else f"mean err {record['mean_err']:.3f} sd err {record['sd_err']:.3f}"
+    )
+    return (
+        f"{record['target']:<45} {record['sampler']:<16} {score}  "
+        f"wall {record['wall_s']:.2f}s  ESS/s {record['ess_per_s']:.0f}"
+    )
+
+
+_COLUMNS = [
+    ("target", "target", "{}"),
+    ("sampler", "sampler", "{}"),
+    ("tv", "mode TV", "{:.3f}"),
+    ("mean_err", "worst mean err (sd)", "{:.3f}"),
+    ("sd_err", "worst sd err", "{:.3f}"),
+    ("min_ess_bulk", "min bulk ESS", "{:.0f}"),
+    ("ess_per_s", "ESS/s", "{:.1f}"),
+    ("wall_s", "wall (s)", "{:.2f}"),
+    ("wall_vs_nuts", "wall / NUTS", "{:.2f}"),
+    ("wall_vs_smc", "wall / SMC", "{:.2f}"),
+    ("ess_per_s_vs_nuts", "ESS/s / NUTS", "{:.2f}"),
+    ("n_grad", "gradients", "{:.0f}"),
+    ("divergences", "divergences", "{:.0f}"),
+]
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (blank where a metric does not apply)."""
+    columns = [c for c in _COLUMNS if any(c[0] in r for r in results)]
+    lines = [
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for record in results:
+        cells = []
+        for key, _, fmt in columns:
+            value = record.get(key)
+            missing = value is None or (isinstance(value, float) and not np.isfinite(value))
+            cells.append("" if missing else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _environment() -> dict[str, str]:
+    return {
+        "date": date.today().isoformat(),
+        "python": platform.python_version(),
+        "pymc": pm.__version__,
+        "arviz": az.__version__,
+    }
+
+
+def _expand_targets(names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        if name == "multimodal":
+            out += list(multimodal.TARGETS)
+        elif name == "ports":
+            out += list(posteriordb.POSTERIOR_NAMES)
+        elif name in multimodal.TARGETS or name in posteriordb.POSTERIOR_NAMES:
+            out.append(name)
+        else:
+            choices = ["multimodal", "ports", *multimodal.TARGETS, *posteriordb.POSTERIOR_NAMES]
+            raise ValueError(f"Unknown target {name!r}; choose from {', '.join(choices)}.")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m benchmarks run ...`` (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks run", description=__doc__)
+    parser.add_argument("--targets", nargs="+", default=["multimodal"])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--particles", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--output", default="benchmarks/results/latest", help="writes OUTPUT.md and OUTPUT.json"
+    )
+    args = parser.parse_args(argv)
+    settings = RunSettings(args.draws, args.tune, args.chains, args.particles)
+    targets = _expand_targets(args.targets)
+    results = run_benchmarks(targets, args.samplers, settings, args.repeats, args.seed)
+    env = _environment()
+    command = "python -m benchmarks run " + " ".join(argv if argv is not None else [])
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"{env['date']}, Python {env['python']}, PyMC {env['pymc']}, ArviZ {env['arviz']}; "
+        f"draws {settings.draws}, tune {settings.tune}, chains {settings.chains}, "
+        f"particles {settings.particles}, repeats {args.repeats} (median)."
+    )
+    table = markdown_table(results)
+    output.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
+    output.with_suffix(".json").write_text(
+        json.dumps({"environment": env, "settings": vars(args), "results": results}, indent=1)
+    )
+    print(f"\n{header}\n\n{table}\n\nWritten: {output}.md, {output}.json ({command.strip()})")
+    return 0
