@@ -108,11 +108,13 @@ def plain_langevin(
 ) -> tuple[np.ndarray, int]:
     """Langevin on the target alone from ``N(center, reference_sd² I)``, no annealing.
 
-    The step size adapts every ``adapt_every`` steps by the same rule as the annealed samplers.
+    The step size adapts every ``adapt_every`` steps by the same rule as the annealed samplers;
+    each round of ``adapt_every`` steps costs ``adapt_every + 1`` gradients, like a level of the
+    annealed samplers, so ``n_steps`` counts gradient evaluations in all.
     """
     center = np.zeros(dim) if center is None else np.asarray(center, dtype=float)
     ys = center + reference_sd * rng.standard_normal((n_particles, dim))
-    rounds = np.ones(max(1, n_steps // adapt_every))
+    rounds = np.ones(max(1, n_steps // (adapt_every + 1)))
     n_grad = _anneal(lambda _: logp_grad, rounds, ys, adapt_every, rng, target_accept, metropolis)
     return ys, n_grad
 

@@ -267,6 +267,22 @@ def _evaluate_rows(point_fn, extra, xs):
     return lps, grads
 
 
+def _frozen(model):
+    """``freeze_dims_and_data(model)``, also for models with user-set initial values.
+
+    PyMC refuses to convert such models; the initial values play no part in the log density, so
+    they are set aside while the frozen copy is made (shapes come from the default initial point).
+    """
+    initvals = model.rvs_to_initial_values
+    saved = dict(initvals)
+    try:
+        for rv in initvals:
+            initvals[rv] = None
+        return freeze_dims_and_data(model)
+    finally:
+        initvals.update(saved)
+
+
 def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = "numba"):
     """Compile the log density of ``vars`` of ``model`` in unconstrained space.
 
@@ -288,7 +304,7 @@ def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = 
     model = modelcontext(model)
     value_vars = continuous_value_vars(model, vars)
     names = [v.name for v in value_vars]
-    frozen = freeze_dims_and_data(model)
+    frozen = _frozen(model)
     initial_point = frozen.initial_point()
     frozen_values = {v.name: v for v in frozen.value_vars}
 

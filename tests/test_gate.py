@@ -1,0 +1,63 @@
+"""Correctness gate: every posteriordb port, sampled by pm.sample(step=DilationLangevin()).
+
+For each reference parameter: |mean - reference mean| <= 0.15 reference sd and the sd within
+15 % of the reference sd. The ports (benchmarks/posteriordb.py) were checked against their
+references with NUTS first (``python -m benchmarks check-ports``). Marked slow (about 2-3 minutes
+per PyMC version); CI runs it on both.
+
+Sizes: 4 chains, 1500 tuning iterations and 1500 draws, except gp_pois_regr, which gets 5000
+of each. Known failure: gp_pois_regr. Its GP hyperparameters rho and alpha mix slowly under a
+diagonal preconditioner (they set the scale of the whitened latent f, a funnel). With 4 x 5000
+draws their means are off by 0.10 reference sd at one seed and by 0.29 at another. It is marked
+xfail (not strict) until the step method gets a dense or Riemannian preconditioner.
+
+The population sampler is gated on the multimodal suite (tests/test_population.py), not here:
+on unimodal regression posteriors whose mass lies far from the path's center compared with
+their width (kidiq, sblrc, arK, gp_pois_regr) its short default annealing lags behind the
+moving mode, which benchmarks/RESULTS.md documents.
+"""
+
+import os
+
+import pymc as pm
+import pytest
+
+from benchmarks import posteriordb as pdb
+from pymc_dilation import DilationLangevin
+
+TOLERANCE = 0.15
+SIZES = {"gp_pois_regr-gp_pois_regr": 5000}
+
+if not pdb.posteriordb_dir().exists():  # pragma: no cover - CI has ../shared beside the clone
+    pytest.skip(
+        f"posteriordb not found (set {pdb.ENV_VAR} or put ../shared beside the repository)",
+        allow_module_level=True,
+    )
+
+
+KNOWN_FAILURES = {
+    "gp_pois_regr-gp_pois_regr": "rho/alpha mix slowly with a diagonal preconditioner (funnel)",
+}
+CASES = [
+    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=False))
+    if name in KNOWN_FAILURES
+    else name
+    for name in pdb.POSTERIOR_NAMES
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_dilation_langevin_matches_reference(name):
+    size = SIZES.get(name, 1500)
+    with pdb.build_model(name):
+        idata = pm.sample(
+            draws=size, tune=size, chains=4, cores=1, step=DilationLangevin(),
+            random_seed=20261122, progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    failures = [
+        f"{row['name']}: mean err {row['mean_err']:.3f} sd, sd err {row['sd_err']:.3f}"
+        for row in pdb.moment_errors(idata, name)
+        if row["mean_err"] > TOLERANCE or row["sd_err"] > TOLERANCE
+    ]
+    assert not failures, f"{name} ({os.linesep.join(failures)})"
