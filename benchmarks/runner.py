@@ -157,16 +157,22 @@ def run_benchmarks(
     repeats: int = 1,
     seed: int = 1,
     log: Callable[[str], None] = print,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """All pairs of ``targets`` and ``samplers``: median over ``repeats`` seeds, with ratios."""
+    """All pairs of ``targets`` and ``samplers``: median over ``repeats`` seeds, with ratios.
+
+    ``on_result`` is called with the results so far after every pair (to save partial runs).
+    """
     results = []
     for target in targets:
         for sampler in samplers:
             run_one(target, sampler, settings.small(), seed)  # warm caches, not timed
             records = [run_one(target, sampler, settings, seed + r) for r in range(repeats)]
             results.append(_median_records(records))
+            _add_ratios(results)
             log(_summary_line(results[-1]))
-    _add_ratios(results)
+            if on_result is not None:
+                on_result(results)
     return results
 
 
@@ -269,9 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = RunSettings(args.draws, args.tune, args.chains, args.particles)
     targets = _expand_targets(args.targets)
-    results = run_benchmarks(targets, args.samplers, settings, args.repeats, args.seed)
     env = _environment()
-    command = "python -m benchmarks run " + " ".join(argv if argv is not None else [])
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -279,10 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"draws {settings.draws}, tune {settings.tune}, chains {settings.chains}, "
         f"particles {settings.particles}, repeats {args.repeats} (median)."
     )
-    table = markdown_table(results)
-    output.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
-    output.with_suffix(".json").write_text(
-        json.dumps({"environment": env, "settings": vars(args), "results": results}, indent=1)
+
+    def save(results: list[dict[str, Any]]) -> None:
+        output.with_suffix(".md").write_text(f"{header}\n\n{markdown_table(results)}\n")
+        output.with_suffix(".json").write_text(
+            json.dumps({"environment": env, "settings": vars(args), "results": results}, indent=1)
+        )
+
+    results = run_benchmarks(
+        targets, args.samplers, settings, args.repeats, args.seed, on_result=save
     )
-    print(f"\n{header}\n\n{table}\n\nWritten: {output}.md, {output}.json ({command.strip()})")
+    print(f"\n{header}\n\n{markdown_table(results)}\n\nWritten: {output}.md, {output}.json")
     return 0

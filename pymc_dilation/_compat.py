@@ -114,3 +114,48 @@ def group_dataset(data, group: str):
     """
     node = data[group]
     return node.to_dataset() if hasattr(node, "to_dataset") else node
+
+
+def _figure_of(result):
+    """The matplotlib ``Figure`` behind what an ArviZ plotting function returned."""
+    if hasattr(result, "get_viz"):  # ArviZ 1.x PlotCollection
+        return result.get_viz("figure")
+    first = result.flat[0] if hasattr(result, "flat") else result
+    return first.get_figure()
+
+
+def plot_trace(data, var_names=None, **kwargs):
+    """Trace plot (marginal densities and traces per chain); returns the ``Figure``.
+
+    ArviZ 0.x: ``az.plot_trace``. ArviZ 1.x: ``az.plot_trace_dist`` on the matplotlib backend.
+    ``kwargs`` go to that function.
+    """
+    if ARVIZ_MAJOR >= 1:
+        kwargs.setdefault("backend", "matplotlib")
+        return _figure_of(az.plot_trace_dist(data, var_names=var_names, **kwargs))
+    return _figure_of(az.plot_trace(data, var_names=var_names, **kwargs))
+
+
+def plot_rank(data, var_names=None, **kwargs):
+    """Rank plot of the chains (uniform ranks when the chains agree); returns the ``Figure``.
+
+    ArviZ 0.x draws rank histograms, ArviZ 1.x rank ECDF differences with an envelope, both with
+    ``az.plot_rank``; ``kwargs`` go to it.
+    """
+    if ARVIZ_MAJOR >= 1:
+        kwargs.setdefault("backend", "matplotlib")
+    return _figure_of(az.plot_rank(data, var_names=var_names, **kwargs))
+
+
+def plot_ppc(data, var_names=None, num_samples: int = 50, **kwargs):
+    """Posterior (or prior) predictive check of the observed data; returns the ``Figure``.
+
+    ``data`` needs a ``posterior_predictive`` and an ``observed_data`` group. ArviZ 0.x:
+    ``az.plot_ppc``; ArviZ 1.x: ``az.plot_ppc_dist`` on the matplotlib backend.
+    """
+    if ARVIZ_MAJOR >= 1:
+        kwargs.setdefault("backend", "matplotlib")
+        return _figure_of(
+            az.plot_ppc_dist(data, var_names=var_names, num_samples=num_samples, **kwargs)
+        )
+    return _figure_of(az.plot_ppc(data, var_names=var_names, num_pp_samples=num_samples, **kwargs))

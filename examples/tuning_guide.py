@@ -1,0 +1,364 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tuning guide
+#
+# What the options of `DilationLangevin` and `sample_dilation` do, how to read their sample
+# stats, and when another sampler is the better choice.
+#
+# This page is the script `examples/tuning_guide.py`, run when the documentation is built
+# (`PYMC_DILATION_FAST=1` for small runs).
+
+# %%
+import inspect
+import logging
+import os
+import time
+
+import arviz as az
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pymc as pm
+
+from pymc_dilation import DilationLangevin, sample_dilation
+from pymc_dilation.schedules import geometric_schedule, make_schedule, power_schedule
+
+try:  # rich tables in a notebook, plain text in a terminal
+    from IPython.display import display as show
+except ImportError:  # pragma: no cover
+    show = print
+
+FAST = os.environ.get("PYMC_DILATION_FAST") == "1"
+logging.getLogger("pymc").setLevel(logging.ERROR)  # no sampling logs in the page
+pd.set_option("display.width", 120)
+pd.set_option("display.max_columns", 20)
+CHAINS = 8 if FAST else 16
+TUNE, DRAWS = (600, 200) if FAST else (1000, 1000)
+PARTICLES = 500 if FAST else 2000
+
+# %% [markdown]
+# ## The options at a glance
+#
+# | option | what it sets |
+# |---|---|
+# | `schedule` | the λ levels: `"geometric"`, `"power"` or an explicit array |
+# | `n_levels` | number of levels of a named schedule |
+# | `lambda_min` | first level of a named schedule |
+# | `center` | the center of the path, in unconstrained space (default: the model's initial point) |
+# | `steps_per_draw` | Langevin steps per iteration of `pm.sample` (`DilationLangevin`) |
+# | `steps_per_level` | Langevin steps per level (`sample_dilation`) |
+# | `target_accept` | target Metropolis acceptance rate of the step-size adaptation |
+# | `anneal_metropolis` | accept/reject during the annealing (MALA) or not (ULA) |
+# | `refine_sweeps`, `refine_steps` | exact refinement at λ = 1 (`sample_dilation`) |
+#
+# The defaults, read from the installed version:
+
+
+# %%
+def defaults(function, names):
+    params = inspect.signature(function).parameters
+    return {name: params[name].default for name in names if name in params}
+
+
+OPTIONS = [
+    "schedule",
+    "n_levels",
+    "lambda_min",
+    "steps_per_draw",
+    "steps_per_level",
+    "target_accept",
+    "anneal_metropolis",
+    "refine_sweeps",
+    "refine_steps",
+]
+show(
+    pd.DataFrame(
+        {
+            "DilationLangevin": defaults(DilationLangevin.__init__, OPTIONS),
+            "sample_dilation": defaults(sample_dilation, OPTIONS),
+        }
+    ).fillna("")
+)
+
+# %% [markdown]
+# `DilationLangevin` spends **one tuning iteration per level**: the first `n_levels` of
+# `pm.sample`'s `tune` iterations walk the path, the rest tune the step size and a diagonal
+# preconditioner at λ = 1. If `tune` is shorter than twice `n_levels`, the schedule is thinned to
+# half the tuning iterations. On PyMC 5 pass `tune=` to `DilationLangevin` as well (PyMC 6 tells
+# the step method itself) so that the adaptation windows end where tuning ends.
+
+# %% [markdown]
+# ## Schedules
+#
+# A schedule is an increasing sequence of levels in (0, 1] ending at 1. The geometric schedule
+# has equal *ratios* between levels: the state contracts towards the center by the same factor
+# at every level, which is what the path's geometry asks for. A power schedule
+# `lambda_min + (1 - lambda_min) (k / K) ** power` spends more levels near λ = 1 (where the modes
+# are far apart) and fewer near the Dirac. Any array works too.
+
+# %%
+k = np.arange(100)
+custom = np.concatenate([np.geomspace(1e-3, 0.1, 30), np.linspace(0.1, 1.0, 71)[1:]])
+schedules = {
+    "geometric (default)": geometric_schedule(100, 1e-3),
+    "power, power=2": power_schedule(100, 1e-3, power=2.0),
+    "power, power=4": power_schedule(100, 1e-3, power=4.0),
+    "custom array": make_schedule(custom, n_levels=0, lambda_min=0.5),  # levels as given
+}
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+for label, levels in schedules.items():
+    axes[0].plot(levels, label=label)
+    axes[1].semilogy(levels, label=label)
+axes[0].set(xlabel="level", ylabel="λ", title="linear scale")
+axes[1].set(xlabel="level", ylabel="λ", title="log scale")
+axes[0].legend()
+fig.tight_layout()
+
+# %% [markdown]
+# ## Where the chains go: the center and the start
+#
+# The quick start's posterior has modes at −2 and +10 with weights 0.62 and 0.38. How does a
+# chain of `DilationLangevin` pick its mode? In target coordinates
+# `y = c + (x − c) / sqrt(λ)`, each level of the annealing is a few Langevin steps on the
+# posterior itself, followed by a contraction of `y` towards the center `c` when λ moves to the
+# next level (see [How the dilation path works](../dilation_path.md)). So a chain settles in the
+# basin that Langevin dynamics started from its *initial point* falls into, while the
+# contractions keep pulling it back towards the center. Two consequences:
+#
+# - `center` alone does not move where a chain starts: `pm.sample` starts each chain from the
+#   model's initial point (or from `initvals`). To start the annealing at the center, pass the
+#   same point as `initvals`.
+# - From a point inside one mode's basin nearly every chain chooses that mode; from a point on
+#   the ridge between two basins each chain chooses by chance, whatever the modes' masses.
+#
+# After λ reaches 1, a chain can still cross to another mode during the tuning, when the
+# step-size adaptation restarts with a large trial step. The helper below runs `pm.sample` with
+# some options and reports the share of chains in the far mode when λ reaches 1 and in the draws,
+# with the mean acceptance rate and the time (compilation included).
+
+# %%
+with pm.Model() as model:
+    x = pm.Normal("x", 0.0, 10.0)
+    modes = pm.math.stack(
+        [pm.logp(pm.Normal.dist(-2.0, 1.0), x), pm.logp(pm.Normal.dist(10.0, 1.0), x)]
+    )
+    pm.Potential("two_modes", pm.math.logsumexp(modes) + np.log(0.5))
+
+TRUE_FAR_WEIGHT = 0.383  # exact, see the quick start
+
+
+def run(label, initvals=None, **options):
+    start = time.perf_counter()
+    with model:
+        data = pm.sample(
+            draws=DRAWS,
+            tune=TUNE,
+            chains=CHAINS,
+            cores=1,
+            step=DilationLangevin(tune=TUNE, **options),
+            initvals=initvals,
+            random_seed=3,
+            progressbar=False,
+            compute_convergence_checks=False,
+            discard_tuned_samples=False,
+        )
+    seconds = time.perf_counter() - start
+    warm = np.asarray(data.warmup_posterior["x"])
+    lam = np.asarray(data.warmup_sample_stats["dilation"])[0]
+    end = int(np.argmax(lam >= 1.0))
+    draws = np.asarray(data.posterior["x"])
+    return {
+        "options": label,
+        "far at λ = 1": (warm[:, end] > 4).mean(),
+        "far in draws": ((draws > 4).mean(axis=1) > 0.5).mean(),
+        "acceptance": float(np.asarray(data.sample_stats["acceptance_rate"]).mean()),
+        "seconds": seconds,
+    }
+
+
+ridge = {"x": 4.0}  # between the modes' basins
+rows = [
+    run("defaults (center = initial point = 0)"),
+    run("center 4, initial point 0", center=ridge),
+    run("center 4, initvals 4", initvals=ridge, center=ridge),
+    run("center 4, initvals 4, power schedule", initvals=ridge, center=ridge, schedule="power"),
+    run("center 4, initvals 4, n_levels = 50", initvals=ridge, center=ridge, n_levels=50),
+]
+table = pd.DataFrame(rows).set_index("options")
+print(f"exact weight of the far mode: {TRUE_FAR_WEIGHT}; {CHAINS} chains per run")
+show(table.round(2))
+
+# %% [markdown]
+# With a handful of chains these shares are coarse (8 chains can only say 0, 1/8, 2/8, …), and
+# they estimate the chance of each basin, not the mass of each mode. When the mode weights
+# matter, use a population sampler (below).
+#
+# The center is a point in **unconstrained** space: a dict of value variables
+# (`{"sigma_log__": 0.0}` for a positive `sigma`) or a raveled array. `lambda_min` sets how close
+# to a Dirac the path starts, `n_levels` how gently it opens; with too few levels the contraction
+# between levels is large and the acceptance drops at the start of each level.
+
+# %% [markdown]
+# ## Step size and `target_accept`
+#
+# The step size adapts by dual averaging towards `target_accept` (default 0.6, the usual optimum
+# for MALA; NUTS's 0.8 is tuned for long trajectories). During the annealing the step is
+# expressed in the posterior's scale, so one step size serves all levels. `sample_stats`
+# shows what happened:
+
+# %%
+with model:
+    data = pm.sample(
+        draws=DRAWS,
+        tune=TUNE,
+        chains=4,
+        cores=1,
+        step=DilationLangevin(tune=TUNE),
+        random_seed=3,
+        progressbar=False,
+        compute_convergence_checks=False,
+        discard_tuned_samples=False,
+    )
+warm = data.warmup_sample_stats
+fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
+for ax, key in zip(axes, ("dilation", "step_size", "acceptance_rate")):
+    ax.plot(np.asarray(warm[key]).T, lw=0.6)
+    ax.set_ylabel(key)
+axes[0].set_yscale("log")
+axes[1].set_yscale("log")
+axes[2].set_xlabel("tuning iteration")
+fig.suptitle("Warm-up of 4 chains: λ, step size and acceptance rate")
+fig.tight_layout()
+
+# %% [markdown]
+# The spikes in the step size are the restarts of the dual averaging at the end of each
+# preconditioner window: the adaptation tries a step ten times larger and comes back within a
+# few iterations. `step_size_bar` holds the averaged step that the draws use.
+#
+# - Lower `target_accept` (e.g. 0.4) for larger steps when the acceptance is uniform over the
+#   posterior; raise it (0.7–0.8) when `diverging` draws appear.
+# - `anneal_metropolis=False` runs unadjusted Langevin during the annealing, as in the paper.
+#   It moves a little faster but is biased for a finite step; the draws are always
+#   Metropolis-adjusted.
+
+# %% [markdown]
+# ## `steps_per_draw`
+#
+# Each iteration of `pm.sample` runs `steps_per_draw` Langevin steps in one compiled call and
+# records the last. PyMC's own per-draw overhead (the trace, the Python loop) is much larger than
+# one gradient of a small model, so more steps per draw cost little time and cut the
+# autocorrelation. The benchmarks settled on 16 (see [Benchmarks](../benchmarks.md)). On a
+# unimodal model, here a 10-dimensional normal with scales from 0.1 to 10:
+
+# %%
+with pm.Model() as scales_model:
+    pm.Normal("theta", 0.0, np.geomspace(0.1, 10.0, 10), shape=10)
+
+
+def ess_per_second(step=None, **kwargs):
+    with scales_model:
+        data = pm.sample(
+            draws=DRAWS,
+            tune=TUNE,
+            chains=2,
+            cores=1,
+            step=step() if step else None,
+            random_seed=5,
+            progressbar=False,
+            compute_convergence_checks=False,
+            **kwargs,
+        )
+    seconds = float(data.posterior.attrs["sampling_time"])  # compilation excluded
+    ess = az.ess(np.asarray(data.posterior["theta"])[..., 0], method="bulk")
+    for i in range(1, 10):
+        ess = min(ess, az.ess(np.asarray(data.posterior["theta"])[..., i], method="bulk"))
+    return {"min bulk ESS": float(ess), "seconds": seconds, "ESS/s": float(ess) / seconds}
+
+
+rows = {
+    f"DilationLangevin, steps_per_draw={n}": ess_per_second(
+        lambda n=n: DilationLangevin(tune=TUNE, steps_per_draw=n)
+    )
+    for n in (4, 16)
+}
+rows["NUTS (PyMC)"] = ess_per_second(nuts_sampler="pymc")
+show(pd.DataFrame(rows).T.round(1))
+
+# %% [markdown]
+# (`seconds` is PyMC's `sampling_time`, compilation excluded. These runs are short, so the
+# numbers are noisy; the benchmarks page has careful timings.)
+
+# %% [markdown]
+# ## `sample_dilation`: levels, steps and refinement
+#
+# The population sampler anneals all particles together (`n_levels` levels of `steps_per_level`
+# Langevin steps), then runs `refine_sweeps` sweeps at λ = 1, each `refine_steps` MALA steps and
+# one **mode-jump** move between the modes the particles found. The jumps move mass between modes,
+# so the share of particles per mode converges to the weights — between the modes that were
+# found. A mode that no particle reached during the annealing stays empty; the attribute
+# `n_modes_found` of `sample_stats` says how many modes the refinement worked with. The center
+# matters here too:
+
+# %%
+rows = {}
+for label, center in (("center x = 0 (default)", None), ("center x = 4", {"x": 4.0})):
+    with model:
+        population = sample_dilation(PARTICLES, random_seed=1, progressbar=False, center=center)
+    stats = population.sample_stats
+    rows[f"sample_dilation, {label}"] = {
+        "far share": float((np.asarray(population.posterior["x"]) > 4).mean()),
+        "modes found": stats.attrs["n_modes_found"][0],
+        "gradients per particle": stats.attrs["n_grad"],
+        "seconds": stats.attrs["sampling_time"],
+    }
+with model:
+    start = time.perf_counter()
+    smc = pm.sample_smc(
+        PARTICLES, chains=1, random_seed=1, progressbar=False, compute_convergence_checks=False
+    )
+    rows["pm.sample_smc"] = {
+        "far share": float((np.asarray(smc.posterior["x"]) > 4).mean()),
+        "seconds": time.perf_counter() - start,
+    }
+print(f"exact weight of the far mode: {TRUE_FAR_WEIGHT}")
+show(pd.DataFrame(rows).T)
+
+# %% [markdown]
+# The attribute `n_grad` of `sample_stats` is the number of gradient evaluations per particle:
+# the annealing (`n_levels` levels of `steps_per_level` steps), locating the modes, and the
+# refinement (`refine_sweeps` sweeps of `refine_steps` steps and one jump). More `refine_sweeps`
+# give the jumps more chances to balance the modes.
+#
+# ## When to use something else
+#
+# Be pragmatic:
+#
+# - **Unimodal posteriors** (most regression and hierarchical models): NUTS is the default for
+#   good reasons, and [nutpie](https://github.com/pymc-devs/nutpie) is the fast way to run it
+#   (`pm.sample(nuts_sampler="nutpie")`). `DilationLangevin` can be faster per effective draw on
+#   small models, because it does many cheap compiled steps per draw (see the benchmarks), but
+#   MALA needs smaller steps than HMC as the dimension grows and suffers more from strong
+#   correlations (its preconditioner is diagonal), and its divergence flags are noisier. Try it
+#   with `compare_with_nuts` and keep whichever is better on your model.
+# - **Multimodal posteriors where the mode weights matter**: PyMC's `pm.sample_smc` is the
+#   established tool; it tempers from the prior with importance weights and resampling. Use
+#   `sample_dilation` when you can place the center well (between the modes) or want its
+#   batched speed, and check `n_modes_found`. Independent MCMC chains, from any sampler, give
+#   mode weights only as a share of chains.
+# - **Finding the modes** of a posterior from a single point: `DilationLangevin`'s annealing is
+#   a cheap way to send chains from the center into the posterior. Check the warm-up
+#   (`discard_tuned_samples=False`) to see where they went.
+# - **Discrete variables**: `DilationLangevin` samples the continuous ones inside a
+#   `CompoundStep` with PyMC's samplers for the discrete ones; `sample_dilation` needs a model
+#   with continuous variables only.
