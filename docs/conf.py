@@ -84,3 +84,24 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_static_path: list[str] = []
+
+
+def _init_signature(app, what, name, obj, options, signature, return_annotation):
+    """Show ``__init__``'s parameters for classes whose ``__new__`` takes ``*args, **kwargs``.
+
+    PyMC's step methods define such a ``__new__``, which autodoc would otherwise display.
+    """
+    import inspect
+
+    if what == "class" and signature == "(*args, **kwargs)" and "__init__" in vars(obj):
+        sig = inspect.signature(obj.__init__)
+        params = [  # drop self and the annotations (autodoc_typehints = "none")
+            p.replace(annotation=inspect.Parameter.empty) for p in list(sig.parameters.values())[1:]
+        ]
+        sig = sig.replace(parameters=params, return_annotation=inspect.Signature.empty)
+        return str(sig), return_annotation
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _init_signature)
