@@ -107,22 +107,52 @@ def point_function(logp_fn):
 
 
 @numba.njit(cache=True)
-def _chain_steps(logp_fn, extra, y, grad, lp, eps, inv_mass, scale, noise, log_u, metropolis):
+def _evaluate(logp_fn, extra, z, shift, root, x, grad_x, grad_out):
+    """``logp_fn`` at ``shift + root @ z``, its gradient in ``z`` written to ``grad_out``.
+
+    An empty ``root`` means no map: ``logp_fn`` is evaluated at ``z`` itself. ``x`` and
+    ``grad_x`` are scratch vectors.
+    """
+    if root.shape[0] == 0:
+        return logp_fn(z, extra, grad_out)
+    dim = z.shape[0]
+    for i in range(dim):
+        acc = shift[i]
+        for j in range(dim):
+            acc += root[i, j] * z[j]
+        x[i] = acc
+    lp = logp_fn(x, extra, grad_x)
+    for j in range(dim):
+        acc = 0.0
+        for i in range(dim):
+            acc += root[i, j] * grad_x[i]
+        grad_out[j] = acc
+    return lp
+
+
+@numba.njit(cache=True)
+def _chain_steps(
+    logp_fn, extra, y, grad, lp, eps, inv_mass, scale, noise, log_u, metropolis, shift, root
+):
     """``noise.shape[0]`` Langevin steps of one particle; ``y`` and ``grad`` updated in place.
 
-    Written with explicit loops and two scratch vectors: this runs for every particle and step,
-    and temporaries would cost more than the arithmetic. Returns the new log density, the
-    summed acceptance probability and the number of divergences.
+    Written with explicit loops and scratch vectors: this runs for every particle and step,
+    and temporaries would cost more than the arithmetic. ``y`` lives in the engine's
+    coordinates, mapped to the density's by ``shift + root @ y`` (see :func:`_evaluate`).
+    Returns the new log density, the summed acceptance probability and the number of
+    divergences.
     """
     dim = y.shape[0]
     y_prop = np.empty(dim)
     grad_prop = np.empty(dim)
+    x = np.empty(dim)
+    grad_x = np.empty(dim)
     accept_sum = 0.0
     n_div = 0
     for s in range(noise.shape[0]):
         for j in range(dim):
             y_prop[j] = y[j] + eps * inv_mass[j] * grad[j] + scale[j] * noise[s, j]
-        lp_prop = logp_fn(y_prop, extra, grad_prop)
+        lp_prop = _evaluate(logp_fn, extra, y_prop, shift, root, x, grad_x, grad_prop)
         finite = np.isfinite(lp_prop)
         forward = 0.0
         backward = 0.0
@@ -150,11 +180,13 @@ def _chain_steps(logp_fn, extra, y, grad, lp, eps, inv_mass, scale, noise, log_u
 _F8 = types.float64
 _POPULATION_SIGNATURE = types.Tuple((_F8[::1], types.int64[::1]))(
     PointFunction, _F8[::1], _F8[:, ::1], _F8[::1], _F8[:, ::1], _F8, _F8[::1],
-    _F8[:, :, ::1], _F8[:, ::1], types.boolean,
+    _F8[:, :, ::1], _F8[:, ::1], types.boolean, _F8[::1], _F8[:, ::1],
 )  # fmt: skip
 
 
-def _population_steps_py(logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, log_u, metropolis):
+def _population_steps_py(
+    logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, log_u, metropolis, shift, root
+):
     n = ys.shape[0]
     n_steps = noise.shape[1]
     acceptance = np.empty(n)
@@ -163,7 +195,7 @@ def _population_steps_py(logp_fn, extra, ys, lps, grads, eps, inv_mass, noise, l
     for i in numba.prange(n):
         lp, accept_sum, n_div = _chain_steps(
             logp_fn, extra, ys[i], grads[i], lps[i], eps, inv_mass, scale, noise[i], log_u[i],
-            metropolis,
+            metropolis, shift, root,
         )  # fmt: skip
         lps[i] = lp
         acceptance[i] = accept_sum / n_steps
@@ -194,6 +226,8 @@ def langevin_steps_compiled(
     n_steps: int,
     rng: np.random.Generator,
     metropolis: bool = True,
+    shift: np.ndarray | None = None,
+    root: np.ndarray | None = None,
 ) -> LangevinInfo:
     """Run ``n_steps`` Langevin steps on every particle in one compiled call, in place.
 
@@ -216,18 +250,26 @@ def langevin_steps_compiled(
         Source of the proposal noise and of the Metropolis uniforms.
     metropolis : bool
         Accept/reject each proposal (MALA) or always move (ULA).
+    shift, root : numpy.ndarray, optional
+        An affine map ``x = shift + root @ y`` from the particles' coordinates ``y`` to the
+        argument of ``logp_fn`` (a dense preconditioner, see
+        :mod:`pymc_dilation.laplace`); ``lps`` and ``grads`` are then the log density and
+        gradient in ``y``. Default: no map.
 
     Returns
     -------
     LangevinInfo
     """
+    dim = ys.shape[1]
+    shift = np.zeros(0) if shift is None else np.ascontiguousarray(shift, dtype=float)
+    root = np.zeros((0, dim)) if root is None else np.ascontiguousarray(root, dtype=float)
     noise, log_u = _draw_noise(rng, ys.shape[0], n_steps, ys.shape[1])
     kernel = (
         _population_steps_parallel if ys.shape[0] >= PARALLEL_MIN_PARTICLES else _population_steps
     )
     acceptance, divergences = kernel(
         logp_fn, extra, ys, lps, grads, float(eps), np.ascontiguousarray(inv_mass, dtype=float),
-        noise, log_u, bool(metropolis),
+        noise, log_u, bool(metropolis), shift, root,
     )  # fmt: skip
     return LangevinInfo(acceptance, divergences, n_steps)
 

@@ -23,11 +23,12 @@ hardly ever accepted in 50 dimensions, while a translation between mode centers 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from pymc_dilation.kernels import langevin_steps_compiled, langevin_steps_vectorized
+from pymc_dilation.laplace import LaplaceApproximation
 from pymc_dilation.path import rescale_between_levels
 
 __all__ = [
@@ -54,19 +55,32 @@ class PopulationTarget:
         when given, whole runs of Langevin steps go through one compiled call.
     extra : numpy.ndarray
         Second argument of ``point_fn``.
+    laplace : LaplaceApproximation, optional
+        When set, the particles live in its whitened coordinates (see :meth:`whitened`).
     """
 
     dim: int
     logp_grad_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     point_fn: object = None
     extra: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    laplace: LaplaceApproximation | None = None
+
+    def whitened(self, laplace: LaplaceApproximation) -> PopulationTarget:
+        """The same density in the whitened coordinates ``z`` of ``laplace``.
+
+        ``logp_grad_batch`` of the result takes and differentiates in ``z``; the compiled
+        driver maps each proposal itself, so whole runs of steps stay one compiled call.
+        """
+        return replace(self, logp_grad_batch=laplace.whiten(self.logp_grad_batch), laplace=laplace)
 
     def langevin(self, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis=True):
         """Langevin steps on all particles, in place, by the fastest driver available."""
         if self.point_fn is not None:
+            shift, root = (None, None) if self.laplace is None else self.laplace.affine()
             return langevin_steps_compiled(
-                self.point_fn, self.extra, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis
-            )
+                self.point_fn, self.extra, ys, lps, grads, eps, inv_mass, n_steps, rng,
+                metropolis, shift, root,
+            )  # fmt: skip
         return langevin_steps_vectorized(
             self.logp_grad_batch, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis
         )

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["check_probability", "check_positive_int", "check_center"]
+__all__ = ["check_probability", "check_positive_int", "check_choice", "check_center"]
 
 
 def check_probability(name: str, value: float) -> float:
@@ -25,6 +25,13 @@ def check_positive_int(name: str, value: int, zero: bool = False) -> int:
         kind = "a non-negative" if zero else "a positive"
         raise ValueError(f"{name} must be {kind} integer, got {value!r}.")
     return int(value)
+
+
+def check_choice(name: str, value, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, or a ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+    return value
 
 
 def check_center(
