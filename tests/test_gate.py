@@ -1,4 +1,5 @@
-"""Correctness gate: every posteriordb port, sampled by pm.sample(step=DilationLangevin()).
+"""Correctness gate: every posteriordb port, sampled by pm.sample(step=DilationLangevin()) and by
+sample_dilation.
 
 For each reference parameter: |mean - reference mean| <= 0.15 reference sd and the sd within
 15 % of the reference sd. The ports (benchmarks/posteriordb.py) were checked against their
@@ -11,10 +12,10 @@ diagonal preconditioner (they set the scale of the whitened latent f, a funnel).
 draws their means are off by 0.10 reference sd at one seed and by 0.29 at another. It is marked
 xfail (not strict) until the step method gets a dense or Riemannian preconditioner.
 
-The population sampler is gated on the multimodal suite (tests/test_population.py), not here:
-on unimodal regression posteriors whose mass lies far from the path's center compared with
-their width (kidiq, sblrc, arK, gp_pois_regr) its short default annealing lags behind the
-moving mode, which benchmarks/RESULTS.md documents.
+The population sampler (defaults, 2000 particles, one chain; its mode weights are gated on the
+multimodal suite in tests/test_population.py) meets the same tolerance on every port but
+gp_pois_regr, whose funnel the Laplace preconditioner does not describe (mean error 0.8
+reference sd): an xfail for the same reason.
 """
 
 import os
@@ -23,7 +24,7 @@ import pymc as pm
 import pytest
 
 from benchmarks import posteriordb as pdb
-from pymc_dilation import DilationLangevin
+from pymc_dilation import DilationLangevin, sample_dilation
 
 TOLERANCE = 0.15
 SIZES = {"gp_pois_regr-gp_pois_regr": 5000}
@@ -37,16 +38,31 @@ except FileNotFoundError as err:  # pragma: no cover - CI has ../shared beside t
 KNOWN_FAILURES = {
     "gp_pois_regr-gp_pois_regr": "rho/alpha mix slowly with a diagonal preconditioner (funnel)",
 }
-CASES = [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=False))
-    if name in KNOWN_FAILURES
-    else name
-    for name in pdb.POSTERIOR_NAMES
-]
+POPULATION_KNOWN_FAILURES = {
+    "gp_pois_regr-gp_pois_regr": "funnel: the Laplace whitening fits the mode, not the neck",
+}
+
+
+def _cases(known: dict[str, str]) -> list:
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(reason=known[name], strict=False))
+        if name in known
+        else name
+        for name in pdb.POSTERIOR_NAMES
+    ]
+
+
+def _assert_matches_reference(idata, name):
+    failures = [
+        f"{row['name']}: mean err {row['mean_err']:.3f} sd, sd err {row['sd_err']:.3f}"
+        for row in pdb.moment_errors(idata, name)
+        if row["mean_err"] > TOLERANCE or row["sd_err"] > TOLERANCE
+    ]
+    assert not failures, f"{name} ({os.linesep.join(failures)})"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", _cases(KNOWN_FAILURES))
 def test_dilation_langevin_matches_reference(name):
     size = SIZES.get(name, 1500)
     with pdb.build_model(name):
@@ -54,9 +70,12 @@ def test_dilation_langevin_matches_reference(name):
             draws=size, tune=size, chains=4, cores=1, step=DilationLangevin(),
             random_seed=20261122, progressbar=False, compute_convergence_checks=False,
         )  # fmt: skip
-    failures = [
-        f"{row['name']}: mean err {row['mean_err']:.3f} sd, sd err {row['sd_err']:.3f}"
-        for row in pdb.moment_errors(idata, name)
-        if row["mean_err"] > TOLERANCE or row["sd_err"] > TOLERANCE
-    ]
-    assert not failures, f"{name} ({os.linesep.join(failures)})"
+    _assert_matches_reference(idata, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _cases(POPULATION_KNOWN_FAILURES))
+def test_sample_dilation_matches_reference(name):
+    with pdb.build_model(name):
+        idata = sample_dilation(draws=2000, random_seed=20261122, progressbar=False)
+    _assert_matches_reference(idata, name)
