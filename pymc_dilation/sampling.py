@@ -50,8 +50,6 @@ def _whiten(target: PopulationTarget, center: np.ndarray, center_is_default: boo
     Returns ``(target, center, laplace)``; ``laplace`` is None with ``precondition="none"``.
     """
     if settings.precondition == "none":
-        if settings.center_at_mode:
-            raise ValueError('center="map" needs precondition="laplace" (it finds the mode).')
         return target, center, None
     laplace = laplace_approximation(target.logp_grad_batch, center)
     z_center = laplace.to_whitened(center)
@@ -103,6 +101,9 @@ class _Settings:
 
 
 def _settings(*, draws, chains, schedule, n_levels, lambda_min, center, precondition, **rest):
+    center_at_mode = isinstance(center, str) and check_choice("center", center, ("map",)) == "map"
+    if center_at_mode and precondition == "none":
+        raise ValueError('center="map" needs precondition="laplace" (it finds the mode).')
     return _Settings(
         draws=check_positive_int("draws", draws),
         chains=check_positive_int("chains", chains),
@@ -216,9 +217,9 @@ def sample_dilation(
         unconstrained (value variable) space, merged into the model's initial point, or
         ``"map"`` for the mode found by the Laplace step. Default: the model's initial point,
         unless it lies far outside the posterior's mass (more than
-        :func:`far_center_radius` whitened units from the mode), when the mode is used. Put
-        the center between the modes of a multimodal posterior: the path finds the modes
-        around it.
+        :func:`~pymc_dilation.sampling.far_center_radius` whitened units from the mode),
+        when the mode is used. Put the center between the modes of a multimodal posterior:
+        the path finds the modes around it.
     precondition : {"laplace", "none"}
         ``"laplace"`` (default): find the posterior mode (BFGS) and its curvature first, and
         run the Langevin dynamics in the coordinates that whiten that Gaussian
