@@ -22,7 +22,9 @@ or the worst standardised mean error and relative sd error against the reference
 minimum bulk ESS over all posterior variables and ESS per second (MCMC samplers only: the
 particles of a population sampler are not a Markov chain), wall time, gradient evaluations
 (MCMC: leapfrog/Langevin steps of the draw phase, from ``n_steps``; ``sample_dilation``: all
-of them; SMC uses none), divergences. Ratios to NUTS and to SMC are taken within one run.
+of them; SMC uses none), divergences. Ratios to NUTS and to SMC are taken within one run. A
+sampler that fails on a target (``pm.sample_smc`` cannot draw its initial particles from a
+``Flat`` prior) gets a row saying why, and the run goes on.
 """
 
 from __future__ import annotations
@@ -166,19 +168,30 @@ def run_benchmarks(
     results = []
     for target in targets:
         for sampler in samplers:
-            run_one(target, sampler, settings.small(), seed)  # warm caches, not timed
-            records = [run_one(target, sampler, settings, seed + r) for r in range(repeats)]
-            results.append(_median_records(records))
+            try:
+                run_one(target, sampler, settings.small(), seed)  # warm caches, not timed
+                records = [run_one(target, sampler, settings, seed + r) for r in range(repeats)]
+            except Exception as err:  # e.g. pm.sample_smc on a model with a Flat prior
+                results.append(_not_run(target, sampler, err))
+                log(f"{target:<45} {sampler:<16} not run: {results[-1]['not_run']}")
+            else:
+                results.append(_median_records(records))
+                log(_summary_line(results[-1]))
             _add_ratios(results)
-            log(_summary_line(results[-1]))
             if on_result is not None:
                 on_result(results)
     return results
 
 
+def _not_run(target: str, sampler: str, err: Exception) -> dict[str, Any]:
+    """The row of a sampler that cannot run on a target, with the first line of the reason."""
+    reason = (str(err).strip().splitlines() or [""])[0][:100]
+    return {"target": target, "sampler": sampler, "not_run": f"{type(err).__name__}: {reason}"}
+
+
 def _add_ratios(results: list[dict[str, Any]]) -> None:
-    by_pair = {(r["target"], r["sampler"]): r for r in results}
-    for record in results:
+    by_pair = {(r["target"], r["sampler"]): r for r in results if "not_run" not in r}
+    for record in by_pair.values():
         for base in ("nuts", "smc"):
             ref = by_pair.get((record["target"], base))
             if ref is None:
@@ -214,6 +227,7 @@ _COLUMNS = [
     ("ess_per_s_vs_nuts", "ESS/s / NUTS", "{:.2f}"),
     ("n_grad", "gradients", "{:.0f}"),
     ("divergences", "divergences", "{:.0f}"),
+    ("not_run", "not run", "{}"),
 ]
 
 
