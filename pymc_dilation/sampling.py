@@ -224,7 +224,9 @@ def sample_dilation(
         ``"laplace"`` (default): find the posterior mode (BFGS) and its curvature first, and
         run the Langevin dynamics in the coordinates that whiten that Gaussian
         approximation (a dense preconditioner; the dilation path is unchanged, see
-        :mod:`pymc_dilation.laplace`). ``"none"``: unit preconditioner during the annealing.
+        :mod:`pymc_dilation.laplace`). It adds ``O(d^2)`` work to every gradient, which
+        matters only when the model's gradient is cheaper than that (large ``d``).
+        ``"none"``: unit preconditioner during the annealing.
     schedule, n_levels, lambda_min
         The λ schedule (see :func:`pymc_dilation.schedules.make_schedule`).
     steps_per_level : int
