@@ -146,7 +146,7 @@ def laplace_approximation(
     if not np.isfinite(neg_lp):
         mode, (neg_lp, neg_grad) = start, fun(start)
     root = None
-    for _ in range(newton_steps + 1):
+    for newton_step in range(newton_steps + 1):
         try:
             hess = _hessian(logp_grad, mode)
         except Exception:  # a model that raises beside its mode
@@ -157,9 +157,9 @@ def laplace_approximation(
         root = _root_covariance(hess)
         step = -root @ (root.T @ neg_grad)
         decrement = float(-neg_grad @ step)  # squared Newton decrement
-        if decrement < 1e-10 or _ == newton_steps:
+        if decrement < 1e-10 or newton_step == newton_steps:
             break
-        for _halving in range(30):
+        for _ in range(30):  # halve the step until it improves
             candidate = mode + step
             cand_lp, cand_grad = fun(candidate)
             if cand_lp <= neg_lp:
