@@ -32,7 +32,7 @@ import pandas as pd
 import pymc as pm
 
 from pymc_dilation import DilationLangevin, sample_dilation
-from pymc_dilation.schedules import geometric_schedule, make_schedule, power_schedule
+from pymc_dilation.engine.schedules import geometric_schedule, make_schedule, power_schedule
 
 try:  # rich tables in a notebook, plain text in a terminal
     from IPython.display import display as show

@@ -4,7 +4,7 @@ The paper (Chehab & Korba, 2024) compares annealed Langevin along the dilation p
 Langevin and with annealed Langevin along the *geometric* path
 ``log p_λ = (1 − λ) log π₀ + λ log π`` from a Gaussian reference ``π₀ = N(c, σ₀² I)``. These
 functions implement both baselines with the kernels and step-size rule of
-:func:`pymc_dilation.population.run_population`, so that a comparison measures the path and
+:func:`pymc_dilation.engine.population.run_population`, so that a comparison measures the path and
 nothing else, and :func:`annealed_dilation` runs the dilation path's annealing alone (no exact
 refinement), as in the paper.
 
@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pymc_dilation.kernels import langevin_steps_vectorized
-from pymc_dilation.population import PopulationTarget, run_population
-from pymc_dilation.schedules import make_schedule
+from pymc_dilation.engine.kernels import langevin_steps_vectorized
+from pymc_dilation.engine.population import PopulationTarget, run_population
+from pymc_dilation.engine.schedules import make_schedule
 
 __all__ = ["annealed_dilation", "geometric_annealed_langevin", "plain_langevin"]
 

@@ -32,7 +32,7 @@ from pytensor.graph.basic import Constant
 from pytensor.graph.replace import graph_replace
 
 from pymc_dilation._compat import compile_numba_function_src, freeze_dims_and_data, modelcontext
-from pymc_dilation.kernels import POINT_SIGNATURE, PointFunction, point_function
+from pymc_dilation.engine.kernels import POINT_SIGNATURE, PointFunction, point_function
 
 __all__ = ["VarInfo", "ModelLogp", "compile_model_logp", "continuous_value_vars"]
 
@@ -119,7 +119,8 @@ class ModelLogp:
     dim : int
         Length of the raveled sampled vector.
     point_fn : compiled function or None
-        ``logp = point_fn(x, extra, grad_out)`` (see :func:`~pymc_dilation.kernels.point_function`),
+        ``logp = point_fn(x, extra, grad_out)`` (see
+        :func:`~pymc_dilation.engine.kernels.point_function`),
         callable from Numba; None on the C fallback.
     """
 
@@ -230,7 +231,7 @@ def _graph_key(fgraph) -> str:
 
 
 def _cached_point_function(fn):
-    """:func:`~pymc_dilation.kernels.point_function` of a PyTensor Numba function, disk-cached.
+    """:func:`~pymc_dilation.engine.kernels.point_function` of a PyTensor Numba function, cached.
 
     The wrapper is compiled together with the model's whole graph, which costs about a second
     of LLVM time on every call. PyTensor already caches its own Numba functions under a key of

@@ -10,10 +10,10 @@ import numpy as np
 import xarray as xr
 
 from pymc_dilation._compat import modelcontext, population_inference_data
-from pymc_dilation.laplace import LaplaceApproximation, laplace_approximation
+from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
+from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
+from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.model import compile_model_logp
-from pymc_dilation.population import PopulationResult, PopulationTarget, run_population
-from pymc_dilation.schedules import make_schedule
 from pymc_dilation.validation import (
     check_center,
     check_choice,
@@ -198,7 +198,7 @@ def sample_dilation(
     particles start at ``center``, are annealed together along the λ schedule with adaptive
     Langevin steps (all particles in one compiled call per step), then refined exactly at λ = 1
     by Metropolis-adjusted Langevin sweeps and mode-jump moves that correct the mode weights
-    (see :mod:`pymc_dilation.population`).
+    (see :mod:`pymc_dilation.engine.population`).
 
     Parameters
     ----------
@@ -224,11 +224,11 @@ def sample_dilation(
         ``"laplace"`` (default): find the posterior mode (BFGS) and its curvature first, and
         run the Langevin dynamics in the coordinates that whiten that Gaussian
         approximation (a dense preconditioner; the dilation path is unchanged, see
-        :mod:`pymc_dilation.laplace`). It adds ``O(d^2)`` work to every gradient, which
+        :mod:`pymc_dilation.engine.laplace`). It adds ``O(d^2)`` work to every gradient, which
         matters only when the model's gradient is cheaper than that (large ``d``).
         ``"none"``: unit preconditioner during the annealing.
     schedule, n_levels, lambda_min
-        The λ schedule (see :func:`pymc_dilation.schedules.make_schedule`).
+        The λ schedule (see :func:`pymc_dilation.engine.schedules.make_schedule`).
     steps_per_level : int
         Langevin steps per particle and level.
     target_accept : float

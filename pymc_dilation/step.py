@@ -12,11 +12,11 @@ from pymc.util import get_random_generator
 from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin, modelcontext
-from pymc_dilation.adaptation import DiagonalVariance, DualAveraging
-from pymc_dilation.kernels import langevin_steps_compiled, langevin_steps_vectorized
+from pymc_dilation.engine.adaptation import DiagonalVariance, DualAveraging
+from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
+from pymc_dilation.engine.path import dilate, dilated_logp, undilate
+from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.model import compile_model_logp
-from pymc_dilation.path import dilate, dilated_logp, undilate
-from pymc_dilation.schedules import make_schedule
 from pymc_dilation.validation import check_center, check_positive_int, check_probability
 
 __all__ = ["DilationLangevin"]

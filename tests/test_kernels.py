@@ -2,8 +2,8 @@ import numba
 import numpy as np
 import pytest
 
-from pymc_dilation.adaptation import DiagonalVariance, DualAveraging
-from pymc_dilation.kernels import (
+from pymc_dilation.engine.adaptation import DiagonalVariance, DualAveraging
+from pymc_dilation.engine.kernels import (
     langevin_steps_compiled,
     langevin_steps_vectorized,
     mala_log_accept_ratio,

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from pymc_dilation import sample_logdensity
-from pymc_dilation.kernels import (
+from pymc_dilation.engine.kernels import (
     langevin_steps_compiled,
     langevin_steps_vectorized,
     point_function,
 )
-from pymc_dilation.laplace import laplace_approximation
+from pymc_dilation.engine.laplace import laplace_approximation
 
 # A regression-like posterior: far from the origin, scales 1e-3..30, correlation -0.99.
 MEAN = np.array([26.0, 0.6, 2.9])

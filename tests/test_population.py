@@ -3,7 +3,7 @@ import pymc as pm
 import pytest
 
 from pymc_dilation import sample_dilation, sample_logdensity
-from pymc_dilation.population import PopulationTarget, refine_population
+from pymc_dilation.engine.population import PopulationTarget, refine_population
 
 MEANS = np.array([[-5.0, 0.0], [5.0, 0.0]])
 WEIGHTS = np.array([0.2, 0.8])

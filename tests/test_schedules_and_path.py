@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from pymc_dilation.path import (
+from pymc_dilation.engine.path import (
     dilate,
     dilated_logp,
     dilated_score,
     rescale_between_levels,
     undilate,
 )
-from pymc_dilation.schedules import (
+from pymc_dilation.engine.schedules import (
     geometric_schedule,
     make_schedule,
     power_schedule,

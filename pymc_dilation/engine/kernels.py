@@ -12,7 +12,7 @@ a population ``(n, d)``. Two drivers run ``n_steps`` Langevin steps:
 
 Given the same noise, both drivers return the same states (a test checks it). The state is in
 target coordinates: on the dilation path, a step on ``p_lam`` with step ``eps * lam`` is a step on
-the target with step ``eps`` (see :mod:`pymc_dilation.path`).
+the target with step ``eps`` (see :mod:`pymc_dilation.engine.path`).
 
 A proposal whose log density or gradient is not finite, or whose log acceptance ratio is below
 ``-DIVERGENCE_THRESHOLD`` (PyMC's NUTS uses the same 1000 for energy errors), is rejected and
@@ -253,7 +253,7 @@ def langevin_steps_compiled(
     shift, root : numpy.ndarray, optional
         An affine map ``x = shift + root @ y`` from the particles' coordinates ``y`` to the
         argument of ``logp_fn`` (a dense preconditioner, see
-        :mod:`pymc_dilation.laplace`); ``lps`` and ``grads`` are then the log density and
+        :mod:`pymc_dilation.engine.laplace`); ``lps`` and ``grads`` are then the log density and
         gradient in ``y``. Default: no map.
 
     Returns

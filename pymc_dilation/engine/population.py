@@ -2,7 +2,7 @@
 
 Stage 1, annealing. ``n`` particles start at the center and follow the λ schedule together. At
 each level every particle makes ``steps_per_level`` Langevin steps (in target coordinates, see
-:mod:`pymc_dilation.path`); between levels the particles contract towards the center. All
+:mod:`pymc_dilation.engine.path`); between levels the particles contract towards the center. All
 particles are evaluated in one compiled call per step. One step size is shared by the population
 and adapted after each level towards ``target_accept`` (Robbins–Monro on ``log eps``).
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pymc_dilation.kernels import langevin_steps_compiled, langevin_steps_vectorized
-from pymc_dilation.laplace import LaplaceApproximation
-from pymc_dilation.path import rescale_between_levels
+from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
+from pymc_dilation.engine.laplace import LaplaceApproximation
+from pymc_dilation.engine.path import rescale_between_levels
 
 __all__ = [
     "PopulationTarget",
@@ -51,7 +51,8 @@ class PopulationTarget:
     logp_grad_batch : callable
         ``(n, d) -> ((n,), (n, d))``, all particles in one call.
     point_fn : compiled function, optional
-        First-class compiled point density (see :func:`~pymc_dilation.kernels.point_function`);
+        First-class compiled point density (see
+        :func:`~pymc_dilation.engine.kernels.point_function`);
         when given, whole runs of Langevin steps go through one compiled call.
     extra : numpy.ndarray
         Second argument of ``point_fn``.
