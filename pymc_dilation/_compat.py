@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import arviz as az
+import numpy as np
 import pymc as pm
 from pymc.model import modelcontext
 from pymc.model.transform.optimization import freeze_dims_and_data
@@ -159,3 +160,17 @@ def plot_ppc(data, var_names=None, num_samples: int = 50, **kwargs):
             az.plot_ppc_dist(data, var_names=var_names, num_samples=num_samples, **kwargs)
         )
     return _figure_of(az.plot_ppc(data, var_names=var_names, num_pp_samples=num_samples, **kwargs))
+
+
+def pareto_khat(log_weights) -> float:
+    """Pareto k̂ of importance log weights, by ArviZ's PSIS (``az.psislw`` in ArviZ 0.x,
+    ``arviz_stats``' array interface in ArviZ 1.x). NaN when there are too few finite weights."""
+    log_weights = np.asarray(log_weights, dtype=float)
+    log_weights = log_weights[np.isfinite(log_weights)]
+    if log_weights.size < 20:
+        return float("nan")
+    if ARVIZ_MAJOR >= 1:
+        from arviz_stats.base import array_stats
+
+        return float(array_stats.psislw(log_weights)[1])
+    return float(az.psislw(log_weights)[1])

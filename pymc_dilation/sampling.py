@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from pymc_dilation._compat import modelcontext, population_inference_data
+from pymc_dilation._compat import modelcontext, pareto_khat, population_inference_data
+from pymc_dilation.diagnostics import warn_unreliable
+from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.model import compile_model_logp
 from pymc_dilation.validation import (
+    check_bool,
     check_center,
     check_choice,
     check_positive_int,
@@ -23,50 +26,53 @@ from pymc_dilation.validation import (
 
 __all__ = ["sample_dilation", "sample_logdensity", "LogDensityResult"]
 
-# Chosen by benchmarks/multimodal.py sweeps (see benchmarks/RESULTS.md): on the suite's 2-, 10-
-# and 50-D mixtures every setting from 100 to 850 gradients per particle reached the mode-weight
-# error of exact independent draws; the refinement's mode jumps, not a long annealing, fix the
-# weights. This is the cheapest setting that did so with a margin on all three.
+# The annealing and refinement sizes were chosen by benchmarks/multimodal.py sweeps (see
+# benchmarks/RESULTS.md); the refinement's exact jumps, not a long annealing, fix the weights.
 DEFAULTS = dict(n_levels=20, lambda_min=1e-3, steps_per_level=4, refine_sweeps=10, refine_steps=4)
 PRECONDITIONERS = ("laplace", "none")
+MAX_PRIOR_CENTERS = 256
+"""Prior draws used as path centers at most (the rest come from the overdispersed cloud):
+PyMC draws one prior point per call, about 0.4 ms each on PyMC 5 and 0.8 ms on PyMC 6."""
 
 
-def far_center_radius(dim: int) -> float:
-    """Whitened distance beyond which a default center is moved to the Laplace mode.
+def _whiten(target: PopulationTarget, start: np.ndarray, settings):
+    """The engine's target, whitened by a Laplace approximation unless switched off.
 
-    Under the Laplace approximation a posterior draw lies about ``sqrt(dim)`` whitened units
-    from the mode. A center many times farther than that is outside the posterior's mass: the
-    path would carry the particles through tails where the step size that suits the bulk fails
-    (measured on the posteriordb regressions: 40-120 units). The margin is generous because on
-    a multimodal posterior the approximation describes one mode only, and a center between the
-    modes (8-9 units from each on the multimodal suite) is what lets the path find them all.
-    """
-    return 3.0 * np.sqrt(dim) + 10.0
-
-
-def _whiten(target: PopulationTarget, center: np.ndarray, center_is_default: bool, settings):
-    """The engine's target and center: whitened by a Laplace approximation unless switched off.
-
-    Returns ``(target, center, laplace)``; ``laplace`` is None with ``precondition="none"``.
+    Returns ``(target, laplace)``; ``laplace`` is None with ``precondition="none"``.
     """
     if settings.precondition == "none":
-        return target, center, None
-    laplace = laplace_approximation(target.logp_grad_batch, center)
-    z_center = laplace.to_whitened(center)
-    far = np.linalg.norm(z_center) > far_center_radius(target.dim)
-    if settings.center_at_mode or (center_is_default and far):
-        z_center = np.zeros(target.dim)
-    return target.whitened(laplace), z_center, laplace
+        return target, None
+    laplace = laplace_approximation(target.logp_grad_batch, start)
+    return target.whitened(laplace), laplace
 
 
-def _in_target_coordinates(result: PopulationResult, laplace: LaplaceApproximation | None):
+def _to_engine(x: np.ndarray, laplace: LaplaceApproximation | None) -> np.ndarray:
+    return x if laplace is None else laplace.to_whitened(x)
+
+
+def _to_target(z: np.ndarray, laplace: LaplaceApproximation | None) -> np.ndarray:
+    return z if laplace is None else laplace.to_density(z)
+
+
+def _path_centers(rng, n, start, shared_center, prior_draws, laplace) -> np.ndarray:
+    """``(n, d)`` centers in engine coordinates: the user's (shared), or prior draws and cloud.
+
+    Without a user center, up to half of the particles start from prior draws (when the model
+    has a prior PyMC can draw from) and the rest from
+    :func:`~pymc_dilation.engine.explore.overdispersed_cloud` about the Laplace mode (about
+    ``start`` when nothing whitens the target).
+    """
+    if isinstance(shared_center, str):  # "map": the Laplace mode, origin of the whitened space
+        return np.zeros((n, len(start)))
+    if shared_center is not None:
+        return np.tile(_to_engine(shared_center, laplace), (n, 1))
+    centers = overdispersed_cloud(rng, n, len(start))
     if laplace is None:
-        return result
-    return replace(
-        result,
-        samples=laplace.to_density(result.samples),
-        mode_centers=laplace.to_density(result.mode_centers),
-    )
+        centers += start
+    if prior_draws is not None and len(prior_draws):
+        take = min(len(prior_draws), n // 2)
+        centers[:take] = _to_engine(prior_draws[rng.permutation(len(prior_draws))[:take]], laplace)
+    return centers
 
 
 def _seeds(random_seed, chains: int) -> list[np.random.Generator]:
@@ -97,32 +103,57 @@ class _Settings:
     refine_sweeps: int
     refine_steps: int
     precondition: str
-    center_at_mode: bool
 
 
 def _settings(*, draws, chains, schedule, n_levels, lambda_min, center, precondition, **rest):
-    center_at_mode = isinstance(center, str) and check_choice("center", center, ("map",)) == "map"
-    if center_at_mode and precondition == "none":
-        raise ValueError('center="map" needs precondition="laplace" (it finds the mode).')
+    if isinstance(center, str):
+        check_choice("center", center, ("map",))
+        if precondition == "none":
+            raise ValueError('center="map" needs precondition="laplace" (it finds the mode).')
     return _Settings(
         draws=check_positive_int("draws", draws),
         chains=check_positive_int("chains", chains),
         levels=make_schedule(schedule, check_positive_int("n_levels", n_levels), lambda_min),
         steps_per_level=check_positive_int("steps_per_level", rest["steps_per_level"]),
         target_accept=check_probability("target_accept", rest["target_accept"]),
-        anneal_metropolis=bool(rest["anneal_metropolis"]),
+        anneal_metropolis=check_bool("anneal_metropolis", rest["anneal_metropolis"]),
         refine_sweeps=check_positive_int("refine_sweeps", rest["refine_sweeps"], zero=True),
         refine_steps=check_positive_int("refine_steps", rest["refine_steps"]),
         precondition=check_choice("precondition", precondition, PRECONDITIONERS),
-        center_at_mode=isinstance(center, str)
-        and check_choice("center", center, ("map",)) == "map",
     )
 
 
-def _run_chains(target, center, center_is_default, settings: _Settings, random_seed, progressbar):
-    """Every chain's run, in the target's coordinates, and the Laplace approximation used."""
-    target, center, laplace = _whiten(target, center, center_is_default, settings)
-    results = []
+@dataclass(frozen=True)
+class _Chain:
+    """One chain's run, in the target's coordinates."""
+
+    result: PopulationResult
+    samples: np.ndarray
+    locations: np.ndarray
+    covariances: np.ndarray
+    log_evidence: float
+
+
+def _in_target_coordinates(result: PopulationResult, laplace) -> _Chain:
+    """Particles, mode locations and covariances mapped back; the evidence gets the Jacobian."""
+    roots = result.modes.roots
+    log_evidence = result.estimate.log_evidence
+    if laplace is not None:
+        roots = laplace.root[None] @ roots
+        log_evidence += float(np.linalg.slogdet(laplace.root)[1])
+    return _Chain(
+        result=result,
+        samples=_to_target(result.samples, laplace),
+        locations=_to_target(result.modes.locations, laplace),
+        covariances=roots @ np.swapaxes(roots, 1, 2),
+        log_evidence=log_evidence,
+    )
+
+
+def _run_chains(target, start, shared_center, prior_draws, settings, random_seed, progressbar):
+    """Every chain's run (:class:`_Chain`, target coordinates) and the Laplace step used."""
+    target, laplace = _whiten(target, start, settings)
+    chains = []
     stages = len(settings.levels) + settings.refine_sweeps
     for chain, rng in enumerate(_seeds(random_seed, settings.chains)):
         progress, task = _progress_bar(progressbar, stages, f"Dilation chain {chain}")
@@ -132,46 +163,87 @@ def _run_chains(target, center, center_is_default, settings: _Settings, random_s
             def update(k, progress=progress, task=task):
                 progress.update(task, completed=k)
 
+        centers = _path_centers(rng, settings.draws, start, shared_center, prior_draws, laplace)
         try:
-            results.append(
-                run_population(
-                    target,
-                    settings.draws,
-                    center,
-                    settings.levels,
-                    rng,
-                    steps_per_level=settings.steps_per_level,
-                    target_accept=settings.target_accept,
-                    anneal_metropolis=settings.anneal_metropolis,
-                    refine_sweeps=settings.refine_sweeps,
-                    refine_steps=settings.refine_steps,
-                    progress=update,
-                )
+            result = run_population(
+                target,
+                centers,
+                settings.levels,
+                rng,
+                steps_per_level=settings.steps_per_level,
+                target_accept=settings.target_accept,
+                anneal_metropolis=settings.anneal_metropolis,
+                refine_sweeps=settings.refine_sweeps,
+                refine_steps=settings.refine_steps,
+                progress=update,
             )
         finally:
             if progress is not None:
                 progress.stop()
-    return [_in_target_coordinates(r, laplace) for r in results], laplace
+        chains.append(_in_target_coordinates(result, laplace))
+    return chains, laplace
 
 
-def _stage_stats(results: Sequence[PopulationResult], laplace, elapsed: float) -> xr.Dataset:
-    """Per-stage statistics (dims ``chain, stage``) and the run's totals as attributes."""
-    names = results[0].stage_stats.keys()
+def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr.Dataset:
+    """``sample_stats``: per stage, per particle, per mode and per chain (see sample_dilation)."""
+    results = [c.result for c in chains]
+    n_modes = max(r.modes.n_modes for r in results)
+
+    def per_mode(values, fill=np.nan):
+        out = np.full((len(values), n_modes, *np.shape(values[0])[1:]), fill, dtype=float)
+        for i, v in enumerate(values):
+            out[i, : len(v)] = v
+        return out
+
     data = {
         name: (("chain", "stage"), np.stack([r.stage_stats[name] for r in results]))
-        for name in names
+        for name in results[0].stage_stats
     }
+    data["lp"] = (("chain", "draw"), np.stack([r.logp for r in results]))
+    data["mode_index"] = (("chain", "draw"), np.stack([r.labels for r in results]))
+    data["mode_weight"] = (("chain", "mode"), per_mode([r.estimate.weights for r in results]))
+    data["mode_weight_se"] = (("chain", "mode"), per_mode([r.estimate.weights_se for r in results]))
+    data["mode_particles"] = (
+        ("chain", "mode"),
+        per_mode([np.bincount(r.labels, minlength=r.modes.n_modes) for r in results], 0.0),
+    )
+    data["mode_logp"] = (("chain", "mode"), per_mode([r.modes.logp for r in results]))
+    data["mode_location"] = (("chain", "mode", "param"), per_mode([c.locations for c in chains]))
+    data["mode_covariance"] = (
+        ("chain", "mode", "param", "param_bis"),
+        per_mode([c.covariances for c in chains]),
+    )
+    data["log_marginal_likelihood"] = (("chain",), np.array([c.log_evidence for c in chains]))
+    data["importance_ess"] = (("chain",), np.array([r.estimate.ess for r in results]))
+    data["pareto_k"] = (
+        ("chain",),
+        np.array([pareto_khat(r.estimate.log_importance_weights) for r in results]),
+    )
     n_particles = len(results[0].samples)
-    attrs = {
-        "n_grad": int(results[0].n_grad),
-        "n_grad_total": int(
-            sum(r.n_grad for r in results) * n_particles + (laplace.n_grad if laplace else 0)
-        ),
-        "sampling_time": elapsed,
-        "n_levels": int(np.sum(results[0].stage_stats["dilation"] < 1.0)) + 1,
-        "n_modes_found": [len(r.mode_centers) for r in results],
-    }
-    return xr.Dataset(data, coords={"chain": np.arange(len(results))}, attrs=attrs)
+    stats = xr.Dataset(
+        data,
+        coords={
+            "chain": np.arange(len(results)),
+            "draw": np.arange(n_particles),
+            "mode": np.arange(n_modes),
+            "param": list(names),
+            "param_bis": list(names),
+        },
+        attrs={
+            "n_grad": int(results[0].n_grad),
+            "n_grad_total": int(
+                sum(r.n_grad for r in results) * n_particles + (laplace.n_grad if laplace else 0)
+            ),
+            "sampling_time": elapsed,
+            "n_levels": int(np.sum(results[0].stage_stats["dilation"] < 1.0)) + 1,
+            "n_modes_found": [r.modes.n_modes for r in results],
+        },
+    )
+    stats["log_marginal_likelihood"].attrs["standard_error"] = [
+        r.estimate.log_evidence_se for r in results
+    ]
+    warn_unreliable(stats)
+    return stats
 
 
 def sample_dilation(
@@ -213,13 +285,13 @@ def sample_dilation(
     model : pymc.Model, optional
         Defaults to the model in context.
     center : dict or "map", optional
-        Center of the path, where every particle starts: a point ``{name: value}`` in
-        unconstrained (value variable) space, merged into the model's initial point, or
-        ``"map"`` for the mode found by the Laplace step. Default: the model's initial point,
-        unless it lies far outside the posterior's mass (more than
-        :func:`~pymc_dilation.sampling.far_center_radius` whitened units from the mode),
-        when the mode is used. Put the center between the modes of a multimodal posterior:
-        the path finds the modes around it.
+        By default every particle follows its own dilation path, from its own center: half of
+        them (at most :data:`MAX_PRIOR_CENTERS`) from prior draws when PyMC can draw the prior
+        (not with ``pm.Flat``), the rest from an overdispersed cloud about the posterior mode
+        found from the model's initial point (see :mod:`pymc_dilation.engine.explore`). So
+        modes on every side of the initial point are reached. Give a point ``{name: value}``
+        (unconstrained, value-variable space, merged into the initial point) to start every
+        particle from that one center instead, or ``"map"`` for the mode of the Laplace step.
     precondition : {"laplace", "none"}
         ``"laplace"`` (default): find the posterior mode (BFGS) and its curvature first, and
         run the Langevin dynamics in the coordinates that whiten that Gaussian
@@ -242,11 +314,36 @@ def sample_dilation(
     -------
     arviz.InferenceData or xarray.DataTree
         What ``pm.sample`` returns in the installed PyMC: ``posterior`` (deterministics
-        included) with ``draw`` indexing particles, ``sample_stats`` with per-stage ``dilation``,
-        ``step_size``, ``acceptance_rate``, ``divergences`` and ``jump_acceptance`` (dims
-        ``chain, stage``), and attributes ``n_grad`` (gradient evaluations per particle),
-        ``n_grad_total`` (all particles, the Laplace step included), ``sampling_time``,
-        ``n_levels`` and ``n_modes_found``.
+        included) with ``draw`` indexing particles, and ``sample_stats`` with
+
+        - per stage (dims ``chain, stage``): ``dilation``, ``step_size``, ``acceptance_rate``,
+          ``divergences`` and ``jump_acceptance``;
+        - per particle (``chain, draw``): ``lp`` (log density) and ``mode_index``;
+        - per mode (``chain, mode``; see :func:`pymc_dilation.mode_table`): ``mode_weight``
+          and ``mode_weight_se`` (importance-sampling estimate and its standard error),
+          ``mode_particles``, ``mode_logp``, ``mode_location`` and ``mode_covariance``
+          (unconstrained space, dims ``param``, ``param_bis``);
+        - per chain: ``log_marginal_likelihood`` (as ``pm.sample_smc`` names it; its standard
+          error in the variable's ``standard_error`` attribute), ``importance_ess`` and
+          ``pareto_k`` of the importance weights;
+        - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
+          particles, the Laplace step included), ``sampling_time``, ``n_levels`` and
+          ``n_modes_found``.
+
+    Warns
+    -----
+    UserWarning
+        When the importance weights behind the mode weights and the evidence are unreliable
+        (Pareto k̂ > 0.7), when the particles' final shares of the modes disagree with the
+        estimated weights, or when chains disagree on the modes or their weights.
+
+    Notes
+    -----
+    Exact: every refinement kernel (MALA steps, independence jumps) leaves the posterior
+    invariant. Asymptotic: the particles' law approaches the posterior as refinement sweeps
+    grow, and the mode weights and the evidence converge as particles grow; the reported
+    standard errors are first-order (delta method). A mode that no particle's path reaches is
+    missing from all of them.
     """
     from pymc.backends.ndarray import NDArray
 
@@ -272,23 +369,70 @@ def sample_dilation(
     if isinstance(center, dict):
         point = {**point, **center}
     names = [info.name for info in logp.var_infos]
-    center_vec = check_center(logp.ravel(point), logp.logp_grad, extra, names, logp.dim)
+    start_vec = check_center(logp.ravel(point), logp.logp_grad, extra, names, logp.dim)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
 
     start = time.perf_counter()
-    results, laplace = _run_chains(
-        target, center_vec, center is None, settings, random_seed, progressbar
-    )
+    prior = None if center is not None else prior_centers(model, logp, settings, random_seed)
+    chains_out, laplace = _run_chains(
+        target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
+        progressbar,
+    )  # fmt: skip
     elapsed = time.perf_counter() - start
 
     traces = []
-    for chain, result in enumerate(results):
+    for chain, run in enumerate(chains_out):
         trace = NDArray(model=model)
         trace.setup(draws, chain)
-        for x in result.samples:  # output conversion only, as pm.sample_smc does it
+        for x in run.samples:  # output conversion only, as pm.sample_smc does it
             trace.record(logp.unravel(x), in_warmup=False)
         traces.append(trace)
-    return population_inference_data(traces, model, _stage_stats(results, laplace, elapsed))
+    stats = _stage_stats(chains_out, laplace, elapsed, parameter_labels(logp.var_infos))
+    return population_inference_data(traces, model, stats)
+
+
+def _shared_center(center, start_vec: np.ndarray):
+    """The one center every particle starts from, or None for a center per particle."""
+    if center is None:
+        return None
+    if isinstance(center, str):
+        return "map"
+    return start_vec
+
+
+def prior_centers(model, logp, settings: _Settings, random_seed) -> np.ndarray | None:
+    """Up to :data:`MAX_PRIOR_CENTERS` prior draws in unconstrained space, finite log density.
+
+    None when PyMC cannot draw the prior (``pm.Flat``, ``pm.HalfFlat``, custom densities
+    without a random method).
+    """
+    from pymc.initial_point import make_initial_point_fn
+
+    draw = make_initial_point_fn(
+        model=model, jitter_rvs=set(), default_strategy="prior", return_transformed=True
+    )
+    n = min(MAX_PRIOR_CENTERS, settings.draws // 2)
+    seeds = np.random.SeedSequence(random_seed).spawn(n + settings.chains)[settings.chains :]
+    try:
+        xs = np.stack([logp.ravel(draw(seed)) for seed in seeds]) if n else np.zeros((0, 1))
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    if n == 0:
+        return None
+    finite = np.isfinite(logp.logp_grad_batch(xs, np.zeros(0))[0])
+    return xs[finite] if finite.any() else None
+
+
+def parameter_labels(var_infos) -> list[str]:
+    """``"name"`` or ``"name[i,j]"`` for every scalar of the raveled value variables."""
+    labels = []
+    for info in var_infos:
+        if info.shape == ():
+            labels.append(info.name)
+            continue
+        for index in np.ndindex(*info.shape):
+            labels.append(f"{info.name}[{','.join(map(str, index))}]")
+    return labels
 
 
 class LogDensityResult:
@@ -302,27 +446,34 @@ class LogDensityResult:
     chain_samples : numpy.ndarray
         ``(chains, draws, dim)``.
     stage_stats : xarray.Dataset
-        Per-stage ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``,
-        ``jump_acceptance`` (dims ``chain, stage``).
-    mode_centers : list of numpy.ndarray
-        Modes found by each chain's refinement.
+        What ``sample_stats`` holds for :func:`sample_dilation` (per stage, per particle, per
+        mode, per chain; ``log_marginal_likelihood`` is the log normaliser of ``logp_grad``).
+    mode_locations : list of numpy.ndarray
+        ``(K, dim)`` modes found by each chain.
+    mode_weights : list of numpy.ndarray
+        ``(K,)`` their estimated weights.
+    log_marginal_likelihood : numpy.ndarray
+        ``(chains,)`` log normalising constant of the density.
     n_grad : int
         Gradient evaluations per particle.
     sampling_time : float
         Seconds.
     """
 
-    def __init__(self, results: Sequence[PopulationResult], laplace, elapsed: float):
-        self.chain_samples = np.stack([r.samples for r in results])
+    def __init__(self, chains: Sequence[_Chain], laplace, elapsed: float):
+        self.chain_samples = np.stack([c.samples for c in chains])
         self.samples = (
             self.chain_samples[0]
-            if len(results) == 1
+            if len(chains) == 1
             else self.chain_samples.reshape(-1, self.chain_samples.shape[-1])
         )
-        self.mode_centers = [r.mode_centers for r in results]
-        self.n_grad = int(results[0].n_grad)
+        self.mode_locations = [c.locations for c in chains]
+        self.mode_weights = [c.result.estimate.weights for c in chains]
+        self.log_marginal_likelihood = np.array([c.log_evidence for c in chains])
+        self.n_grad = int(chains[0].result.n_grad)
         self.sampling_time = elapsed
-        self.stage_stats = _stage_stats(results, laplace, elapsed)
+        dim = self.chain_samples.shape[-1]
+        self.stage_stats = _stage_stats(chains, laplace, elapsed, [f"x[{i}]" for i in range(dim)])
 
 
 def sample_logdensity(
@@ -358,8 +509,9 @@ def sample_logdensity(
     chains, random_seed, progressbar
         As for :func:`sample_dilation`.
     center : array_like or "map", optional
-        Center of the path (default: the origin, moved to the mode when far outside the
-        posterior's mass, as for :func:`sample_dilation`).
+        One center for every particle's path; by default each particle has its own, drawn
+        from an overdispersed cloud about the mode found from the origin (see
+        :func:`sample_dilation`; there is no prior to draw from here).
     precondition : {"laplace", "none"}
         As for :func:`sample_dilation`.
     schedule, n_levels, lambda_min, steps_per_level, target_accept, anneal_metropolis,
@@ -380,18 +532,18 @@ def sample_logdensity(
         refine_steps=refine_steps,
     )  # fmt: skip
     if center is None or isinstance(center, str):
-        center_vec = np.zeros(dim)
+        start_vec = np.zeros(dim)
     else:
-        center_vec = np.asarray(center, dtype=float)
+        start_vec = np.asarray(center, dtype=float)
 
     def point(x, _extra):
         lp, grad = logp_grad(x[None, :])
         return float(np.asarray(lp).reshape(-1)[0]), np.asarray(grad, dtype=float).reshape(-1)
 
-    center_vec = check_center(center_vec, point, np.zeros(0), [f"x[{i}]" for i in range(dim)], dim)
+    start_vec = check_center(start_vec, point, np.zeros(0), [f"x[{i}]" for i in range(dim)], dim)
     start = time.perf_counter()
-    results, laplace = _run_chains(
-        PopulationTarget(dim, logp_grad), center_vec, center is None, settings, random_seed,
-        progressbar,
+    chains_out, laplace = _run_chains(
+        PopulationTarget(dim, logp_grad), start_vec, _shared_center(center, start_vec), None,
+        settings, random_seed, progressbar,
     )  # fmt: skip
-    return LogDensityResult(results, laplace, time.perf_counter() - start)
+    return LogDensityResult(chains_out, laplace, time.perf_counter() - start)

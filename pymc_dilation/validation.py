@@ -74,3 +74,10 @@ def check_center(
             "the model so that model.initial_point() is such a point."
         )
     return center
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` if it is a bool (Python or NumPy), or a ``ValueError``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)

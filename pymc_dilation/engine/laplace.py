@@ -123,7 +123,7 @@ def laplace_approximation(
     start : numpy.ndarray
         Where the optimisation starts (a point with a finite log density).
     max_iter : int
-        BFGS iterations at most.
+        BFGS iterations at most; 0 for Newton steps only (a start already near the optimum).
     newton_steps : int
         Newton steps at most after BFGS.
 
@@ -139,10 +139,13 @@ def laplace_approximation(
     dim = start.size
     counter = [0]
     fun = _negative_logp(logp_grad, counter)
-    result = optimize.minimize(
-        fun, start, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6}
-    )
-    mode, neg_lp, neg_grad = result.x, result.fun, result.jac
+    if max_iter > 0:
+        result = optimize.minimize(
+            fun, start, jac=True, method="BFGS", options={"maxiter": max_iter, "gtol": 1e-6}
+        )
+        mode, neg_lp, neg_grad = result.x, result.fun, result.jac
+    else:
+        mode, (neg_lp, neg_grad) = start, fun(start)
     if not np.isfinite(neg_lp):
         mode, (neg_lp, neg_grad) = start, fun(start)
     root = None

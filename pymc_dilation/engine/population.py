@@ -1,23 +1,17 @@
-"""The particle engine: a population annealed along the dilation path, then refined exactly.
+"""The population sampler's stages chained into one run: explore, map, weigh, refine.
 
-Stage 1, annealing. ``n`` particles start at the center and follow the λ schedule together. At
-each level every particle makes ``steps_per_level`` Langevin steps (in target coordinates, see
-:mod:`pymc_dilation.engine.path`); between levels the particles contract towards the center. All
-particles are evaluated in one compiled call per step. One step size is shared by the population
-and adapted after each level towards ``target_accept`` (Robbins–Monro on ``log eps``).
-
-Stage 2, exact refinement at λ = 1. The annealing alone does not give the right mode weights (a
-Dirac start carries no importance weights), so the refinement alternates Metropolis-adjusted
-Langevin sweeps with **mode-jump moves** (Tjelmeland & Hegstad, 2001): the particles are moved
-uphill by preconditioned gradient ascent to locate the modes they sit in, the distinct modes'
-centers ``m_1..m_K`` are found by merging nearby optima, and each jump proposes
-``y' = y + (m_b - m_a)`` with the ordered pair ``(a, b)`` drawn uniformly. The set of translations
-is fixed and symmetric under negation, so the proposal is symmetric and the Metropolis ratio is
-``pi(y') / pi(y)``: every particle's chain leaves the posterior invariant. For modes of similar
-shape a jump lands in the new mode's bulk and is accepted in proportion to the weight ratio,
-which moves mass between modes in a few sweeps. Differential-evolution moves were the other
-candidate (DESIGN.md); their proposals carry the within-mode noise of two particles and are
-hardly ever accepted in 50 dimensions, while a translation between mode centers carries none.
+1. **Explore** (:mod:`~pymc_dilation.engine.explore`): every particle follows the dilation path
+   from its own center to the target; all particles are stepped in one compiled call.
+2. **Map** (:mod:`~pymc_dilation.engine.modes`): the particles climb to their modes, which are
+   merged by the hill–valley test; each mode gets a local Gaussian.
+3. **Weigh** (:mod:`~pymc_dilation.engine.weights`): importance sampling from the mixture of
+   local Gaussians estimates each mode's weight and the normalising constant; the particles are
+   reallocated across modes to those weights.
+4. **Refine** at λ = 1, exactly: sweeps of Metropolis-adjusted Langevin steps, each followed by
+   an independence Metropolis–Hastings jump from the mixture of local Gaussians. Both kernels
+   leave the target invariant, so whatever the earlier stages got wrong, the population's law
+   approaches the target as sweeps are added; what is exact and what asymptotic is said in each
+   module.
 """
 
 from __future__ import annotations
@@ -27,17 +21,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pymc_dilation.engine.explore import anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
-from pymc_dilation.engine.path import rescale_between_levels
+from pymc_dilation.engine.modes import ModeMap, map_modes
+from pymc_dilation.engine.weights import (
+    MixtureProposal,
+    WeightEstimate,
+    estimate_weights,
+    independence_jump,
+    mode_proposal,
+    reallocate,
+)
 
-__all__ = [
-    "PopulationTarget",
-    "PopulationResult",
-    "run_population",
-    "refine_population",
-    "find_mode_centers",
-]
+__all__ = ["PopulationTarget", "PopulationResult", "run_population", "refine"]
 
 
 @dataclass
@@ -89,7 +86,7 @@ class PopulationTarget:
 
 @dataclass
 class PopulationResult:
-    """Final particles and per-stage statistics of one run.
+    """Final particles, the mode map, the weight estimates and per-stage statistics of one run.
 
     Attributes
     ----------
@@ -97,152 +94,100 @@ class PopulationResult:
         Particles ``(n, d)`` at λ = 1 after refinement.
     logp : numpy.ndarray
         Their log densities.
+    labels : numpy.ndarray
+        ``(n,)`` mode of each final particle (the mode of largest responsibility).
+    modes : ModeMap
+        The modes found.
+    estimate : WeightEstimate
+        Importance-sampling mode weights and log evidence.
     stage_stats : dict of numpy.ndarray
         Per stage (annealing levels, then refinement sweeps): ``dilation``, ``step_size``,
         ``acceptance_rate``, ``divergences`` and ``jump_acceptance`` (NaN while annealing).
-    mode_centers : numpy.ndarray
-        The mode centers used by the jump moves, ``(K, d)``.
     n_grad : int
-        Gradient evaluations per particle.
+        Gradient evaluations per particle (importance draws counted as one per particle).
     """
 
     samples: np.ndarray
     logp: np.ndarray
+    labels: np.ndarray
+    modes: ModeMap
+    estimate: WeightEstimate
     stage_stats: dict[str, np.ndarray]
-    mode_centers: np.ndarray
     n_grad: int
 
 
-def find_mode_centers(
-    target: PopulationTarget,
-    ys: np.ndarray,
-    grads: np.ndarray,
-    step: float,
-    inv_mass: np.ndarray,
-    n_iter: int = 20,
-    max_modes: int = 16,
-    min_share: float = 0.01,
-) -> tuple[np.ndarray, int]:
-    """Locate the modes the particles sit in, by batched preconditioned gradient ascent.
+PROPOSAL_FLOOR = 0.5
+"""Share of the importance proposal spread evenly over the modes (the rest follows the
+particles' occupancy after exploration), so that small basins are proposed too."""
 
-    Optima closer than a tolerance (a tenth of the typical within-particle-cloud scale) are
-    merged greedily. Modes holding fewer than ``min_share`` of the particles are dropped, at most
-    ``max_modes`` kept. Returns the centers ``(K, d)`` and the gradient evaluations spent.
-    """
-    x, g = ys.copy(), grads.copy()
-    rate = step * inv_mass
-    lp = target.logp_grad_batch(x)[0]
-    for _ in range(n_iter):
-        x_new = x + rate * g
-        lp_new, g_new = target.logp_grad_batch(x_new)
-        better = np.isfinite(lp_new) & (lp_new >= lp)
-        x[better], g[better], lp[better] = x_new[better], g_new[better], lp_new[better]
-        rate = np.where(better[:, None], rate * 1.1, rate * 0.5)
-    scale = np.sqrt(inv_mass)
-    tol = 0.1 * np.sqrt(x.shape[1])
-    order = np.argsort(-lp)
-    centers, counts = [], []
-    for i in order:
-        z = x[i] / scale
-        for k, c in enumerate(centers):
-            if np.linalg.norm(z - c) < tol:
-                counts[k] += 1
-                break
-        else:
-            centers.append(z)
-            counts.append(1)
-    keep = np.argsort(counts)[::-1][:max_modes]
-    keep = [k for k in keep if counts[k] >= min_share * len(x)]
-    return np.array([centers[k] * scale for k in keep]).reshape(-1, x.shape[1]), n_iter + 1
+JUMP_FLOOR = 0.1
+"""Share of the jump proposal spread evenly over the modes (the rest follows the estimated
+weights)."""
 
 
-def _jump(target, ys, lps, grads, centers, rng):
-    n_modes = len(centers)
-    a = rng.integers(n_modes, size=len(ys))
-    b = (a + rng.integers(1, n_modes, size=len(ys))) % n_modes
-    y_prop = ys + centers[b] - centers[a]
-    lp_prop, grad_prop = target.logp_grad_batch(y_prop)
-    with np.errstate(invalid="ignore"):
-        accept = np.isfinite(lp_prop) & (np.log(rng.uniform(size=len(ys))) < lp_prop - lps)
-    ys[accept], lps[accept], grads[accept] = y_prop[accept], lp_prop[accept], grad_prop[accept]
-    return accept.mean()
-
-
-def refine_population(
+def refine(
     target: PopulationTarget,
     ys: np.ndarray,
     lps: np.ndarray,
     grads: np.ndarray,
+    proposal: MixtureProposal | None,
     rng: np.random.Generator,
     step: float,
     target_accept: float,
     sweeps: int,
     steps: int,
+    inv_mass: np.ndarray | None = None,
     record: Callable | None = None,
     on_sweep: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, int]:
-    """Exact refinement at λ = 1, in place: MALA sweeps and mode jumps (see module docstring).
+) -> int:
+    """Exact refinement at λ = 1, in place; returns the gradient evaluations per particle.
 
-    The mode centers are found once, from the particles as they arrive, and then held fixed,
-    so every sweep is a posterior-invariant Markov kernel for each particle. The step size adapts
-    during the first half of the sweeps only. Returns the centers and the gradient evaluations
-    per particle.
+    Each sweep runs ``steps`` MALA steps and, with a ``proposal``, one independence jump
+    (:func:`~pymc_dilation.engine.weights.independence_jump`). Both kernels leave the target
+    invariant; the step size adapts during the first half of the sweeps only, so the second
+    half is a fixed, exact Markov kernel for every particle.
     """
-    dim = ys.shape[1]
-    n_grad = 0
-    centers = np.zeros((0, dim))
-    inv_mass = np.ones(dim)
+    inv_mass = np.ones(ys.shape[1]) if inv_mass is None else inv_mass
     log_eps = np.log(step)
-    if sweeps > 0:
-        centers, n_grad = find_mode_centers(target, ys, grads, step, inv_mass)
-        if len(centers) > 1:
-            nearest = np.argmin(((ys[:, None, :] - centers[None]) ** 2).sum(-1), axis=1)
-            within = ys - centers[nearest]
-        else:
-            within = ys - ys.mean(axis=0)
-        inv_mass = np.maximum(within.var(axis=0), 1e-8)
-        log_eps = np.log(0.5)  # in preconditioned units; re-adapted below
+    n_grad = 0
     for sweep in range(sweeps):
         eps = float(np.exp(log_eps))
         info = target.langevin(ys, lps, grads, eps, inv_mass, steps, rng, True)
         n_grad += steps
         if sweep < sweeps // 2:
-            log_eps += (
-                2.0 * (float(np.mean(info.acceptance_rate)) - target_accept) / np.sqrt(sweep + 1)
-            )
+            accept = float(np.mean(info.acceptance_rate))
+            log_eps += 2.0 * (accept - target_accept) / np.sqrt(sweep + 1)
         jump = np.nan
-        if len(centers) > 1:
-            jump = _jump(target, ys, lps, grads, centers, rng)
+        if proposal is not None:
+            jump = independence_jump(target.logp_grad_batch, proposal, ys, lps, grads, rng)
             n_grad += 1
         if record is not None:
             record(1.0, eps, info, jump)
         if on_sweep is not None:
             on_sweep(sweep)
-    return centers, n_grad
+    return n_grad
 
 
 def run_population(
     target: PopulationTarget,
-    n_particles: int,
-    center: np.ndarray,
+    centers: np.ndarray,
     levels: np.ndarray,
     rng: np.random.Generator,
     steps_per_level: int = 4,
     target_accept: float = 0.6,
     anneal_metropolis: bool = True,
-    refine_sweeps: int = 50,
+    refine_sweeps: int = 10,
     refine_steps: int = 4,
     initial_step: float = 0.1,
     progress: Callable[[int], None] | None = None,
 ) -> PopulationResult:
-    """Anneal ``n_particles`` along ``levels`` from ``center``, then refine exactly at λ = 1.
+    """Explore, map, weigh and refine one population (see the module docstring).
 
     Parameters
     ----------
     target : PopulationTarget
-    n_particles : int
-    center : numpy.ndarray
-        Center of the path, where every particle starts.
+    centers : numpy.ndarray
+        ``(n, d)``: one dilation-path center per particle (repeat a row for a shared center).
     levels : numpy.ndarray
         Validated λ schedule ending at 1.
     rng : numpy.random.Generator
@@ -253,7 +198,7 @@ def run_population(
     anneal_metropolis : bool
         MALA (True) or unadjusted Langevin (False) during the annealing.
     refine_sweeps : int
-        Refinement sweeps at λ = 1, each ``refine_steps`` MALA steps then one mode jump.
+        Refinement sweeps at λ = 1, each ``refine_steps`` MALA steps then one jump.
     refine_steps : int
         MALA steps per sweep.
     initial_step : float
@@ -261,16 +206,10 @@ def run_population(
     progress : callable, optional
         Called with the number of stages completed so far.
     """
-    dim = target.dim
-    ys = np.tile(np.asarray(center, dtype=float), (n_particles, 1))
-    lps, grads = target.logp_grad_batch(ys)
-    inv_mass = np.ones(dim)
-    log_eps = np.log(initial_step)
     stats: dict[str, list[float]] = {
         k: []
         for k in ("dilation", "step_size", "acceptance_rate", "divergences", "jump_acceptance")
     }
-    n_grad = 1
 
     def record(lam, eps, info, jump):
         stats["dilation"].append(lam)
@@ -279,39 +218,32 @@ def run_population(
         stats["divergences"].append(int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
 
-    for k, lam in enumerate(levels):
-        if k > 0:
-            ys = rescale_between_levels(ys, center, levels[k - 1], lam)
-            lps, grads = target.logp_grad_batch(ys)
-            n_grad += 1
-        eps = float(np.exp(log_eps))
-        info = target.langevin(
-            ys, lps, grads, eps, inv_mass, steps_per_level, rng, anneal_metropolis
-        )
-        n_grad += steps_per_level
-        log_eps += 2.0 * (float(np.mean(info.acceptance_rate)) - target_accept)
-        record(float(lam), eps, info, np.nan)
-        if progress is not None:
-            progress(k + 1)
-
-    centers, spent = refine_population(
-        target,
-        ys,
-        lps,
-        grads,
-        rng,
-        float(np.exp(log_eps)),
-        target_accept,
-        refine_sweeps,
-        refine_steps,
-        record,
-        lambda sweep: progress and progress(len(levels) + sweep + 1),
+    n = len(centers)
+    state = anneal(
+        target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
+        initial_step, record, progress,
+    )  # fmt: skip
+    modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+    estimate = estimate_weights(
+        target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
     )
-    n_grad += spent
+    keep = reallocate(modes.labels, estimate.weights, rng)
+    ys, lps, grads = state.ys[keep], state.lps[keep], state.grads[keep]
+    within = ys - modes.locations[modes.labels[keep]]
+    inv_mass = np.maximum(within.var(axis=0), 1e-8)
+    jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR)
+    n_grad = state.n_grad + modes.n_grad + 1
+    n_grad += refine(
+        target, ys, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
+        inv_mass, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
+    )  # fmt: skip
+    labels = np.argmax(jumps.log_density(ys)[1], axis=1)
     return PopulationResult(
         samples=ys,
         logp=lps,
+        labels=labels,
+        modes=modes,
+        estimate=estimate,
         stage_stats={k: np.asarray(v) for k, v in stats.items()},
-        mode_centers=centers,
-        n_grad=n_grad,
+        n_grad=int(n_grad),
     )

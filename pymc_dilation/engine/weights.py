@@ -1,0 +1,216 @@
+"""Mode weights, the evidence, and the exact jumps between modes.
+
+The exploration decides which modes are found, not how much mass each holds. Both come from the
+mode map's local Gaussians (:mod:`pymc_dilation.engine.modes`), gathered into one proposal
+
+    q(x) = Σ_k α_k [(1 − δ) N(x; m_k, Σ_k) + δ N(x; m_k, 4 Σ_k)],
+
+a mixture over modes whose *defensive* wide part (share ``δ``) keeps the importance weights
+``γ/q`` bounded where a mode's tails are heavier than its Gaussian.
+
+- :func:`estimate_weights`: importance sampling from ``q``. With ``w_i = γ(x_i)/q(x_i)`` and
+  the responsibility ``r_k(x)`` of mode ``k`` in ``q``, ``Z_k = E_q[w r_k]`` is mode ``k``'s
+  mass (the responsibilities split space among the modes), ``Z = Σ_k Z_k`` the normalising
+  constant, and ``Z_k / Z`` the mode weight. **Consistent** (they converge as the number of
+  draws grows, whatever ``q``, since ``q > 0`` everywhere) and, for ``Z``, unbiased; exact for
+  no finite number of draws. The standard errors are delta-method estimates; the Pareto k̂ of
+  the log weights (computed by the PyMC layer with ArviZ) says when they cannot be trusted.
+- :func:`independence_jump`: a Metropolis–Hastings independence move with proposal ``q``,
+  accepted with probability ``min(1, w(x') / w(x))``. **Exact**: it leaves the target invariant
+  for any ``q``, and when ``q`` is close to the target it moves a particle to any mode in one
+  step, in proportion to the modes' masses. It needs no pairing of modes, so mode sizes and
+  shapes may differ freely.
+- :func:`reallocate`: sets the number of particles in each mode to the estimated weights
+  before the exact refinement, so that the refinement starts near equilibrium. Approximate; the
+  exact kernels that follow are what the final draws rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pymc_dilation.engine.modes import ModeMap
+
+__all__ = [
+    "MixtureProposal",
+    "WeightEstimate",
+    "mode_proposal",
+    "estimate_weights",
+    "independence_jump",
+    "reallocate",
+    "DEFENSIVE_SHARE",
+]
+
+BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+DEFENSIVE_SHARE = 0.2
+"""Share ``δ`` of the proposal drawn from each mode's Gaussian widened twofold."""
+
+_WIDEN = 2.0
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+
+
+@dataclass(frozen=True)
+class MixtureProposal:
+    """The defensive mixture of local Gaussians ``q`` (see the module docstring).
+
+    Attributes
+    ----------
+    locations, roots : numpy.ndarray
+        ``(K, d)`` and ``(K, d, d)``, as in :class:`~pymc_dilation.engine.modes.ModeMap`.
+    alphas : numpy.ndarray
+        ``(K,)`` mixture weights of the modes, summing to one.
+    """
+
+    locations: np.ndarray
+    roots: np.ndarray
+    alphas: np.ndarray
+
+    def _log_components(self, x: np.ndarray) -> np.ndarray:
+        """``(n, K)``: log of each mode's share ``α_k q_k(x)``."""
+        dim = x.shape[1]
+        log_det = np.linalg.slogdet(self.roots)[1]
+        out = np.empty((len(x), len(self.alphas)))
+        for k, (loc, root) in enumerate(zip(self.locations, self.roots)):
+            z = np.linalg.solve(root, (x - loc).T).T
+            sq = np.einsum("nd,nd->n", z, z)
+            base = -log_det[k] - 0.5 * dim * np.log(2.0 * np.pi)
+            narrow = np.log1p(-DEFENSIVE_SHARE) + base - 0.5 * sq
+            wide = (
+                np.log(DEFENSIVE_SHARE) + base - dim * np.log(_WIDEN) - 0.5 * sq / _WIDEN**2
+            )
+            with np.errstate(divide="ignore"):
+                out[:, k] = np.log(self.alphas[k]) + np.logaddexp(narrow, wide)
+        return out
+
+    def log_density(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log q(x)`` ``(n,)`` and the modes' responsibilities ``(n, K)``."""
+        parts = self._log_components(x)
+        log_q = _logsumexp(parts, axis=1)
+        return log_q, np.exp(parts - log_q[:, None])
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` draws from ``q``."""
+        modes = rng.choice(len(self.alphas), size=n, p=self.alphas)
+        widths = np.where(rng.uniform(size=n) < DEFENSIVE_SHARE, _WIDEN, 1.0)
+        z = rng.standard_normal((n, self.locations.shape[1])) * widths[:, None]
+        return self.locations[modes] + np.einsum("nij,nj->ni", self.roots[modes], z)
+
+
+def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureProposal:
+    """``q`` with mode weights ``(1 - floor) * weights + floor / K``.
+
+    The floor keeps every mode proposed, so a mode whose weight was underestimated still
+    receives particles.
+    """
+    weights = np.asarray(weights, dtype=float)
+    alphas = (1.0 - floor) * weights / weights.sum() + floor / len(weights)
+    return MixtureProposal(modes.locations, modes.roots, alphas / alphas.sum())
+
+
+@dataclass(frozen=True)
+class WeightEstimate:
+    """Importance-sampling estimates of the mode weights and the normalising constant.
+
+    Attributes
+    ----------
+    weights, weights_se : numpy.ndarray
+        ``(K,)`` estimated mode weights and their Monte Carlo standard errors.
+    log_evidence, log_evidence_se : float
+        ``log Z`` of the density that was sampled, and its standard error (delta method).
+    log_importance_weights : numpy.ndarray
+        ``(M,)`` ``log γ(x_i) − log q(x_i)`` of the draws, for diagnostics (Pareto k̂).
+    ess : float
+        Effective sample size of the importance weights, ``(Σw)² / Σw²``.
+    """
+
+    weights: np.ndarray
+    weights_se: np.ndarray
+    log_evidence: float
+    log_evidence_se: float
+    log_importance_weights: np.ndarray
+    ess: float
+
+
+def estimate_weights(
+    logp_grad: BatchLogpGrad, proposal: MixtureProposal, n_draws: int, rng: np.random.Generator
+) -> WeightEstimate:
+    """Importance sampling from ``proposal``: mode weights and evidence (see module docstring)."""
+    x = proposal.draw(rng, n_draws)
+    lp, _ = logp_grad(x)
+    log_q, resp = proposal.log_density(x)
+    log_w = np.where(np.isfinite(lp), lp - log_q, -np.inf)
+    top = np.max(log_w)
+    w = np.exp(log_w - top)
+    total = w.sum()
+    weights = (w @ resp) / total
+    weights_se = np.sqrt(np.sum((w[:, None] * (resp - weights[None])) ** 2, axis=0)) / total
+    mean_w = total / n_draws
+    log_evidence = float(top + np.log(mean_w))
+    log_evidence_se = float(np.std(w) / (np.sqrt(n_draws) * mean_w))
+    return WeightEstimate(
+        weights=weights,
+        weights_se=weights_se,
+        log_evidence=log_evidence,
+        log_evidence_se=log_evidence_se,
+        log_importance_weights=log_w,
+        ess=float(total**2 / np.sum(w**2)),
+    )
+
+
+def independence_jump(
+    logp_grad: BatchLogpGrad,
+    proposal: MixtureProposal,
+    ys: np.ndarray,
+    lps: np.ndarray,
+    grads: np.ndarray,
+    rng: np.random.Generator,
+) -> float:
+    """One independence Metropolis–Hastings move of every particle, in place; the acceptance.
+
+    Exact for any ``proposal`` (see the module docstring). A proposal with a non-finite log
+    density or gradient is rejected.
+    """
+    x_new = proposal.draw(rng, len(ys))
+    lp_new, grad_new = logp_grad(x_new)
+    log_q_new, _ = proposal.log_density(x_new)
+    log_q_old, _ = proposal.log_density(ys)
+    with np.errstate(invalid="ignore"):
+        log_r = (lp_new - log_q_new) - (lps - log_q_old)
+        accept = (
+            np.isfinite(lp_new)
+            & np.all(np.isfinite(grad_new), axis=1)
+            & (np.log(rng.uniform(size=len(ys))) < log_r)
+        )
+    ys[accept], lps[accept], grads[accept] = x_new[accept], lp_new[accept], grad_new[accept]
+    return float(accept.mean())
+
+
+def reallocate(labels: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of particles giving mode ``k`` about ``n · weights[k]`` of the ``n`` particles.
+
+    Counts by systematic resampling; a mode keeps a random subset of its particles when it has
+    too many and repeats them (uniformly) when it has too few. Modes with no particle get none.
+    """
+    n = len(labels)
+    weights = np.asarray(weights, dtype=float)
+    present = np.bincount(labels, minlength=len(weights)) > 0
+    weights = np.where(present, weights, 0.0)
+    cumulative = np.cumsum(weights / weights.sum())
+    positions = (rng.uniform() + np.arange(n)) / n
+    picks = np.minimum(np.searchsorted(cumulative, positions), len(weights) - 1)
+    counts = np.bincount(picks, minlength=len(weights))
+    chosen = []
+    for k in np.flatnonzero(counts):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        repeat = rng.choice(members, size=max(counts[k] - len(members), 0), replace=True)
+        chosen.append(np.concatenate([members[: counts[k]], repeat]))
+    return np.concatenate(chosen)
