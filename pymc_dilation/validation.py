@@ -81,3 +81,91 @@ def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False, got {value!r}.")
     return bool(value)
+
+
+def check_positive_float(name: str, value) -> float:
+    """``value`` as a finite float ``> 0``, or a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def check_random_seed(name: str, value, *, chains: int | None = None, legacy: bool = True):
+    """``value`` if it can seed NumPy (and PyMC), or a ``ValueError`` saying what can.
+
+    Accepted: None, a non-negative integer, a sequence of them (one per chain when ``chains``
+    is given), a ``numpy.random.Generator``, ``BitGenerator`` or ``SeedSequence``, and with
+    ``legacy=True`` a ``numpy.random.RandomState`` (``pm.sample`` takes one).
+    """
+    allowed = "None, a non-negative integer, a sequence of non-negative integers"
+    allowed += " (one per chain)" if chains is not None else ""
+    allowed += " or a numpy.random.Generator"
+    kinds = (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)
+    if value is None or isinstance(value, kinds):
+        return value
+    if legacy and isinstance(value, np.random.RandomState):
+        return value
+
+    def is_seed(v) -> bool:
+        return not isinstance(v, bool | np.bool_) and isinstance(v, int | np.integer) and v >= 0
+
+    if is_seed(value):
+        return value
+    if isinstance(value, list | tuple | np.ndarray) and np.ndim(value) == 1 and len(value) > 0:
+        if all(is_seed(v) for v in value):
+            if chains is not None and len(value) != chains:
+                raise ValueError(
+                    f"{name} has {len(value)} seeds but there are {chains} chains; give one "
+                    "seed per chain, or a single integer."
+                )
+            return value
+    raise ValueError(f"{name} must be {allowed}; got {value!r}.")
+
+
+def check_model(model, owner: str):
+    """``model``, or the model in context if None, or a ``ValueError`` naming ``owner``."""
+    import pymc as pm
+
+    if model is not None:
+        if not isinstance(model, pm.Model):
+            raise ValueError(
+                f"model must be a pymc.Model or None (the model in context); "
+                f"got {type(model).__name__}."
+            )
+        return model
+    model = pm.Model.get_context(error_if_none=False)
+    if model is None:
+        raise ValueError(f"{owner} needs a model: call it inside `with model:` or pass model=.")
+    return model
+
+
+def check_continuous_free_vars(model, owner: str) -> None:
+    """A ``ValueError`` naming ``owner`` if ``model`` has no continuous free variable."""
+    if model.continuous_value_vars:
+        return
+    if not model.value_vars:
+        what = "no free variables (nothing to sample: every variable is observed or fixed)"
+    else:
+        names = ", ".join(v.name for v in model.value_vars)
+        what = f"only discrete free variables ({names})"
+    raise ValueError(
+        f"{owner} samples continuous variables with gradients, and this model has {what}. "
+        "Use pm.sample with pm.Metropolis or another step method for discrete variables."
+    )
+
+
+def check_names(name: str, value, allowed: Sequence[str]) -> list[str]:
+    """``value`` (a name or a sequence of names) as a list, each one of ``allowed``."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{name} must be a name or a list of names among {', '.join(map(repr, allowed))}; "
+            f"got {value!r}."
+        )
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "an empty list"
+        raise ValueError(f"{name} has {what}; allowed: {', '.join(map(repr, allowed))}.")
+    return list(names)
