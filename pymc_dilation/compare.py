@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,9 +12,17 @@ from typing import Any
 import pandas as pd
 import pymc as pm
 
-from pymc_dilation._compat import SUMMARY_COLUMNS, modelcontext, overlay_posteriors, summary_table
+from pymc_dilation._compat import SUMMARY_COLUMNS, overlay_posteriors, summary_table
 from pymc_dilation.step import DilationLangevin
-from pymc_dilation.validation import check_positive_int
+from pymc_dilation.validation import (
+    check_bool,
+    check_continuous_free_vars,
+    check_model,
+    check_names,
+    check_positive_int,
+    check_probability,
+    check_random_seed,
+)
 
 __all__ = ["ComparisonResult", "compare_with_nuts"]
 
@@ -24,6 +33,35 @@ LABELS = {"dilation": "DilationLangevin", "nuts": "NUTS"}
 RESERVED_SAMPLE_KWARGS = frozenset(
     {"draws", "tune", "chains", "random_seed", "model", "step", "nuts_sampler"}
 )
+# Set by compare_with_nuts (model) or by pm.sample per chain (rng), so not in dilation_kwargs.
+RESERVED_DILATION_KWARGS = frozenset({"model", "rng"})
+
+
+def _parameters(fn) -> list[str]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+
+
+def _sample_keywords() -> list[str]:
+    """``pm.sample``'s own keywords that ``compare_with_nuts`` passes to both runs."""
+    from pymc.sampling.mcmc import sample
+
+    return [k for k in _parameters(sample) if k not in RESERVED_SAMPLE_KWARGS]
+
+
+def _nuts_keywords() -> list[str]:
+    """Step-method keywords ``pm.sample`` hands to NUTS (``target_accept``, ``nuts={...}``)."""
+    from pymc.step_methods.hmc.base_hmc import BaseHMC
+    from pymc.step_methods.hmc.nuts import NUTS
+
+    internal = {"self", "vars", "model", "rng", "initial_point", "blocked", "dtype"}
+    options = [k for k in _parameters(NUTS.__init__) + _parameters(BaseHMC.__init__)]
+    options = [k for k in dict.fromkeys(options) if k not in internal]
+    return options + [step.name for step in pm.STEP_METHODS]
+
+
+def _dilation_keywords() -> list[str]:
+    return [k for k in _parameters(DilationLangevin.__init__) if k != "self"]
 
 
 @dataclass(repr=False, eq=False)
@@ -159,7 +197,10 @@ def _resolve_nuts_sampler(nuts_sampler: str) -> str:
     return nuts_sampler
 
 
-def _check_kwargs(name: str, value: Mapping[str, Any] | None, reserved) -> dict[str, Any]:
+def _check_kwargs(
+    name: str, value: Mapping[str, Any] | None, reserved, allowed: Sequence[str]
+) -> dict[str, Any]:
+    """A keyword dict option as a dict, its keys among ``allowed``, none of them ``reserved``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -170,9 +211,70 @@ def _check_kwargs(name: str, value: Mapping[str, Any] | None, reserved) -> dict[
             f"{name} may not set {', '.join(clash)}: compare_with_nuts sets "
             f"{'it' if len(clash) == 1 else 'them'} itself."
         )
-    if name != "dilation_kwargs" and value.get("return_inferencedata", True) is False:
-        raise ValueError(f"{name} may not set return_inferencedata=False.")
+    unknown = sorted(map(str, set(value) - set(allowed)))
+    if unknown:
+        raise ValueError(
+            f"{name} has unknown keys {', '.join(map(repr, unknown))}; allowed: "
+            f"{', '.join(allowed)}."
+        )
+    if name != "dilation_kwargs":
+        _check_sample_values(name, value)
     return dict(value)
+
+
+def _check_sample_values(name: str, options: Mapping[str, Any]) -> None:
+    """Check the ``pm.sample`` values that PyMC itself would check only later, or never."""
+    where = "" if name == "" else f" (in {name})"
+    if options.get("return_inferencedata", True) is not True:
+        raise ValueError(
+            f"return_inferencedata{where} must be True: compare_with_nuts summarises "
+            f"what pm.sample returns; got {options['return_inferencedata']!r}."
+        )
+    if options.get("cores") is not None:
+        check_positive_int(f"cores{where}", options["cores"])
+    for key in ("discard_tuned_samples", "compute_convergence_checks", "quiet"):
+        if key in options:
+            check_bool(f"{key}{where}", options[key])
+    if "progressbar" in options and not isinstance(options["progressbar"], bool | str):
+        raise ValueError(
+            f"progressbar{where} must be True, False or one of pm.sample's layouts "
+            f"('combined', 'split', ...); got {options['progressbar']!r}."
+        )
+    if "target_accept" in options:
+        check_probability(f"target_accept{where}", options["target_accept"])
+
+
+def _check_direct_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check the ``pm.sample`` keywords typed into ``compare_with_nuts`` itself."""
+    sample_keys, nuts_keys = _sample_keywords(), _nuts_keywords()
+    for key in kwargs:
+        if key in RESERVED_SAMPLE_KWARGS:  # only "step" can get here
+            raise ValueError(f"{key} may not be given: compare_with_nuts sets it itself.")
+        if key in sample_keys or key in nuts_keys:
+            continue
+        hint = ""
+        if key in _dilation_keywords():
+            hint = (
+                f" {key} is an option of DilationLangevin: pass dilation_kwargs={{{key!r}: ...}}."
+            )
+        raise TypeError(
+            f"compare_with_nuts() got an unexpected keyword argument {key!r}.{hint} It takes "
+            f"pm.sample's keywords ({', '.join(sample_keys)}) and NUTS options "
+            f"({', '.join(nuts_keys)})."
+        )
+    _check_sample_values("", kwargs)
+    return kwargs
+
+
+def _route(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(both, nuts_only)``: ``pm.sample``'s own keywords go to both runs, NUTS options to NUTS.
+
+    ``pm.sample(step=DilationLangevin(...), target_accept=...)`` would refuse a NUTS option, so
+    ``target_accept`` and the other step-method keywords reach only the NUTS run.
+    """
+    sample_keys = set(_sample_keywords())
+    both = {k: v for k, v in options.items() if k in sample_keys}
+    return both, {k: v for k, v in options.items() if k not in sample_keys}
 
 
 def _side_by_side(frames: dict[str, pd.DataFrame], wall_time: dict[str, float]) -> pd.DataFrame:
@@ -203,6 +305,7 @@ def compare_with_nuts(
     dilation_kwargs: Mapping[str, Any] | None = None,
     sample_kwargs: Mapping[str, Any] | None = None,
     nuts_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> ComparisonResult:
     """Sample a model with ``DilationLangevin`` and with NUTS and compare the two runs.
 
@@ -235,11 +338,18 @@ def compare_with_nuts(
         ``target_accept``, ...). ``tune`` defaults to ``tune`` (it places the adaptation windows
         on PyMC 5).
     sample_kwargs : dict, optional
-        Further arguments of both ``pm.sample`` calls (``cores``, ``progressbar``,
-        ``compute_convergence_checks``, ...).
+        The same keywords as ``**kwargs``, as a dict (kept for backward compatibility).
     nuts_kwargs : dict, optional
-        Further arguments of the NUTS ``pm.sample`` call only (e.g. ``target_accept``); they
-        override ``sample_kwargs``.
+        Further arguments of the NUTS ``pm.sample`` call only (e.g. ``target_accept``,
+        ``init``); they override ``**kwargs`` and ``sample_kwargs``.
+    **kwargs
+        Keywords of ``pm.sample``, typed as for ``pm.sample`` itself: its own keywords
+        (``cores``, ``progressbar``, ``compute_convergence_checks``, ``initvals``,
+        ``idata_kwargs``, ...) go to both runs; the step-method options that ``pm.sample``
+        hands to NUTS (``target_accept``, ``max_treedepth``, ``nuts={...}``, ...) go to the
+        NUTS run only, as ``pm.sample`` would refuse them next to ``step=``.
+        ``DilationLangevin``'s own ``target_accept`` and other options go in
+        ``dilation_kwargs``.
 
     Returns
     -------
@@ -251,8 +361,16 @@ def compare_with_nuts(
     Raises
     ------
     ValueError
-        For an unknown ``nuts_sampler``, ``draws`` or ``chains`` below 1, negative ``tune``,
-        or keyword dicts that are not dicts or set what ``compare_with_nuts`` sets itself.
+        Before anything is compiled or sampled, for an invalid option: an unknown
+        ``nuts_sampler``, ``draws`` or ``chains`` below 1, negative ``tune``, a
+        ``random_seed`` NumPy cannot use (or a list of seeds not one per chain), no model or
+        a model without continuous free variables, ``var_names`` that are not posterior
+        variables of the model, keyword dicts that are not dicts, have unknown keys or set
+        what ``compare_with_nuts`` sets itself, the same keyword given twice, and invalid
+        ``DilationLangevin`` options.
+    TypeError
+        For a keyword that is neither ``pm.sample``'s nor a NUTS option, as Python raises for
+        an unexpected keyword argument.
     ImportError
         For ``nuts_sampler="nutpie"`` without nutpie installed.
 
@@ -262,20 +380,37 @@ def compare_with_nuts(
     >>> from pymc_dilation import compare_with_nuts
     >>> with pm.Model():
     ...     mu = pm.Normal("mu", 0, 1, shape=2)
-    ...     result = compare_with_nuts(draws=500, chains=2)  # doctest: +SKIP
+    ...     result = compare_with_nuts(draws=500, chains=2, progressbar=False)  # doctest: +SKIP
     >>> result.table["mean"]  # doctest: +SKIP
     >>> result.plot()  # doctest: +SKIP
     """
     draws = check_positive_int("draws", draws)
     tune = check_positive_int("tune", tune, zero=True)
     chains = check_positive_int("chains", chains)
+    random_seed = check_random_seed("random_seed", random_seed, chains=chains)
     sampler = _resolve_nuts_sampler(nuts_sampler)
-    dilation_options = _check_kwargs("dilation_kwargs", dilation_kwargs, {"model"})
-    common = _check_kwargs("sample_kwargs", sample_kwargs, RESERVED_SAMPLE_KWARGS)
-    nuts_options = _check_kwargs("nuts_kwargs", nuts_kwargs, RESERVED_SAMPLE_KWARGS)
+    model = check_model(model, "compare_with_nuts")
+    check_continuous_free_vars(model, "compare_with_nuts")
+    allowed_sample = _sample_keywords() + _nuts_keywords()
+    dilation_options = _check_kwargs(
+        "dilation_kwargs", dilation_kwargs, RESERVED_DILATION_KWARGS, _dilation_keywords()
+    )
+    given = _check_kwargs("sample_kwargs", sample_kwargs, RESERVED_SAMPLE_KWARGS, allowed_sample)
+    direct = _check_direct_keywords(kwargs)
+    twice = sorted(set(given) & set(direct))
+    if twice:
+        raise ValueError(
+            f"{', '.join(twice)} given both as a keyword and in sample_kwargs; give "
+            f"{'it' if len(twice) == 1 else 'them'} once."
+        )
+    common, nuts_only = _route({**given, **direct})
+    nuts_options = {
+        **nuts_only,
+        **_check_kwargs("nuts_kwargs", nuts_kwargs, RESERVED_SAMPLE_KWARGS, allowed_sample),
+    }
     if var_names is not None:
-        var_names = _as_list(var_names)
-    model = modelcontext(model)
+        posterior = [rv.name for rv in model.free_RVs] + [d.name for d in model.deterministics]
+        var_names = check_names("var_names", var_names, posterior)
     dilation_options.setdefault("tune", tune)
     run = dict(draws=draws, tune=tune, chains=chains, random_seed=random_seed, model=model)
 

@@ -148,7 +148,7 @@ def check_continuous_free_vars(model, owner: str) -> None:
     if not model.value_vars:
         what = "no free variables (nothing to sample: every variable is observed or fixed)"
     else:
-        names = ", ".join(v.name for v in model.value_vars)
+        names = ", ".join(repr(v.name) for v in model.value_vars)
         what = f"only discrete free variables ({names})"
     raise ValueError(
         f"{owner} samples continuous variables with gradients, and this model has {what}. "

@@ -60,16 +60,36 @@ def test_same_seed_same_draws(conjugate_normal, draws_of):
 
 def test_pooled_chains_find_both_modes_where_nuts_does_not():
     # Modes at -2 and +10, equal weights. NUTS chains start near 0 and all fall into the
-    # nearer mode; the annealing from the center sends some chains to the far one.
+    # nearer mode; the annealing from a center between the modes sends some chains to each
+    # (from the default center 0, the gradient there sends every chain to -2). Chains stay in
+    # their mode after the annealing: the step-size restarts no longer throw them across.
     model = bimodal_model(weight=0.5, left=-2.0, right=10.0)
     sample = {**SAMPLE, "chains": 16, "draws": 200}
     with model:
-        dl = pm.sample(step=DilationLangevin(), random_seed=3, **sample)
+        dl = pm.sample(step=DilationLangevin(center={"x": 4.0}), random_seed=3, **sample)
         nuts = pm.sample(random_seed=3, **sample)
     dl_right = (np.asarray(dl.posterior["x"]) > 4.0).mean(axis=1)
     nuts_right = (np.asarray(nuts.posterior["x"]) > 4.0).mean(axis=1)
     assert 0 < dl_right.mean() < 1, dl_right
+    assert set(dl_right) <= {0.0, 1.0}, dl_right
     assert nuts_right.mean() == 0, nuts_right
+
+
+def test_step_size_restarts_do_not_jump(conjugate_normal):
+    # The dual averaging restarts at each preconditioner window's end; it used to restart
+    # towards ten times the step size, so the next iteration's step was 10-20 times too large
+    # and all its proposals were rejected.
+    model, _, _ = conjugate_normal
+    with model:
+        idata = pm.sample(
+            draws=10, tune=1000, step=DilationLangevin(tune=1000), discard_tuned_samples=False,
+            random_seed=1, **{**SAMPLE, "chains": 2},
+        )  # fmt: skip
+    warmup = idata.warmup_sample_stats
+    step = np.asarray(warmup["step_size"])[:, 201:]  # after the annealing (200 levels)
+    accept = np.asarray(warmup["acceptance_rate"])[:, 201:]
+    assert np.max(step[:, 1:] / step[:, :-1]) < 4.0
+    assert np.sum(accept < 0.05) <= 2
 
 
 def test_compound_step_with_a_discrete_variable(draws_of):

@@ -36,9 +36,14 @@ class DualAveraging:
         self.kappa = kappa
         self.restart(initial_step)
 
-    def restart(self, initial_step: float) -> None:
-        """Start afresh from ``initial_step`` (after the preconditioner changed)."""
-        self.mu = np.log(10.0 * initial_step)
+    def restart(self, initial_step: float, bias: float = 10.0) -> None:
+        """Start afresh from ``initial_step`` (after the preconditioner changed).
+
+        The iterates are shrunk towards ``log(bias * initial_step)``: ``bias=10`` is Hoffman &
+        Gelman's choice for a fresh start (it favours larger steps); ``bias=1`` restarts at the
+        step size reached.
+        """
+        self.mu = np.log(bias * initial_step)
         self.log_step = np.log(initial_step)
         self.log_step_bar = np.log(initial_step)
         self.hbar = 0.0
