@@ -135,19 +135,20 @@ fig.tight_layout()
 # `y = c + (x − c) / sqrt(λ)`, each level of the annealing is a few Langevin steps on the
 # posterior itself, followed by a contraction of `y` towards the center `c` when λ moves to the
 # next level (see [How the dilation path works](../dilation_path.md)). So a chain settles in the
-# basin that Langevin dynamics started from its *initial point* falls into, while the
+# basin that Langevin dynamics started from its *starting point* falls into, while the
 # contractions keep pulling it back towards the center. Two consequences:
 #
-# - `center` alone does not move where a chain starts: `pm.sample` starts each chain from the
-#   model's initial point (or from `initvals`). To start the annealing at the center, pass the
-#   same point as `initvals`.
+# - A `center` you pass is where every chain starts its annealing (`initvals` play no part in
+#   it then). Without one, each chain starts from the model's initial point (or from
+#   `initvals`), and the center is the model's initial point.
 # - From a point inside one mode's basin nearly every chain chooses that mode; from a point on
 #   the ridge between two basins each chain chooses by chance, whatever the modes' masses.
 #
-# After λ reaches 1, a chain can still cross to another mode during the tuning, when the
-# step-size adaptation restarts with a large trial step. The helper below runs `pm.sample` with
-# some options and reports the share of chains in the far mode when λ reaches 1 and in the draws,
-# with the mean acceptance rate and the time (compilation included).
+# After λ reaches 1 the chains stay in their modes: the step-size adaptation restarts at the
+# step it has reached. (It used to restart at ten times that step, whose proposals were
+# rejected, and which now and then threw a chain across to the other mode.) The helper below
+# runs `pm.sample` with some options and reports the share of chains in the far mode when λ
+# reaches 1 and in the draws, with the mean acceptance rate and the time (compilation included).
 
 # %%
 with pm.Model() as model:
@@ -206,10 +207,12 @@ show(table.round(2))
 # they estimate the chance of each basin, not the mass of each mode. When the mode weights
 # matter, use a population sampler (below).
 #
-# The center is a point in **unconstrained** space: a dict of value variables
-# (`{"sigma_log__": 0.0}` for a positive `sigma`) or a raveled array. `lambda_min` sets how close
-# to a Dirac the path starts, `n_levels` how gently it opens; with too few levels the contraction
-# between levels is large and the acceptance drops at the start of each level.
+# The center is named as `initvals` are, by the model's variables in their own space
+# (`{"sigma": 1.0}` for a positive `sigma`), or by value variables in **unconstrained** space
+# (`{"sigma_log__": 0.0}`), or given as a raveled unconstrained array; an unknown name or a value
+# outside a variable's support raises a `ValueError` listing what is allowed. `lambda_min` sets
+# how close to a Dirac the path starts, `n_levels` how gently it opens; with too few levels the
+# contraction between levels is large and the acceptance drops at the start of each level.
 
 # %% [markdown]
 # ## Step size and `target_accept`
@@ -244,9 +247,9 @@ fig.suptitle("Warm-up of 4 chains: λ, step size and acceptance rate")
 fig.tight_layout()
 
 # %% [markdown]
-# The spikes in the step size are the restarts of the dual averaging at the end of each
-# preconditioner window: the adaptation tries a step ten times larger and comes back within a
-# few iterations. `step_size_bar` holds the averaged step that the draws use.
+# The step size moves at the end of each preconditioner window, where the dual averaging
+# restarts: from the averaged step it reached, adapting to the new preconditioner within a few
+# iterations. `step_size_bar` holds the averaged step that the draws use.
 #
 # - Lower `target_accept` (e.g. 0.4) for larger steps when the acceptance is uniform over the
 #   posterior; raise it (0.7–0.8) when `diverging` draws appear.
@@ -370,8 +373,9 @@ show(pd.DataFrame(rows).T)
 # - **Exploring several modes with MCMC chains**: a `DilationLangevin` chain picks its mode as
 #   Langevin dynamics from its starting point would (see above), so the annealing by itself does
 #   not steer chains towards other modes: started inside one basin, the chains above all ended
-#   the annealing in that basin's mode. Start chains from dispersed `initvals`, and check the
-#   warm-up (`discard_tuned_samples=False`) to see where they went.
+#   the annealing in that basin's mode. Pass a `center` between the modes, or start chains from
+#   dispersed `initvals` without one, and check the warm-up (`discard_tuned_samples=False`) to
+#   see where they went.
 # - **Discrete variables**: `DilationLangevin` samples the continuous ones inside a
 #   `CompoundStep` with PyMC's samplers for the discrete ones; `sample_dilation` needs a model
 #   with continuous variables only.

@@ -84,12 +84,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     Tuning walks the dilation path from a Dirac at ``center`` to the posterior: during the first
     tuning iterations the chain follows ``p_lam``, the posterior shrunk towards the center by
-    ``sqrt(lam)``, with ``lam`` rising along ``schedule`` from ``lambda_min`` to 1. Each chain
-    starts at the center itself (the start point ``pm.sample`` gives it is not used when there
-    is an annealing; it was before, so that a center away from it had little effect). The remaining
-    tuning iterations adapt the step size (dual averaging towards ``target_accept``) and a
-    diagonal preconditioner (the posterior variances, in doubling windows) at ``lam = 1``. Draws
-    are Metropolis-adjusted Langevin (MALA) steps on the posterior itself, so the chain is exact.
+    ``sqrt(lam)``, with ``lam`` rising along ``schedule`` from ``lambda_min`` to 1. With a
+    ``center`` given, each chain starts its annealing at the center itself; without one, at
+    its start point from ``pm.sample`` (``initvals``), the center being the model's initial
+    point. The remaining tuning iterations adapt the step size (dual averaging towards
+    ``target_accept``) and a diagonal preconditioner (the posterior variances, in doubling
+    windows) at ``lam = 1``. Draws are Metropolis-adjusted Langevin (MALA) steps on the
+    posterior itself, so the chain is exact.
 
     Each iteration runs ``steps_per_draw`` Langevin steps in one compiled call and records the
     last; the model's log density is compiled with PyTensor's Numba backend for this.
@@ -106,8 +107,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         (``{"sigma_log__": 0.69}``); a scalar is broadcast to the variable's shape and the
         variables not named keep their initial values. An array is the raveled unconstrained
         point. Default: the model's initial point. Unknown names, values outside a variable's
-        support and a center where the log density is not finite raise ``ValueError``. To let
-        chains find several modes, put the center between them.
+        support and a center where the log density is not finite raise ``ValueError``. Chains
+        start their annealing at a center given here (``initvals`` then play no part in it);
+        to let chains find several modes, put it between them.
     schedule : {"geometric", "power"} or array_like
         The ``lam`` levels of the annealing, one per tuning iteration; an explicit array must
         increase in ``(0, 1]`` and end at 1.
@@ -256,6 +258,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.var_names,
             self._logp.dim,
         )
+        self._start_at_center = center is not None
         self.tune = True
         self._start_chain(self.rng, self.tune_iterations, None)
 
@@ -350,18 +353,18 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def _state_at(self, x: np.ndarray, extra: np.ndarray, lam: float):
         """Target coordinates, log density and gradient of the incoming point at level ``lam``.
 
-        An annealing chain starts at the Dirac end of the path, the center itself (the point
-        ``pm.sample`` starts it from is not used then); without annealing (``lam = 1`` from the
-        start) the start point is taken as a posterior-space point. Afterwards the incoming
-        point is the path point recorded last; holding it fixed while ``lam`` rises is what
-        contracts the target coordinates towards the center. The last evaluation is reused when
-        neither the point, the other variables, nor the level changed.
+        With a ``center`` given, an annealing chain starts at the Dirac end of the path, the
+        center itself (the point ``pm.sample`` starts it from is not used then); otherwise, and
+        without annealing, the start point is taken as a posterior-space point. Afterwards the
+        incoming point is the path point recorded last; holding it fixed while ``lam`` rises is
+        what contracts the target coordinates towards the center. The last evaluation is reused
+        when neither the point, the other variables, nor the level changed.
         """
         if self._cache is not None and self._lam_recorded == lam:
             x_prev, extra_prev, (y, lp, grad) = self._cache
             if np.array_equal(x_prev, x) and np.array_equal(extra_prev, extra):
                 return y, lp, grad, 0
-        if self._lam_recorded is None and lam < 1.0:
+        if self._lam_recorded is None and lam < 1.0 and self._start_at_center:
             y = self.center.copy()
         elif self._lam_recorded is None or lam == 1.0:
             y = x
