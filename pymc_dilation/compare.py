@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pymc as pm
 
@@ -389,6 +390,12 @@ def compare_with_nuts(
     chains = check_positive_int("chains", chains)
     random_seed = check_random_seed("random_seed", random_seed, chains=chains)
     sampler = _resolve_nuts_sampler(nuts_sampler)
+    if sampler == "nutpie" and isinstance(random_seed, list | tuple | np.ndarray):
+        raise ValueError(
+            "random_seed must be None, one non-negative integer or a numpy Generator when NUTS "
+            "is nutpie (pm.sample gives nutpie a single seed); got a sequence of seeds. Pass "
+            "one integer, or nuts_sampler='pymc'."
+        )
     model = check_model(model, "compare_with_nuts")
     check_continuous_free_vars(model, "compare_with_nuts")
     allowed_sample = _sample_keywords() + _nuts_keywords()

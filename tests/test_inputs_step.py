@@ -284,6 +284,18 @@ def test_compare_with_nuts_refuses_invalid_options(scale_model, kwargs, exc, fra
         _raises(exc, lambda: compare_with_nuts(**kwargs), *fragments)
 
 
+def test_seeds_per_chain_are_refused_up_front_when_nuts_is_nutpie(scale_model, monkeypatch):
+    # pm.sample hands nutpie one seed and fails on a list, after DilationLangevin has run.
+    monkeypatch.setattr("pymc_dilation.compare._nutpie_available", lambda: True)
+    with scale_model:
+        _raises(
+            ValueError,
+            lambda: compare_with_nuts(chains=2, random_seed=[1, 2], nuts_sampler="nutpie"),
+            "random_seed must be None, one non-negative integer",
+            "nutpie",
+        )
+
+
 def test_at_least_seventy_invalid_inputs_are_covered():
     assert len(STEP_CASES) + len(COMPARE_CASES) >= 70
 
