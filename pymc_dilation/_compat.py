@@ -174,3 +174,8 @@ def pareto_khat(log_weights) -> float:
 
         return float(array_stats.psislw(log_weights)[1])
     return float(az.psislw(log_weights)[1])
+
+
+PRIOR_DRAW_MODE = "NUMBA" if PYMC_MAJOR >= 6 else "FAST_RUN"
+"""PyTensor mode of the compiled prior-draw function: measured per call, 0.15 ms with Numba on
+PyMC 6 (1.4 ms with its default), 0.16 ms with the C backend on PyMC 5 (1.4 ms with Numba)."""

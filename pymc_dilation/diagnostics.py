@@ -27,7 +27,7 @@ _SLACK = 0.03
 
 
 def _weight_tolerance(weight, se_sq, n):
-    return _SLACK + 4.0 * np.sqrt(weight * (1.0 - weight) / n + se_sq)
+    return _SLACK + 4.0 * np.sqrt(np.clip(weight * (1.0 - weight), 0.0, None) / n + se_sq)
 
 
 def _match(loc_a, cov_a, locations_b) -> int | None:

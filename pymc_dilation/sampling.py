@@ -15,7 +15,7 @@ from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.model import compile_model_logp
+from pymc_dilation.model import compile_model_logp, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -30,9 +30,9 @@ __all__ = ["sample_dilation", "sample_logdensity", "LogDensityResult"]
 # benchmarks/RESULTS.md); the refinement's exact jumps, not a long annealing, fix the weights.
 DEFAULTS = dict(n_levels=20, lambda_min=1e-3, steps_per_level=4, refine_sweeps=10, refine_steps=4)
 PRECONDITIONERS = ("laplace", "none")
-MAX_PRIOR_CENTERS = 256
-"""Prior draws used as path centers at most (the rest come from the overdispersed cloud):
-PyMC draws one prior point per call, about 0.4 ms each on PyMC 5 and 0.8 ms on PyMC 6."""
+MAX_PRIOR_CENTERS = 1000
+"""Prior draws used as path centers at most (the rest come from the overdispersed cloud); each
+costs about 0.15 ms (see :func:`~pymc_dilation.model.prior_sampler`)."""
 
 
 def _whiten(target: PopulationTarget, start: np.ndarray, settings):
@@ -401,25 +401,18 @@ def _shared_center(center, start_vec: np.ndarray):
 
 
 def prior_centers(model, logp, settings: _Settings, random_seed) -> np.ndarray | None:
-    """Up to :data:`MAX_PRIOR_CENTERS` prior draws in unconstrained space, finite log density.
+    """Up to :data:`MAX_PRIOR_CENTERS` prior draws (unconstrained) with a finite log density.
 
-    None when PyMC cannot draw the prior (``pm.Flat``, ``pm.HalfFlat``, custom densities
-    without a random method).
+    None when PyMC cannot draw the model's prior (see :func:`~pymc_dilation.model.prior_sampler`).
     """
-    from pymc.initial_point import make_initial_point_fn
-
-    draw = make_initial_point_fn(
-        model=model, jitter_rvs=set(), default_strategy="prior", return_transformed=True
-    )
+    draw = prior_sampler(model, logp.var_infos)
     n = min(MAX_PRIOR_CENTERS, settings.draws // 2)
-    seeds = np.random.SeedSequence(random_seed).spawn(n + settings.chains)[settings.chains :]
-    try:
-        xs = np.stack([logp.ravel(draw(seed)) for seed in seeds]) if n else np.zeros((0, 1))
-    except (NotImplementedError, ValueError, TypeError):
+    if draw is None or n == 0:
         return None
-    if n == 0:
-        return None
-    finite = np.isfinite(logp.logp_grad_batch(xs, np.zeros(0))[0])
+    seed = np.random.SeedSequence(random_seed).spawn(settings.chains + 1)[-1]
+    xs = draw(n, seed.generate_state(2))
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(logp.logp_grad_batch(xs, np.zeros(0))[0])
     return xs[finite] if finite.any() else None
 
 

@@ -38,8 +38,8 @@ class AnnealState(NamedTuple):
     ----------
     ys, lps, grads : numpy.ndarray
         Positions ``(n, d)``, log densities ``(n,)`` and gradients ``(n, d)``.
-    step : float
-        The adapted step size at the end.
+    step : numpy.ndarray
+        ``(n,)`` each particle's adapted step size at the end.
     n_grad : int
         Gradient evaluations per particle.
     """
@@ -47,7 +47,7 @@ class AnnealState(NamedTuple):
     ys: np.ndarray
     lps: np.ndarray
     grads: np.ndarray
-    step: float
+    step: np.ndarray
     n_grad: int
 
 
@@ -91,8 +91,11 @@ def anneal(
     steps_per_level : int
         Langevin steps per particle and level.
     target_accept : float
-        Target mean acceptance of the shared step size (Robbins–Monro on ``log eps`` after
-        each level).
+        Target acceptance of each particle's own step size (Robbins–Monro on its ``log eps``
+        after each level). One shared step would have to suit the particle in the stiffest
+        region (a prior draw where a scale parameter is tiny): measured on a three-component
+        ``NormalMixture``, a shared step fell to 0.003 while a quarter of the particles
+        still diverged at every step.
     metropolis : bool
         MALA (True) or unadjusted Langevin (False).
     initial_step : float
@@ -110,20 +113,20 @@ def anneal(
     """
     ys = np.array(centers, dtype=float, copy=True)
     lps, grads = target.logp_grad_batch(ys)
-    log_eps = np.log(initial_step)
+    log_eps = np.full(len(ys), np.log(initial_step))
     n_grad = 1
     for k, lam in enumerate(levels):
         if k > 0:
             ys = rescale_between_levels(ys, centers, levels[k - 1], lam)
             lps, grads = target.logp_grad_batch(ys)
             n_grad += 1
-        eps = float(np.exp(log_eps))
+        eps = np.exp(log_eps)
         info = target.langevin(ys, lps, grads, eps, np.ones(ys.shape[1]), steps_per_level, rng,
                                metropolis)  # fmt: skip
         n_grad += steps_per_level
-        log_eps += 2.0 * (float(np.mean(info.acceptance_rate)) - target_accept)
+        log_eps += 2.0 * (info.acceptance_rate - target_accept)
         if record is not None:
             record(float(lam), eps, info, np.nan)
         if progress is not None:
             progress(k + 1)
-    return AnnealState(ys, lps, grads, float(np.exp(log_eps)), n_grad)
+    return AnnealState(ys, lps, grads, np.exp(log_eps), n_grad)

@@ -179,7 +179,7 @@ def _chain_steps(
 
 _F8 = types.float64
 _POPULATION_SIGNATURE = types.Tuple((_F8[::1], types.int64[::1]))(
-    PointFunction, _F8[::1], _F8[:, ::1], _F8[::1], _F8[:, ::1], _F8, _F8[::1],
+    PointFunction, _F8[::1], _F8[:, ::1], _F8[::1], _F8[:, ::1], _F8[::1], _F8[::1],
     _F8[:, :, ::1], _F8[:, ::1], types.boolean, _F8[::1], _F8[:, ::1],
 )  # fmt: skip
 
@@ -191,10 +191,10 @@ def _population_steps_py(
     n_steps = noise.shape[1]
     acceptance = np.empty(n)
     divergences = np.empty(n, dtype=np.int64)
-    scale = np.sqrt(2.0 * eps * inv_mass)
     for i in numba.prange(n):
+        scale = np.sqrt(2.0 * eps[i] * inv_mass)
         lp, accept_sum, n_div = _chain_steps(
-            logp_fn, extra, ys[i], grads[i], lps[i], eps, inv_mass, scale, noise[i], log_u[i],
+            logp_fn, extra, ys[i], grads[i], lps[i], eps[i], inv_mass, scale, noise[i], log_u[i],
             metropolis, shift, root,
         )  # fmt: skip
         lps[i] = lp
@@ -215,13 +215,18 @@ def _draw_noise(rng: np.random.Generator, n: int, n_steps: int, dim: int):
     return rng.standard_normal((n, n_steps, dim)), np.log(rng.uniform(size=(n, n_steps)))
 
 
+def _step_sizes(eps, n: int) -> np.ndarray:
+    """One step size per particle: a scalar is shared, an array gives each particle its own."""
+    return np.array(np.broadcast_to(np.asarray(eps, dtype=float), (n,)), order="C")
+
+
 def langevin_steps_compiled(
     logp_fn,
     extra: np.ndarray,
     ys: np.ndarray,
     lps: np.ndarray,
     grads: np.ndarray,
-    eps: float,
+    eps: float | np.ndarray,
     inv_mass: np.ndarray,
     n_steps: int,
     rng: np.random.Generator,
@@ -240,8 +245,8 @@ def langevin_steps_compiled(
         Second argument of ``logp_fn`` (values the density depends on but does not sample).
     ys, lps, grads : numpy.ndarray
         States ``(n, d)``, their log densities ``(n,)`` and gradients ``(n, d)``; updated in place.
-    eps : float
-        Step size in target coordinates.
+    eps : float or numpy.ndarray
+        Step size in target coordinates, shared or one per particle ``(n,)``.
     inv_mass : numpy.ndarray
         Diagonal preconditioner ``M`` (inverse mass), shape ``(d,)``.
     n_steps : int
@@ -268,7 +273,8 @@ def langevin_steps_compiled(
         _population_steps_parallel if ys.shape[0] >= PARALLEL_MIN_PARTICLES else _population_steps
     )
     acceptance, divergences = kernel(
-        logp_fn, extra, ys, lps, grads, float(eps), np.ascontiguousarray(inv_mass, dtype=float),
+        logp_fn, extra, ys, lps, grads, _step_sizes(eps, ys.shape[0]),
+        np.ascontiguousarray(inv_mass, dtype=float),
         noise, log_u, bool(metropolis), shift, root,
     )  # fmt: skip
     return LangevinInfo(acceptance, divergences, n_steps)
@@ -279,7 +285,7 @@ def langevin_steps_vectorized(
     ys: np.ndarray,
     lps: np.ndarray,
     grads: np.ndarray,
-    eps: float,
+    eps: float | np.ndarray,
     inv_mass: np.ndarray,
     n_steps: int,
     rng: np.random.Generator,
@@ -292,6 +298,8 @@ def langevin_steps_vectorized(
     """
     n, dim = ys.shape
     noise, log_u = _draw_noise(rng, n, n_steps, dim)
+    eps_row = _step_sizes(eps, n)
+    eps = eps_row[:, None]
     scale = np.sqrt(2.0 * eps * inv_mass)
     accept_sum = np.zeros(n)
     divergences = np.zeros(n, dtype=np.int64)
@@ -302,7 +310,17 @@ def langevin_steps_vectorized(
         grad_prop = np.asarray(grad_prop, dtype=float).reshape(n, dim)
         finite = np.isfinite(lp_prop) & np.all(np.isfinite(grad_prop), axis=1)
         with np.errstate(invalid="ignore", over="ignore"):
-            log_r = mala_log_accept_ratio(ys, lps, grads, y_prop, lp_prop, grad_prop, eps, inv_mass)
+            forward = (
+                log_proposal_density(y_prop, proposal_mean(ys, grads, eps, inv_mass), 1.0, inv_mass)
+                / eps_row
+            )
+            backward = (
+                log_proposal_density(
+                    ys, proposal_mean(y_prop, grad_prop, eps, inv_mass), 1.0, inv_mass
+                )
+                / eps_row
+            )
+            log_r = lp_prop - lps + backward - forward
         log_r = np.where(finite, log_r, -np.inf)
         divergences += ~finite | (log_r < -DIVERGENCE_THRESHOLD)
         accept_sum += np.exp(np.minimum(log_r, 0.0))

@@ -59,7 +59,8 @@ class LaplaceApproximation:
 
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """Target points ``(..., d)`` to whitened coordinates."""
-        return np.linalg.solve(self.root, (np.atleast_2d(x) - self.mode).T).T.reshape(np.shape(x))
+        z = np.linalg.solve(self.root, (np.atleast_2d(x) - self.mode).T).T
+        return np.ascontiguousarray(z.reshape(np.shape(x)))
 
     def whiten(self, logp_grad: BatchLogpGrad) -> BatchLogpGrad:
         """The batched log density in whitened coordinates (gradient by the chain rule)."""

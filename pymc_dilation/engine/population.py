@@ -6,7 +6,8 @@
    merged by the hill–valley test; each mode gets a local Gaussian.
 3. **Weigh** (:mod:`~pymc_dilation.engine.weights`): importance sampling from the mixture of
    local Gaussians estimates each mode's weight and the normalising constant; the particles are
-   reallocated across modes to those weights.
+   resampled by their importance weights (the annealed particles are kept when those are too
+   uneven to resample).
 4. **Refine** at λ = 1, exactly: sweeps of Metropolis-adjusted Langevin steps, each followed by
    an independence Metropolis–Hastings jump from the mixture of local Gaussians. Both kernels
    leave the target invariant, so whatever the earlier stages got wrong, the population's law
@@ -31,7 +32,7 @@ from pymc_dilation.engine.weights import (
     estimate_weights,
     independence_jump,
     mode_proposal,
-    reallocate,
+    systematic_resample,
 )
 
 __all__ = ["PopulationTarget", "PopulationResult", "run_population", "refine"]
@@ -69,7 +70,15 @@ class PopulationTarget:
         ``logp_grad_batch`` of the result takes and differentiates in ``z``; the compiled
         driver maps each proposal itself, so whole runs of steps stay one compiled call.
         """
-        return replace(self, logp_grad_batch=laplace.whiten(self.logp_grad_batch), laplace=laplace)
+        combined = laplace
+        if self.laplace is not None:  # compose the maps: the compiled driver applies one
+            combined = LaplaceApproximation(
+                self.laplace.to_density(laplace.mode),
+                self.laplace.root @ laplace.root,
+                laplace.n_grad,
+                laplace.converged,
+            )
+        return replace(self, logp_grad_batch=laplace.whiten(self.logp_grad_batch), laplace=combined)
 
     def langevin(self, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis=True):
         """Langevin steps on all particles, in place, by the fastest driver available."""
@@ -95,13 +104,15 @@ class PopulationResult:
     logp : numpy.ndarray
         Their log densities.
     labels : numpy.ndarray
-        ``(n,)`` mode of each final particle (the mode of largest responsibility).
+        ``(n,)`` mode of each final particle (see
+        :meth:`~pymc_dilation.engine.weights.MixtureProposal.nearest_mode`).
     modes : ModeMap
         The modes found.
     estimate : WeightEstimate
         Importance-sampling mode weights and log evidence.
     stage_stats : dict of numpy.ndarray
-        Per stage (annealing levels, then refinement sweeps): ``dilation``, ``step_size``,
+        Per stage (annealing levels, then refinement sweeps): ``dilation``, ``step_size`` (the
+        particles' median),
         ``acceptance_rate``, ``divergences`` and ``jump_acceptance`` (NaN while annealing).
     n_grad : int
         Gradient evaluations per particle (importance draws counted as one per particle).
@@ -120,9 +131,23 @@ PROPOSAL_FLOOR = 0.5
 """Share of the importance proposal spread evenly over the modes (the rest follows the
 particles' occupancy after exploration), so that small basins are proposed too."""
 
+MIN_RESAMPLE_ESS = 0.05
+"""The refinement starts from the importance draws, resampled, when their effective sample size
+is at least this share of the particles; otherwise (a mode far from its Gaussian, where a few
+draws would be repeated many times) from the annealed particles as they are."""
+
 JUMP_FLOOR = 0.1
 """Share of the jump proposal spread evenly over the modes (the rest follows the estimated
 weights)."""
+
+
+def _average_mode_gaussian(modes: ModeMap, weights: np.ndarray) -> LaplaceApproximation:
+    """``N(0, Σ_k w_k Σ_k)``: the modes' covariances averaged by their estimated weights."""
+    covariances = modes.roots @ np.swapaxes(modes.roots, 1, 2)
+    average = np.einsum("k,kij->ij", weights / weights.sum(), covariances)
+    dim = average.shape[0]
+    root = np.linalg.cholesky(average + 1e-10 * np.trace(average) / dim * np.eye(dim))
+    return LaplaceApproximation(np.zeros(dim), root, 0, True)
 
 
 def refine(
@@ -132,7 +157,7 @@ def refine(
     grads: np.ndarray,
     proposal: MixtureProposal | None,
     rng: np.random.Generator,
-    step: float,
+    step: float | np.ndarray,
     target_accept: float,
     sweeps: int,
     steps: int,
@@ -144,19 +169,19 @@ def refine(
 
     Each sweep runs ``steps`` MALA steps and, with a ``proposal``, one independence jump
     (:func:`~pymc_dilation.engine.weights.independence_jump`). Both kernels leave the target
-    invariant; the step size adapts during the first half of the sweeps only, so the second
-    half is a fixed, exact Markov kernel for every particle.
+    invariant. Each particle has its own step size (``step``: a scalar or ``(n,)``), adapted
+    during the first half of the sweeps only, so in the second half every particle follows a
+    fixed, exact Markov kernel.
     """
     inv_mass = np.ones(ys.shape[1]) if inv_mass is None else inv_mass
-    log_eps = np.log(step)
+    log_eps = np.log(np.broadcast_to(np.asarray(step, dtype=float), (len(ys),))).copy()
     n_grad = 0
     for sweep in range(sweeps):
-        eps = float(np.exp(log_eps))
+        eps = np.exp(log_eps)
         info = target.langevin(ys, lps, grads, eps, inv_mass, steps, rng, True)
         n_grad += steps
         if sweep < sweeps // 2:
-            accept = float(np.mean(info.acceptance_rate))
-            log_eps += 2.0 * (accept - target_accept) / np.sqrt(sweep + 1)
+            log_eps += 2.0 * (info.acceptance_rate - target_accept) / np.sqrt(sweep + 1)
         jump = np.nan
         if proposal is not None:
             jump = independence_jump(target.logp_grad_batch, proposal, ys, lps, grads, rng)
@@ -213,7 +238,7 @@ def run_population(
 
     def record(lam, eps, info, jump):
         stats["dilation"].append(lam)
-        stats["step_size"].append(eps)
+        stats["step_size"].append(float(np.median(eps)))
         stats["acceptance_rate"].append(float(info.acceptance_rate.mean()))
         stats["divergences"].append(int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
@@ -224,20 +249,28 @@ def run_population(
         initial_step, record, progress,
     )  # fmt: skip
     modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
-    estimate = estimate_weights(
+    estimate, draws = estimate_weights(
         target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
     )
-    keep = reallocate(modes.labels, estimate.weights, rng)
-    ys, lps, grads = state.ys[keep], state.lps[keep], state.grads[keep]
-    within = ys - modes.locations[modes.labels[keep]]
-    inv_mass = np.maximum(within.var(axis=0), 1e-8)
-    jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR)
-    n_grad = state.n_grad + modes.n_grad + 1
+    if estimate.ess >= MIN_RESAMPLE_ESS * n:
+        start = draws.xs[systematic_resample(estimate.log_importance_weights, n, rng)]
+    else:
+        start = state.ys
+    # Refine in the coordinates that whiten the modes' covariance averaged by their weights:
+    # the initial whitening came from the mode nearest the initial point, which may be none of
+    # the posterior's main modes (measured on a label-switching mixture: MALA acceptance 0).
+    local = _average_mode_gaussian(modes, estimate.weights)
+    refined = target.whitened(local)
+    us = local.to_whitened(start)
+    lps, grads = refined.logp_grad_batch(us)
+    jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR).in_coordinates(local)
+    n_grad = state.n_grad + modes.n_grad + 2
     n_grad += refine(
-        target, ys, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
-        inv_mass, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
+        refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
+        None, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
     )  # fmt: skip
-    labels = np.argmax(jumps.log_density(ys)[1], axis=1)
+    labels = jumps.nearest_mode(us)
+    ys = local.to_density(us)
     return PopulationResult(
         samples=ys,
         logp=lps,

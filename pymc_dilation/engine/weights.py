@@ -9,26 +9,29 @@ a mixture over modes whose *defensive* wide part (share ``δ``) keeps the import
 ``γ/q`` bounded where a mode's tails are heavier than its Gaussian.
 
 - :func:`estimate_weights`: importance sampling from ``q``. With ``w_i = γ(x_i)/q(x_i)`` and
-  the responsibility ``r_k(x)`` of mode ``k`` in ``q``, ``Z_k = E_q[w r_k]`` is mode ``k``'s
-  mass (the responsibilities split space among the modes), ``Z = Σ_k Z_k`` the normalising
-  constant, and ``Z_k / Z`` the mode weight. **Consistent** (they converge as the number of
-  draws grows, whatever ``q``, since ``q > 0`` everywhere) and, for ``Z``, unbiased; exact for
-  no finite number of draws. The standard errors are delta-method estimates; the Pareto k̂ of
-  the log weights (computed by the PyMC layer with ArviZ) says when they cannot be trusted.
+  ``A_k`` the points whose nearest mode is ``k`` (the highest ``N(x; m_k, Σ_k)``, see
+  :meth:`MixtureProposal.nearest_mode`), ``Z_k = E_q[w 1_{A_k}]`` is mode ``k``'s mass,
+  ``Z = Σ_k Z_k`` the normalising constant, and ``Z_k / Z`` the mode weight. **Consistent**
+  (they converge as the number of draws grows, whatever ``q``, since ``q > 0`` everywhere)
+  and, for ``Z``, unbiased; exact for no finite number of draws. The standard errors are
+  delta-method estimates; the Pareto k̂ of the log weights (computed by the PyMC layer with
+  ArviZ) says when they cannot be trusted.
 - :func:`independence_jump`: a Metropolis–Hastings independence move with proposal ``q``,
   accepted with probability ``min(1, w(x') / w(x))``. **Exact**: it leaves the target invariant
   for any ``q``, and when ``q`` is close to the target it moves a particle to any mode in one
   step, in proportion to the modes' masses. It needs no pairing of modes, so mode sizes and
   shapes may differ freely.
-- :func:`reallocate`: sets the number of particles in each mode to the estimated weights
-  before the exact refinement, so that the refinement starts near equilibrium. Approximate; the
-  exact kernels that follow are what the final draws rely on.
+- :func:`systematic_resample`: importance resampling of the draws, so that the exact
+  refinement starts from particles whose modes carry their estimated weights and whose places
+  follow the target within each mode. Approximate (exact as the draws grow); the exact kernels
+  that follow are what the final draws rely on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,7 +43,8 @@ __all__ = [
     "mode_proposal",
     "estimate_weights",
     "independence_jump",
-    "reallocate",
+    "systematic_resample",
+    "ImportanceDraws",
     "DEFENSIVE_SHARE",
 ]
 
@@ -74,28 +78,44 @@ class MixtureProposal:
     roots: np.ndarray
     alphas: np.ndarray
 
-    def _log_components(self, x: np.ndarray) -> np.ndarray:
-        """``(n, K)``: log of each mode's share ``α_k q_k(x)``."""
+    def _quadratic_forms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, K)`` squared Mahalanobis distances to each mode and the ``(K,)`` log normalisers
+        ``log |det R_k| + d/2 log 2π`` of the modes' own Gaussians."""
         dim = x.shape[1]
-        log_det = np.linalg.slogdet(self.roots)[1]
-        out = np.empty((len(x), len(self.alphas)))
+        squares = np.empty((len(x), len(self.alphas)))
         for k, (loc, root) in enumerate(zip(self.locations, self.roots)):
             z = np.linalg.solve(root, (x - loc).T).T
-            sq = np.einsum("nd,nd->n", z, z)
-            base = -log_det[k] - 0.5 * dim * np.log(2.0 * np.pi)
-            narrow = np.log1p(-DEFENSIVE_SHARE) + base - 0.5 * sq
-            wide = (
-                np.log(DEFENSIVE_SHARE) + base - dim * np.log(_WIDEN) - 0.5 * sq / _WIDEN**2
-            )
-            with np.errstate(divide="ignore"):
-                out[:, k] = np.log(self.alphas[k]) + np.logaddexp(narrow, wide)
-        return out
+            squares[:, k] = np.einsum("nd,nd->n", z, z)
+        return squares, np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
 
-    def log_density(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``log q(x)`` ``(n,)`` and the modes' responsibilities ``(n, K)``."""
-        parts = self._log_components(x)
-        log_q = _logsumexp(parts, axis=1)
-        return log_q, np.exp(parts - log_q[:, None])
+    def log_density(self, x: np.ndarray) -> np.ndarray:
+        """``log q(x)``, shape ``(n,)``."""
+        squares, log_norm = self._quadratic_forms(x)
+        narrow = -0.5 * squares - log_norm
+        wide = -0.5 * squares / _WIDEN**2 - log_norm - x.shape[1] * np.log(_WIDEN)
+        with np.errstate(divide="ignore"):
+            parts = np.log(self.alphas) + np.logaddexp(
+                np.log1p(-DEFENSIVE_SHARE) + narrow, np.log(DEFENSIVE_SHARE) + wide
+            )
+        return _logsumexp(parts, axis=1)
+
+    def nearest_mode(self, x: np.ndarray) -> np.ndarray:
+        """``(n,)``: the mode whose own Gaussian gives ``x`` the highest density.
+
+        This hard partition of space defines a mode's weight (its mass) and which mode a
+        particle is in; the mixture weights play no part, so a mode proposed often does not
+        claim points of another.
+        """
+        squares, log_norm = self._quadratic_forms(x)
+        return np.argmax(-0.5 * squares - log_norm, axis=1)
+
+    def in_coordinates(self, laplace) -> MixtureProposal:
+        """The same proposal for ``u`` with ``z = laplace.mode + laplace.root @ u``."""
+        return MixtureProposal(
+            laplace.to_whitened(self.locations),
+            np.linalg.solve(laplace.root, self.roots),
+            self.alphas,
+        )
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` draws from ``q``."""
@@ -113,7 +133,7 @@ def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     """
     weights = np.asarray(weights, dtype=float)
     alphas = (1.0 - floor) * weights / weights.sum() + floor / len(weights)
-    return MixtureProposal(modes.locations, modes.roots, alphas / alphas.sum())
+    return MixtureProposal(modes.means, modes.roots, alphas / alphas.sum())
 
 
 @dataclass(frozen=True)
@@ -140,13 +160,22 @@ class WeightEstimate:
     ess: float
 
 
+class ImportanceDraws(NamedTuple):
+    """The draws behind a :class:`WeightEstimate`: places, log densities, gradients."""
+
+    xs: np.ndarray
+    lps: np.ndarray
+    grads: np.ndarray
+
+
 def estimate_weights(
     logp_grad: BatchLogpGrad, proposal: MixtureProposal, n_draws: int, rng: np.random.Generator
-) -> WeightEstimate:
+) -> tuple[WeightEstimate, ImportanceDraws]:
     """Importance sampling from ``proposal``: mode weights and evidence (see module docstring)."""
     x = proposal.draw(rng, n_draws)
-    lp, _ = logp_grad(x)
-    log_q, resp = proposal.log_density(x)
+    lp, grad = logp_grad(x)
+    log_q = proposal.log_density(x)
+    resp = np.eye(len(proposal.alphas))[proposal.nearest_mode(x)]
     log_w = np.where(np.isfinite(lp), lp - log_q, -np.inf)
     top = np.max(log_w)
     w = np.exp(log_w - top)
@@ -156,7 +185,7 @@ def estimate_weights(
     mean_w = total / n_draws
     log_evidence = float(top + np.log(mean_w))
     log_evidence_se = float(np.std(w) / (np.sqrt(n_draws) * mean_w))
-    return WeightEstimate(
+    estimate = WeightEstimate(
         weights=weights,
         weights_se=weights_se,
         log_evidence=log_evidence,
@@ -164,6 +193,7 @@ def estimate_weights(
         log_importance_weights=log_w,
         ess=float(total**2 / np.sum(w**2)),
     )
+    return estimate, ImportanceDraws(x, lp, grad)
 
 
 def independence_jump(
@@ -181,8 +211,8 @@ def independence_jump(
     """
     x_new = proposal.draw(rng, len(ys))
     lp_new, grad_new = logp_grad(x_new)
-    log_q_new, _ = proposal.log_density(x_new)
-    log_q_old, _ = proposal.log_density(ys)
+    log_q_new = proposal.log_density(x_new)
+    log_q_old = proposal.log_density(ys)
     with np.errstate(invalid="ignore"):
         log_r = (lp_new - log_q_new) - (lps - log_q_old)
         accept = (
@@ -194,23 +224,9 @@ def independence_jump(
     return float(accept.mean())
 
 
-def reallocate(labels: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of particles giving mode ``k`` about ``n · weights[k]`` of the ``n`` particles.
-
-    Counts by systematic resampling; a mode keeps a random subset of its particles when it has
-    too many and repeats them (uniformly) when it has too few. Modes with no particle get none.
-    """
-    n = len(labels)
-    weights = np.asarray(weights, dtype=float)
-    present = np.bincount(labels, minlength=len(weights)) > 0
-    weights = np.where(present, weights, 0.0)
-    cumulative = np.cumsum(weights / weights.sum())
+def systematic_resample(log_weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices drawn in proportion to ``exp(log_weights)`` by systematic resampling."""
+    w = np.exp(log_weights - np.max(log_weights))
+    cumulative = np.cumsum(w / w.sum())
     positions = (rng.uniform() + np.arange(n)) / n
-    picks = np.minimum(np.searchsorted(cumulative, positions), len(weights) - 1)
-    counts = np.bincount(picks, minlength=len(weights))
-    chosen = []
-    for k in np.flatnonzero(counts):
-        members = rng.permutation(np.flatnonzero(labels == k))
-        repeat = rng.choice(members, size=max(counts[k] - len(members), 0), replace=True)
-        chosen.append(np.concatenate([members[: counts[k]], repeat]))
-    return np.concatenate(chosen)
+    return np.minimum(np.searchsorted(cumulative, positions), len(w) - 1)
