@@ -1,6 +1,7 @@
 """Annealed Langevin sampling along the dilation path (Chehab & Korba, 2024) for PyMC."""
 
 from pymc_dilation.compare import ComparisonResult, compare_with_nuts
+from pymc_dilation.mode_map import mode_table, plot_modes
 from pymc_dilation.sampling import sample_dilation, sample_logdensity
 from pymc_dilation.step import DilationLangevin
 
@@ -8,6 +9,8 @@ __all__ = [
     "ComparisonResult",
     "DilationLangevin",
     "compare_with_nuts",
+    "mode_table",
+    "plot_modes",
     "sample_dilation",
     "sample_logdensity",
 ]

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pymc_dilation._compat import modelcontext, pareto_khat, population_inference_data
+from pymc_dilation._compat import pareto_khat, population_inference_data
+from pymc_dilation.centers import resolve_center
 from pymc_dilation.diagnostics import warn_unreliable
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
@@ -20,8 +21,11 @@ from pymc_dilation.validation import (
     check_bool,
     check_center,
     check_choice,
+    check_continuous_free_vars,
+    check_model,
     check_positive_int,
     check_probability,
+    check_random_seed,
 )
 
 __all__ = ["sample_dilation", "sample_logdensity", "LogDensityResult"]
@@ -75,8 +79,18 @@ def _path_centers(rng, n, start, shared_center, prior_draws, laplace) -> np.ndar
     return centers
 
 
+def _seed_sequence(random_seed) -> np.random.SeedSequence:
+    """A ``SeedSequence`` from any seed :func:`~pymc_dilation.validation.check_random_seed`
+    accepts."""
+    if isinstance(random_seed, np.random.SeedSequence):
+        return random_seed
+    if isinstance(random_seed, np.random.Generator | np.random.BitGenerator):
+        return np.random.SeedSequence(np.random.default_rng(random_seed).integers(2**63))
+    return np.random.SeedSequence(random_seed)
+
+
 def _seeds(random_seed, chains: int) -> list[np.random.Generator]:
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(random_seed).spawn(chains)]
+    return [np.random.default_rng(s) for s in _seed_sequence(random_seed).spawn(chains)]
 
 
 def _progress_bar(enabled: bool, total: int, description: str):
@@ -105,7 +119,10 @@ class _Settings:
     precondition: str
 
 
-def _settings(*, draws, chains, schedule, n_levels, lambda_min, center, precondition, **rest):
+def _settings(
+    *, draws, chains, schedule, n_levels, lambda_min, center, precondition, random_seed, **rest
+):
+    check_random_seed("random_seed", random_seed, legacy=False)
     if isinstance(center, str):
         check_choice("center", center, ("map",))
         if precondition == "none":
@@ -266,11 +283,13 @@ def sample_dilation(
 ):
     """Sample a PyMC model with a population annealed along the dilation path.
 
-    Like ``pm.sample_smc``: ``draws`` particles per chain, each chain an independent run. The
-    particles start at ``center``, are annealed together along the λ schedule with adaptive
-    Langevin steps (all particles in one compiled call per step), then refined exactly at λ = 1
-    by Metropolis-adjusted Langevin sweeps and mode-jump moves that correct the mode weights
-    (see :mod:`pymc_dilation.engine.population`).
+    Like ``pm.sample_smc``: ``draws`` particles per chain, each chain an independent run. Each
+    particle follows the dilation path from its own center (prior draws and an overdispersed
+    cloud), all particles stepped in one compiled call per step; the modes they reach are
+    mapped (hill–valley merging, a local Gaussian each), weighed by importance sampling (which
+    also gives the evidence), and the particles, resampled to those weights, are refined
+    exactly at λ = 1 by Metropolis-adjusted Langevin sweeps and independence jumps between the
+    modes (see :mod:`pymc_dilation.engine.population`).
 
     Parameters
     ----------
@@ -289,9 +308,12 @@ def sample_dilation(
         them (at most :data:`MAX_PRIOR_CENTERS`) from prior draws when PyMC can draw the prior
         (not with ``pm.Flat``), the rest from an overdispersed cloud about the posterior mode
         found from the model's initial point (see :mod:`pymc_dilation.engine.explore`). So
-        modes on every side of the initial point are reached. Give a point ``{name: value}``
-        (unconstrained, value-variable space, merged into the initial point) to start every
-        particle from that one center instead, or ``"map"`` for the mode of the Laplace step.
+        modes on every side of the initial point are reached. Give a point ``{name: value}`` to
+        start every particle from that one center instead (random-variable names with values in
+        their own space, as PyMC's ``initvals``, or value-variable names in unconstrained space;
+        unnamed variables keep the model's initial point; see
+        :func:`pymc_dilation.centers.resolve_center`), or ``"map"`` for the mode of the
+        Laplace step.
     precondition : {"laplace", "none"}
         ``"laplace"`` (default): find the posterior mode (BFGS) and its curvature first, and
         run the Langevin dynamics in the coordinates that whiten that Gaussian
@@ -347,29 +369,31 @@ def sample_dilation(
     """
     from pymc.backends.ndarray import NDArray
 
-    model = modelcontext(model)
+    model = check_model(model, "sample_dilation")
     settings = _settings(
         draws=draws, chains=chains, schedule=schedule, n_levels=n_levels,
         lambda_min=lambda_min, center=center, precondition=precondition,
         steps_per_level=steps_per_level, target_accept=target_accept,
         anneal_metropolis=anneal_metropolis, refine_sweeps=refine_sweeps,
-        refine_steps=refine_steps,
+        refine_steps=refine_steps, random_seed=random_seed,
     )  # fmt: skip
+    check_continuous_free_vars(model, "sample_dilation")
+    if model.discrete_value_vars:
+        raise ValueError(
+            "sample_dilation samples continuous variables only, and this model has discrete "
+            f"ones ({', '.join(v.name for v in model.discrete_value_vars)}). Marginalise them "
+            "out (pymc_extras.marginalize) or use pm.sample with DilationLangevin in a "
+            "CompoundStep."
+        )
     if center is not None and not isinstance(center, dict | str):
         raise ValueError(f'center must be a dict {{name: value}}, "map" or None; got {center!r}.')
     logp = compile_model_logp(model)
-    if logp.extra_infos:
-        raise ValueError(
-            "sample_dilation samples continuous variables only, and this model has discrete "
-            f"ones ({', '.join(i.name for i in logp.extra_infos)}). Marginalise them out "
-            "(pymc_extras.marginalize) or use pm.sample with DilationLangevin in a CompoundStep."
-        )
     extra = np.zeros(0)
-    point = model.initial_point()
-    if isinstance(center, dict):
-        point = {**point, **center}
     names = [info.name for info in logp.var_infos]
-    start_vec = check_center(logp.ravel(point), logp.logp_grad, extra, names, logp.dim)
+    point = resolve_center(
+        model, center if isinstance(center, dict) else None, names, owner="sample_dilation"
+    )
+    start_vec = check_center(point, logp.logp_grad, extra, names, logp.dim)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
 
     start = time.perf_counter()
@@ -409,7 +433,7 @@ def prior_centers(model, logp, settings: _Settings, random_seed) -> np.ndarray |
     n = min(MAX_PRIOR_CENTERS, settings.draws // 2)
     if draw is None or n == 0:
         return None
-    seed = np.random.SeedSequence(random_seed).spawn(settings.chains + 1)[-1]
+    seed = _seed_sequence(random_seed).spawn(settings.chains + 1)[-1]
     xs = draw(n, seed.generate_state(2))
     with np.errstate(all="ignore"):
         finite = np.isfinite(logp.logp_grad_batch(xs, np.zeros(0))[0])
@@ -522,7 +546,7 @@ def sample_logdensity(
         lambda_min=lambda_min, center=center, precondition=precondition,
         steps_per_level=steps_per_level, target_accept=target_accept,
         anneal_metropolis=anneal_metropolis, refine_sweeps=refine_sweeps,
-        refine_steps=refine_steps,
+        refine_steps=refine_steps, random_seed=random_seed,
     )  # fmt: skip
     if center is None or isinstance(center, str):
         start_vec = np.zeros(dim)

@@ -1,16 +1,29 @@
+"""The population engine: exact kernels, weight and evidence estimates, the mode map, and
+sample_dilation / sample_logdensity on posteriors whose answers are known."""
+
+import warnings
+
 import numpy as np
 import pymc as pm
 import pytest
 
-from pymc_dilation import sample_dilation, sample_logdensity
-from pymc_dilation.engine.population import PopulationTarget, refine_population
+from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
+from pymc_dilation.engine.modes import ModeMap, map_modes, merge_optima
+from pymc_dilation.engine.population import PopulationTarget, refine
+from pymc_dilation.engine.weights import (
+    MixtureProposal,
+    estimate_weights,
+    independence_jump,
+    mode_proposal,
+)
 
 MEANS = np.array([[-5.0, 0.0], [5.0, 0.0]])
 WEIGHTS = np.array([0.2, 0.8])
+LOG_Z = np.log(2 * np.pi)  # each unnormalised unit component integrates to 2π
 
 
 def mixture_logp_grad(ys):
-    """Unit-variance 2-D mixture, weights 0.2/0.8 at (-5, 0) and (5, 0)."""
+    """Unit-variance 2-D mixture, weights 0.2/0.8 at (-5, 0) and (5, 0), unnormalised."""
     diff = ys[:, None, :] - MEANS[None]
     comp = np.log(WEIGHTS) - 0.5 * (diff**2).sum(-1)
     top = comp.max(axis=1, keepdims=True)
@@ -19,38 +32,132 @@ def mixture_logp_grad(ys):
     return lse, -(resp[:, :, None] * diff).sum(axis=1)
 
 
+def exact_draws(n, rng, weights=WEIGHTS):
+    labels = (rng.uniform(size=n) < weights[1]).astype(int)
+    return MEANS[labels] + rng.normal(size=(n, 2))
+
+
 def right_share(samples):
     return float((samples[:, 0] > 0).mean())
 
 
-def test_sample_logdensity_recovers_mode_weights():
-    result = sample_logdensity(mixture_logp_grad, 2, draws=1500, random_seed=0, n_levels=50)
-    assert result.samples.shape == (1500, 2)
-    assert abs(right_share(result.samples) - 0.8) < 0.03
-    assert len(result.mode_centers[0]) == 2
+# A proposal that is wrong on purpose: equal weights, widths 0.7 and 1.6, shifted centers.
+WRONG = MixtureProposal(
+    MEANS + [[0.5, 0.3], [-0.4, 0.2]], np.array([0.7 * np.eye(2), 1.6 * np.eye(2)]), np.ones(2) / 2
+)
 
 
-def test_refinement_leaves_the_target_invariant():
-    # Start from exact draws of the target; the refinement must keep their law.
+def test_independence_jump_leaves_the_target_invariant_whatever_the_proposal():
     rng = np.random.default_rng(1)
-    n = 4000
-    labels = rng.uniform(size=n) < WEIGHTS[1]
-    ys = MEANS[labels.astype(int)] + rng.normal(size=(n, 2))
+    ys = exact_draws(6000, rng)
+    lps, grads = mixture_logp_grad(ys)
+    for _ in range(30):
+        independence_jump(mixture_logp_grad, WRONG, ys, lps, grads, rng)
+    assert abs(right_share(ys) - 0.8) < 0.02
+    right = ys[ys[:, 0] > 0]
+    np.testing.assert_allclose(right.mean(axis=0), MEANS[1], atol=0.06)
+    np.testing.assert_allclose(right.std(axis=0), 1.0, atol=0.05)
+
+
+def test_independence_jumps_move_mass_to_the_right_weights():
+    rng = np.random.default_rng(2)
+    ys = exact_draws(4000, rng, weights=np.array([0.9, 0.1]))  # wrong occupancy
+    lps, grads = mixture_logp_grad(ys)
+    for _ in range(25):
+        independence_jump(mixture_logp_grad, WRONG, ys, lps, grads, rng)
+    assert abs(right_share(ys) - 0.8) < 0.03
+
+
+def test_refinement_sweeps_leave_the_target_invariant():
+    rng = np.random.default_rng(3)
+    ys = exact_draws(4000, rng)
     lps, grads = mixture_logp_grad(ys)
     target = PopulationTarget(2, mixture_logp_grad)
-    refine_population(target, ys, lps, grads, rng, 0.5, 0.6, sweeps=30, steps=3)
+    refine(target, ys, lps, grads, WRONG, rng, 0.5, 0.6, sweeps=30, steps=3)
     assert abs(right_share(ys) - 0.8) < 0.02
     np.testing.assert_allclose(ys[ys[:, 0] > 0].std(axis=0), 1.0, atol=0.05)
 
 
-def test_refinement_corrects_wrong_weights():
-    rng = np.random.default_rng(2)
-    n = 3000
-    labels = rng.uniform(size=n) < 0.5  # wrong: half in each mode
-    ys = MEANS[labels.astype(int)] + rng.normal(size=(n, 2))
-    lps, grads = mixture_logp_grad(ys)
-    refine_population(PopulationTarget(2, mixture_logp_grad), ys, lps, grads, rng, 0.5, 0.6, 40, 3)
-    assert abs(right_share(ys) - 0.8) < 0.03
+def test_weight_and_evidence_errors_shrink_as_draws_grow():
+    def errors(n_draws):
+        w_err, z_err, calibrated = [], [], []
+        for seed in range(12):
+            estimate, _ = estimate_weights(
+                mixture_logp_grad, WRONG, n_draws, np.random.default_rng(seed)
+            )
+            w_err.append(abs(estimate.weights[1] - 0.8))
+            z_err.append(abs(estimate.log_evidence - LOG_Z))
+            calibrated.append(z_err[-1] < 4 * estimate.log_evidence_se + 1e-3)
+        return np.mean(w_err), np.mean(z_err), np.mean(calibrated)
+
+    w_small, z_small, _ = errors(200)
+    w_large, z_large, calibrated = errors(6400)
+    assert w_large < w_small / 3 and z_large < z_small / 3  # 1/sqrt(32) = 0.18
+    assert w_large < 0.01 and z_large < 0.02
+    assert calibrated >= 0.9
+
+
+def test_hill_valley_merging_keeps_modes_apart_and_joins_a_basin():
+    rng = np.random.default_rng(4)
+    # points scattered in both basins, not at the optima: they still join their own mode
+    points = exact_draws(200, rng)
+    lps = mixture_logp_grad(points)[0]
+    heads, labels, _ = merge_optima(mixture_logp_grad, points, lps)
+    assert len(heads) == 2
+    for k in range(2):
+        sides = points[labels == k, 0] > 0
+        assert sides.all() or not sides.any()
+
+
+def test_mode_map_of_a_unimodal_correlated_gaussian_has_one_mode():
+    cov = np.array([[1.0, 0.95], [0.95, 1.0]]) * 4.0
+    precision = np.linalg.inv(cov)
+
+    def gaussian(xs):
+        return -0.5 * np.einsum("ni,ij,nj->n", xs, precision, xs), -xs @ precision
+
+    ys = np.random.default_rng(5).multivariate_normal([0, 0], cov * 9, size=500)
+    modes = map_modes(gaussian, ys, *gaussian(ys))
+    assert modes.n_modes == 1
+    np.testing.assert_allclose(modes.locations[0], 0.0, atol=1e-4)
+
+
+def test_mode_map_of_the_mixture_finds_both_modes_and_their_gaussians():
+    ys = exact_draws(1000, np.random.default_rng(6))
+    modes = map_modes(mixture_logp_grad, ys, *mixture_logp_grad(ys))
+    assert modes.n_modes == 2
+    order = np.argsort(modes.locations[:, 0])
+    np.testing.assert_allclose(modes.locations[order], MEANS, atol=1e-3)
+    covariances = modes.roots @ np.swapaxes(modes.roots, 1, 2)
+    np.testing.assert_allclose(covariances, np.broadcast_to(np.eye(2), (2, 2, 2)), atol=0.2)
+    proposal = mode_proposal(modes, np.array([0.5, 0.5]), 0.1)
+    assert isinstance(proposal, MixtureProposal) and isinstance(modes, ModeMap)
+
+
+def test_sample_logdensity_finds_modes_on_both_sides_of_the_start_with_weights_and_evidence():
+    # Both modes far to the right of the start (the origin), widths 0.5 and 2 (4x apart),
+    # weights 0.3 / 0.7 before the N(0, 10^2) prior.
+    means, sds, w = np.array([[8.0, 3.0], [15.0, -4.0]]), np.array([0.5, 2.0]), np.array([0.3, 0.7])
+    prior_sd = 10.0
+
+    def logp_grad(xs):
+        diff = xs[:, None, :] - means[None]
+        comp = np.log(w) - np.log(2 * np.pi * sds**2) - 0.5 * (diff**2).sum(-1) / sds**2
+        top = comp.max(axis=1, keepdims=True)
+        resp = np.exp(comp - top)
+        norm = resp.sum(axis=1, keepdims=True)
+        prior = -0.5 * (xs**2).sum(1) / prior_sd**2 - np.log(2 * np.pi * prior_sd**2)
+        grad = -((resp / norm / sds**2)[:, :, None] * diff).sum(1) - xs / prior_sd**2
+        return (top + np.log(norm))[:, 0] + prior, grad
+
+    var = prior_sd**2 + sds**2
+    mass = w * np.exp(-0.5 * (means**2).sum(1) / var) / (2 * np.pi * var)
+    result = sample_logdensity(logp_grad, 2, draws=2000, random_seed=7)
+    share_narrow = float((np.linalg.norm(result.samples - means[0], axis=1) < 3.0).mean())
+    assert abs(share_narrow - mass[0] / mass.sum()) < 0.03
+    assert abs(result.log_marginal_likelihood[0] - np.log(mass.sum())) < 0.1
+    table = mode_table(result)
+    assert len(table) == 2 and abs(table["weight"].sum() - 1.0) < 1e-9
 
 
 def test_same_seed_same_samples():
@@ -61,32 +168,116 @@ def test_same_seed_same_samples():
     np.testing.assert_array_equal(*runs)
 
 
+def _no_sampler_warnings(caught):
+    return [str(w.message) for w in caught if "pymc_dilation" in w.filename]
+
+
 def test_sample_dilation_on_a_pymc_model(conjugate_normal, draws_of):
     model, mean, sd = conjugate_normal
-    with model:
+    with model, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         idata = sample_dilation(draws=1500, chains=2, random_seed=3, progressbar=False)
         reference = pm.sample(draws=10, tune=10, chains=1, progressbar=False)
+    assert not _no_sampler_warnings(caught)
     assert type(idata) is type(reference)
     assert np.asarray(idata.posterior["mu"]).shape == (2, 1500)
     draws = draws_of(idata, "mu")
     assert abs(draws.mean() - mean) < 0.1 * sd
     assert abs(draws.std() / sd - 1) < 0.1
     stats = idata.sample_stats
-    for name in ("dilation", "step_size", "acceptance_rate", "divergences"):
+    for name in ("dilation", "step_size", "acceptance_rate", "divergences", "lp", "mode_index"):
         assert name in stats
     assert stats.attrs["n_grad"] > 0 and stats.attrs["sampling_time"] > 0
+    assert stats.attrs["n_modes_found"] == [1, 1]
 
 
-def test_sample_dilation_keeps_deterministics_and_constraints(draws_of):
+def test_log_marginal_likelihood_of_a_conjugate_normal_model():
+    rng = np.random.default_rng(0)
+    y = rng.normal(1.0, 2.0, size=15)
+    prior_mu, prior_sd, noise_sd = 0.5, 3.0, 2.0
+    cov = noise_sd**2 * np.eye(len(y)) + prior_sd**2
+    diff = y - prior_mu
+    exact = -0.5 * (
+        len(y) * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + diff @ np.linalg.solve(cov, diff)
+    )
     with pm.Model():
-        sigma = pm.HalfNormal("sigma", 1.0)
-        pm.Deterministic("var", sigma**2)
-        idata = sample_dilation(draws=2000, random_seed=0, progressbar=False)
-    sigma_draws = draws_of(idata, "sigma")
-    assert np.all(sigma_draws > 0)
-    np.testing.assert_allclose(draws_of(idata, "var"), sigma_draws**2)
-    # HalfNormal(1): mean sqrt(2/pi), sd 0.603; 0.06 is 0.1 sd (4 Monte Carlo sd at 2000).
-    assert abs(sigma_draws.mean() - np.sqrt(2 / np.pi)) < 0.06
+        mu = pm.Normal("mu", prior_mu, prior_sd)
+        pm.Normal("y", mu, noise_sd, observed=y)
+        idata = sample_dilation(draws=1000, chains=2, random_seed=1, progressbar=False)
+    lml = idata.sample_stats["log_marginal_likelihood"]
+    assert lml.dims == ("chain",)
+    se = np.asarray(lml.attrs["standard_error"])
+    assert np.all(np.abs(np.asarray(lml) - exact) < np.maximum(4 * se, 0.02))
+    assert np.all(np.abs(np.asarray(lml) - exact) < 0.1)
+
+
+def test_flat_prior_bimodal_model_with_the_start_outside_both_modes(draws_of):
+    with pm.Model():
+        x = pm.Flat("x")
+        pm.Potential(
+            "two_modes",
+            pm.math.logsumexp(
+                pm.math.stack(
+                    [
+                        np.log(0.5) + pm.logp(pm.Normal.dist(4.0, 1.0), x),
+                        np.log(0.5) + pm.logp(pm.Normal.dist(10.0, 1.0), x),
+                    ]
+                )
+            ),
+        )
+        idata = sample_dilation(draws=2000, random_seed=2, progressbar=False)
+    assert abs(float((draws_of(idata, "x") > 7).mean()) - 0.5) < 0.04
+    assert abs(float(idata.sample_stats["log_marginal_likelihood"][0])) < 0.1  # Z = 1
+
+
+def test_sign_ambiguous_regression_weighs_both_signs(draws_of):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=40)
+    y = 1.3 * x + rng.normal(size=40)
+    with pm.Model():
+        b = pm.Normal("b", 0.3, 2.0)
+        pm.Normal("y", pm.math.abs(b) * x, 1.0, observed=y)
+        idata = sample_dilation(draws=2000, random_seed=3, progressbar=False)
+    grid = np.linspace(-6, 6, 24001)
+    logp = -0.5 * ((grid - 0.3) / 2) ** 2 - 0.5 * ((y - np.abs(grid)[:, None] * x) ** 2).sum(1)
+    p = np.exp(logp - logp.max())
+    exact = p[grid > 0].sum() / p.sum()
+    assert abs(float((draws_of(idata, "b") > 0).mean()) - exact) < 0.035
+    table = mode_table(idata)
+    assert len(table) == 2
+    assert abs(table.loc[0, "weight"].max() - max(exact, 1 - exact)) < 0.035
+
+
+def test_mode_table_and_plot(draws_of):
+    with pm.Model():
+        x = pm.Normal("x", 0.0, 10.0, shape=2)
+        pm.Potential(
+            "mixture",
+            pm.math.logsumexp(
+                pm.math.stack(
+                    [
+                        np.log(w) - 0.5 * pm.math.sum((x - m) ** 2)
+                        for w, m in zip(WEIGHTS, MEANS + [3.0, 4.0])
+                    ]
+                )
+            ),
+        )
+        idata = sample_dilation(draws=1000, chains=2, random_seed=4, progressbar=False)
+    table = mode_table(idata)
+    assert list(table.index.names) == ["chain", "mode"] and len(table) == 4
+    assert {"weight", "weight_se", "particles", "share", "log_density", "x[0]", "x[1]"} <= set(
+        table.columns
+    )
+    means = MEANS + [3.0, 4.0]
+    mass = WEIGHTS * np.exp(-0.5 * (means**2).sum(1) / 101.0)  # the N(0, 10^2) prior's share
+    top = table.loc[0].iloc[0]
+    assert abs(top["weight"] - mass[1] / mass.sum()) < 0.03
+    assert abs(top["x[0]"] - 8.0 * 100 / 101) < 0.05
+    assert len(mode_table(idata, chain=1)) == 2
+    figure = plot_modes(idata)
+    assert figure.axes
+    with pytest.raises(ValueError, match="chain"):
+        mode_table(idata, chain=5)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +287,9 @@ def test_sample_dilation_keeps_deterministics_and_constraints(draws_of):
         ({"target_accept": 2.0}, "target_accept"),
         ({"schedule": [0.5, 0.2, 1.0]}, "increasing"),
         ({"refine_sweeps": -1}, "refine_sweeps"),
+        ({"anneal_metropolis": "no"}, "anneal_metropolis"),
+        ({"random_seed": "abc"}, "random_seed"),
+        ({"center": "middle"}, "center"),
     ],
 )
 def test_invalid_options(kwargs, match):
@@ -109,3 +303,13 @@ def test_discrete_models_are_refused_with_a_reason():
         pm.Normal("x", 0.0, 1.0)
         with pytest.raises(ValueError, match="discrete"):
             sample_dilation(draws=10, progressbar=False)
+
+
+def test_center_by_name_in_constrained_space_and_unknown_names():
+    with pm.Model():
+        pm.HalfNormal("sigma", 1.0)
+        pm.Normal("mu", 0.0, 1.0)
+        with pytest.raises(ValueError, match="nonexistent"):
+            sample_dilation(draws=50, center={"nonexistent": 1.0}, progressbar=False)
+        idata = sample_dilation(draws=200, center={"sigma": 2.0}, random_seed=1, progressbar=False)
+    assert np.all(np.asarray(idata.posterior["sigma"]) > 0)

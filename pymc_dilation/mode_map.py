@@ -1,0 +1,162 @@
+"""The mode map of a population result, as a table and as a picture.
+
+:func:`~pymc_dilation.sample_dilation` stores, per chain and mode, the estimated weight and its
+standard error, the particles in the mode, the log density at its peak and its location and local
+covariance (unconstrained space), and for every particle the index of its mode. These functions
+read them from what ``sample_dilation`` returned, on PyMC 5 (InferenceData) as on PyMC 6
+(DataTree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pymc_dilation._compat import group_dataset
+
+__all__ = ["mode_table", "plot_modes"]
+
+_MODE_STATS = ("mode_weight", "mode_weight_se", "mode_particles", "mode_logp", "mode_location")
+
+
+def _stats(data):
+    if hasattr(data, "stage_stats"):  # a sample_logdensity result
+        stats = data.stage_stats
+    else:
+        stats = group_dataset(data, "sample_stats")
+    missing = [name for name in _MODE_STATS if name not in stats]
+    if missing:
+        raise ValueError(
+            "mode_table and plot_modes read the mode map of sample_dilation or sample_logdensity "
+            f"results; this result has no {', '.join(missing)} in sample_stats."
+        )
+    return stats
+
+
+def mode_table(data, chain: int | None = None) -> pd.DataFrame:
+    """One row per mode found: weight, its Monte Carlo error, particles, peak and location.
+
+    Parameters
+    ----------
+    data : arviz.InferenceData, xarray.DataTree or LogDensityResult
+        What :func:`~pymc_dilation.sample_dilation` or
+        :func:`~pymc_dilation.sample_logdensity` returned.
+    chain : int, optional
+        One chain; default: all, indexed by ``(chain, mode)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``weight`` and ``weight_se`` (importance-sampling estimate of the mode's
+        posterior mass and its standard error), ``particles`` and ``share`` (the final
+        particles in the mode), ``log_density`` (at the mode's peak, unconstrained space), and
+        one column per unconstrained parameter with the peak's location. Modes are sorted by
+        weight within each chain.
+    """
+    stats = _stats(data)
+    chains = range(stats.sizes["chain"]) if chain is None else [chain]
+    if chain is not None and not 0 <= chain < stats.sizes["chain"]:
+        raise ValueError(f"chain must be in 0..{stats.sizes['chain'] - 1}, got {chain!r}.")
+    params = [str(p) for p in np.asarray(stats["param"])]
+    n = stats.sizes["draw"]
+    frames = []
+    for c in chains:
+        weights = np.asarray(stats["mode_weight"][c])
+        found = np.flatnonzero(np.isfinite(weights))
+        particles = np.asarray(stats["mode_particles"][c])[found]
+        frame = pd.DataFrame(
+            {
+                "weight": weights[found],
+                "weight_se": np.asarray(stats["mode_weight_se"][c])[found],
+                "particles": particles.astype(int),
+                "share": particles / n,
+                "log_density": np.asarray(stats["mode_logp"][c])[found],
+            },
+            index=pd.MultiIndex.from_product([[c], found], names=["chain", "mode"]),
+        )
+        location = pd.DataFrame(
+            np.asarray(stats["mode_location"][c])[found], index=frame.index, columns=params
+        )
+        frames.append(pd.concat([frame, location], axis=1).sort_values("weight", ascending=False))
+    return pd.concat(frames)
+
+
+def plot_modes(
+    data,
+    var_names: str | Sequence[str] | None = None,
+    chain: int = 0,
+    max_modes: int = 6,
+    max_panels: int = 12,
+    bins: int = 40,
+):
+    """The marginal posteriors, each stacked by mode: which mode puts mass where.
+
+    One panel per scalar element of the chosen posterior variables (constrained space, as in
+    ``posterior``), its histogram split by the mode of each particle; the ``max_modes``
+    heaviest modes get a colour each (labelled with their estimated weight), the rest share a
+    grey one.
+
+    Parameters
+    ----------
+    data : arviz.InferenceData or xarray.DataTree
+        What :func:`~pymc_dilation.sample_dilation` returned.
+    var_names : str or list of str, optional
+        Posterior variables; default: all.
+    chain : int
+        Which chain's particles and mode map.
+    max_modes, max_panels, bins : int
+        Modes with their own colour, panels at most, histogram bins.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    stats = _stats(data)
+    posterior = group_dataset(data, "posterior")
+    names = list(posterior.data_vars) if var_names is None else list(np.atleast_1d(var_names))
+    unknown = [v for v in names if v not in posterior.data_vars]
+    if unknown:
+        raise ValueError(
+            f"var_names has {unknown}, not in the posterior ({', '.join(posterior.data_vars)})."
+        )
+    labels = np.asarray(stats["mode_index"][chain])
+    weights = np.asarray(stats["mode_weight"][chain])
+    order = [k for k in np.argsort(-np.nan_to_num(weights, nan=-1.0)) if np.isfinite(weights[k])]
+    shown = order[:max_modes]
+    panels = []
+    for name in names:
+        values = np.asarray(posterior[name][chain])
+        flat = values.reshape(values.shape[0], -1)
+        for j in range(flat.shape[1]):
+            index = np.unravel_index(j, values.shape[1:]) if values.ndim > 1 else ()
+            title = f"{name}[{','.join(map(str, index))}]" if index else name
+            panels.append((title, flat[:, j]))
+    panels = panels[:max_panels]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, values) in zip(axes.flat, panels):
+        groups = [values[labels == k] for k in shown]
+        names_ = [f"mode {k}: {weights[k]:.3f}" for k in shown]
+        rest = values[~np.isin(labels, shown)]
+        if rest.size:
+            groups.append(rest)
+            names_.append("other modes")
+        ax.hist(
+            groups, bins=bins, stacked=True, label=names_,
+            color=[colors[i % len(colors)] for i in range(len(shown))] + ["0.6"] * bool(rest.size),
+        )  # fmt: skip
+        ax.set_title(title)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, legend_labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="upper right", title="mode: weight", fontsize="small")
+    fig.suptitle(f"Posterior marginals by mode (chain {chain})")
+    fig.tight_layout(rect=(0, 0, 0.82, 0.95))
+    return fig
