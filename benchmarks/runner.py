@@ -2,13 +2,17 @@
 
 Usage (from the repository root)::
 
-    python -m benchmarks run [--targets multimodal ports NAME ...] [--samplers ...]
-        [--draws 1000] [--tune 1000] [--chains 4] [--particles 2000] [--repeats 1]
-        [--seed 1] [--output benchmarks/results/latest]
+    python -m benchmarks run [--targets multimodal randomized families ports NAME ...]
+        [--samplers ...] [--draws 1000] [--tune 1000] [--chains 4] [--particles 2000]
+        [--repeats 1] [--seed 1] [--cold] [--output benchmarks/results/latest]
 
 Targets: the multimodal suite (``mix2d``, ``mix10d``, ``mix50d``, see
-:mod:`benchmarks.multimodal`) and the posteriordb ports (:mod:`benchmarks.posteriordb`);
-``multimodal`` and ``ports`` name the groups. Samplers:
+:mod:`benchmarks.multimodal`), the randomized suite (``rand2d-1`` … ``rand50d-3``, any
+``rand{d}d-{seed}``, see :mod:`benchmarks.randomized`), the model families
+(``sign_regression``, ``flat_bimodal``, ``normal_mixture``, see :mod:`benchmarks.families`)
+and the posteriordb ports (:mod:`benchmarks.posteriordb`); ``multimodal``, ``randomized``,
+``families`` and ``ports`` name the groups. ``--repeats R`` runs seeds ``seed … seed + R − 1``
+and reports each (``--median`` for the median only). Samplers:
 
 - ``dilation``: ``pm.sample(step=DilationLangevin())``;
 - ``sample_dilation``: the population sampler, ``--particles`` draws, one chain;
@@ -17,14 +21,17 @@ Targets: the multimodal suite (``mix2d``, ``mix10d``, ``mix50d``, see
 
 Every (target, sampler) pair runs once untimed with small sizes first, so disk caches (PyTensor's
 C and Numba caches) are warm and the timed runs show what a user's second run costs; the wall
-time then covers the whole call, compilation included. Metrics per run: mode-weight TV (mixtures)
-or the worst standardised mean error and relative sd error against the reference (ports), the
-minimum bulk ESS over all posterior variables and ESS per second (MCMC samplers only: the
-particles of a population sampler are not a Markov chain), wall time, gradient evaluations
-(MCMC: leapfrog/Langevin steps of the draw phase, from ``n_steps``; ``sample_dilation``: all
-of them; SMC uses none), divergences. Ratios to NUTS and to SMC are taken within one run. A
-sampler that fails on a target (``pm.sample_smc`` cannot draw its initial particles from a
-``Flat`` prior) gets a row saying why, and the run goes on.
+time then covers the whole call, compilation included. With ``--cold`` each pair also runs once in
+a fresh Python process with no warm-up (``wall_cold_s``: the whole script a user runs once, model
+building and imports excluded, compilation included). Metrics per run: mode-weight TV (mixtures,
+families) with the within-mode mean error and the log evidence error where it is known exactly, or
+the worst standardised mean error and relative sd error against the reference (ports), the minimum
+bulk ESS over all posterior variables and ESS per second (MCMC samplers only: the particles of a
+population sampler are not a Markov chain), wall time, gradient evaluations (MCMC:
+leapfrog/Langevin steps of the draw phase, from ``n_steps``; ``sample_dilation``: all of them; SMC
+uses none), divergences. Ratios to NUTS and to SMC are taken within one run. A sampler that fails
+on a target (``pm.sample_smc`` cannot draw its initial particles from a ``Flat`` prior) gets a row
+saying why, and the run goes on.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import arviz as az
 import numpy as np
 import pymc as pm
 
-from benchmarks import multimodal, posteriordb
+from benchmarks import families, multimodal, posteriordb, randomized
 from pymc_dilation import DilationLangevin, sample_dilation
 
 __all__ = ["SAMPLERS", "RunSettings", "run_benchmarks", "markdown_table", "main"]
@@ -109,9 +116,35 @@ def _gradients(sampler: str, idata) -> float:
     return _stat_sum(idata, "n_steps")
 
 
+def _log_evidence(sampler: str, idata) -> float:
+    """The run's ``log_marginal_likelihood`` (mean over chains), NaN if it has none."""
+    try:
+        values = np.asarray(idata.sample_stats["log_marginal_likelihood"], dtype=object)
+    except KeyError:
+        return float("nan")
+    per_chain = [
+        np.asarray(v, dtype=float).ravel()[-1] for v in values.reshape(len(values), -1)[:, -1]
+    ]
+    return float(np.mean(per_chain))
+
+
+def _exact_log_evidence(target: str) -> float | None:
+    if target in multimodal.TARGETS:
+        return multimodal.log_evidence(target)
+    if randomized.is_randomized(target):
+        return randomized.target(target).log_evidence
+    if target in families.FAMILIES:
+        return families.reference(target).get("log_evidence")
+    return None
+
+
 def _score(target: str, idata) -> dict[str, float]:
     if target in multimodal.TARGETS:
         return {"tv": multimodal.mode_weight_tv(multimodal.posterior_samples(idata), target)}
+    if randomized.is_randomized(target):
+        return randomized.score(target, np.asarray(idata.posterior["x"]))
+    if target in families.FAMILIES:
+        return families.score(target, idata)
     rows = posteriordb.moment_errors(idata, target)
     return {
         "mean_err": max(r["mean_err"] for r in rows),
@@ -127,6 +160,9 @@ def run_one(target: str, sampler: str, settings: RunSettings, seed: int) -> dict
     wall = time.perf_counter() - start
     record: dict[str, Any] = {"target": target, "sampler": sampler, "seed": seed, "wall_s": wall}
     record.update(_score(target, idata))
+    exact = _exact_log_evidence(target)
+    if exact is not None and sampler in POPULATION_SAMPLERS:
+        record["log_z_err"] = _log_evidence(sampler, idata) - exact
     ess = float("nan") if sampler in POPULATION_SAMPLERS else _min_bulk_ess(idata)
     record.update(
         min_ess_bulk=ess,
@@ -140,7 +176,31 @@ def run_one(target: str, sampler: str, settings: RunSettings, seed: int) -> dict
 def _build(target: str) -> pm.Model:
     if target in multimodal.TARGETS:
         return multimodal.build_model(target)
+    if randomized.is_randomized(target):
+        return randomized.build_model(target)
+    if target in families.FAMILIES:
+        return families.build_model(target)
     return posteriordb.build_model(target)
+
+
+def run_cold(target: str, sampler: str, settings: RunSettings, seed: int) -> float:
+    """Wall time of one call in a fresh Python process, no warm-up (compilation included)."""
+    import subprocess
+    import sys
+
+    sizes = tuple(vars(settings).values())
+    code = (
+        "import json, time; from benchmarks import runner; "
+        f"model = runner._build({target!r}); start = time.perf_counter(); "
+        f"runner._run_sampler({sampler!r}, model, runner.RunSettings(*{sizes!r}), {seed}); "
+        "print(json.dumps(time.perf_counter() - start))"
+    )
+    out = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return float(out)
 
 
 def _median_records(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -160,23 +220,32 @@ def run_benchmarks(
     seed: int = 1,
     log: Callable[[str], None] = print,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,
+    cold: bool = False,
+    median: bool = False,
 ) -> list[dict[str, Any]]:
-    """All pairs of ``targets`` and ``samplers``: median over ``repeats`` seeds, with ratios.
+    """All pairs of ``targets`` and ``samplers`` at ``repeats`` seeds, with ratios.
 
-    ``on_result`` is called with the results so far after every pair (to save partial runs).
+    One row per seed, or with ``median=True`` one row per pair with the medians. ``cold``
+    adds ``wall_cold_s`` (:func:`run_cold`, first seed). ``on_result`` is called with the
+    results so far after every pair (to save partial runs).
     """
     results = []
     for target in targets:
         for sampler in samplers:
             try:
+                cold_s = run_cold(target, sampler, settings, seed) if cold else None
                 run_one(target, sampler, settings.small(), seed)  # warm caches, not timed
                 records = [run_one(target, sampler, settings, seed + r) for r in range(repeats)]
             except Exception as err:  # e.g. pm.sample_smc on a model with a Flat prior
                 results.append(_not_run(target, sampler, err))
                 log(f"{target:<45} {sampler:<16} not run: {results[-1]['not_run']}")
             else:
-                results.append(_median_records(records))
-                log(_summary_line(results[-1]))
+                if cold_s is not None:
+                    records[0]["wall_cold_s"] = cold_s
+                rows = [_median_records(records)] if median else records
+                results.extend(rows)
+                for row in rows:
+                    log(_summary_line(row))
             _add_ratios(results)
             if on_result is not None:
                 on_result(results)
@@ -190,10 +259,10 @@ def _not_run(target: str, sampler: str, err: Exception) -> dict[str, Any]:
 
 
 def _add_ratios(results: list[dict[str, Any]]) -> None:
-    by_pair = {(r["target"], r["sampler"]): r for r in results if "not_run" not in r}
+    by_pair = {(r["target"], r["sampler"], r["seed"]): r for r in results if "not_run" not in r}
     for record in by_pair.values():
         for base in ("nuts", "smc"):
-            ref = by_pair.get((record["target"], base))
+            ref = by_pair.get((record["target"], base, record["seed"]))
             if ref is None:
                 continue
             record[f"wall_vs_{base}"] = record["wall_s"] / ref["wall_s"]
@@ -207,8 +276,10 @@ def _summary_line(record: dict[str, Any]) -> str:
         if "tv" in record
         else f"mean err {record['mean_err']:.3f} sd err {record['sd_err']:.3f}"
     )
+    if "log_z_err" in record:
+        score += f" logZ err {record['log_z_err']:+.3f}"
     return (
-        f"{record['target']:<45} {record['sampler']:<16} {score}  "
+        f"{record['target']:<45} {record['sampler']:<16} seed {record['seed']} {score}  "
         f"wall {record['wall_s']:.2f}s  ESS/s {record['ess_per_s']:.0f}"
     )
 
@@ -216,12 +287,16 @@ def _summary_line(record: dict[str, Any]) -> str:
 _COLUMNS = [
     ("target", "target", "{}"),
     ("sampler", "sampler", "{}"),
+    ("seed", "seed", "{}"),
     ("tv", "mode TV", "{:.3f}"),
+    ("within_mean_err", "within-mode mean err (sd)", "{:.2f}"),
+    ("log_z_err", "log Z err", "{:+.3f}"),
     ("mean_err", "worst mean err (sd)", "{:.3f}"),
     ("sd_err", "worst sd err", "{:.3f}"),
     ("min_ess_bulk", "min bulk ESS", "{:.0f}"),
     ("ess_per_s", "ESS/s", "{:.1f}"),
     ("wall_s", "wall (s)", "{:.2f}"),
+    ("wall_cold_s", "wall cold (s)", "{:.2f}"),
     ("wall_vs_nuts", "wall / NUTS", "{:.2f}"),
     ("wall_vs_smc", "wall / SMC", "{:.2f}"),
     ("ess_per_s_vs_nuts", "ESS/s / NUTS", "{:.2f}"),
@@ -257,17 +332,24 @@ def _environment() -> dict[str, str]:
     }
 
 
+GROUPS = {
+    "multimodal": list(multimodal.TARGETS),
+    "randomized": randomized.SUITE,
+    "families": list(families.FAMILIES),
+    "ports": list(posteriordb.POSTERIOR_NAMES),
+}
+
+
 def _expand_targets(names: Sequence[str]) -> list[str]:
     out: list[str] = []
+    singles = [t for group in GROUPS.values() for t in group]
     for name in names:
-        if name == "multimodal":
-            out += list(multimodal.TARGETS)
-        elif name == "ports":
-            out += list(posteriordb.POSTERIOR_NAMES)
-        elif name in multimodal.TARGETS or name in posteriordb.POSTERIOR_NAMES:
+        if name in GROUPS:
+            out += GROUPS[name]
+        elif name in singles or randomized.is_randomized(name):
             out.append(name)
         else:
-            choices = ["multimodal", "ports", *multimodal.TARGETS, *posteriordb.POSTERIOR_NAMES]
+            choices = [*GROUPS, *singles, "rand<d>d-<seed>"]
             raise ValueError(f"Unknown target {name!r}; choose from {', '.join(choices)}.")
     return out
 
@@ -283,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--particles", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cold", action="store_true", help="also time a fresh process")
+    parser.add_argument("--median", action="store_true", help="one row per pair (median)")
     parser.add_argument(
         "--output", default="benchmarks/results/latest", help="writes OUTPUT.md and OUTPUT.json"
     )
@@ -295,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"{env['date']}, Python {env['python']}, PyMC {env['pymc']}, ArviZ {env['arviz']}; "
         f"draws {settings.draws}, tune {settings.tune}, chains {settings.chains}, "
-        f"particles {settings.particles}, repeats {args.repeats} (median)."
+        f"particles {settings.particles}, seeds {args.seed}..{args.seed + args.repeats - 1}"
+        f"{' (median)' if args.median else ''}."
     )
 
     def save(results: list[dict[str, Any]]) -> None:
@@ -305,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     results = run_benchmarks(
-        targets, args.samplers, settings, args.repeats, args.seed, on_result=save
-    )
+        targets, args.samplers, settings, args.repeats, args.seed, on_result=save,
+        cold=args.cold, median=args.median,
+    )  # fmt: skip
     print(f"\n{header}\n\n{markdown_table(results)}\n\nWritten: {output}.md, {output}.json")
     return 0

@@ -4,9 +4,9 @@ The paper (Chehab & Korba, 2024) compares annealed Langevin along the dilation p
 Langevin and with annealed Langevin along the *geometric* path
 ``log p_λ = (1 − λ) log π₀ + λ log π`` from a Gaussian reference ``π₀ = N(c, σ₀² I)``. These
 functions implement both baselines with the kernels and step-size rule of
-:func:`pymc_dilation.engine.population.run_population`, so that a comparison measures the path and
-nothing else, and :func:`annealed_dilation` runs the dilation path's annealing alone (no exact
-refinement), as in the paper.
+:func:`pymc_dilation.engine.explore.anneal`, so that a comparison measures the path and nothing
+else, and :func:`annealed_dilation` runs the dilation path's annealing alone from one center (no
+mode map, no exact refinement), as in the paper.
 
 All three take a batched log density ``(n, d) -> ((n,), (n, d))`` and return the ``(n, d)``
 particles and the gradient evaluations per particle.
@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pymc_dilation.engine.explore import anneal
 from pymc_dilation.engine.kernels import langevin_steps_vectorized
-from pymc_dilation.engine.population import PopulationTarget, run_population
+from pymc_dilation.engine.population import PopulationTarget
 from pymc_dilation.engine.schedules import make_schedule
 
 __all__ = ["annealed_dilation", "geometric_annealed_langevin", "plain_langevin"]
@@ -45,18 +46,17 @@ def annealed_dilation(
     ``target_accept`` of the Metropolis ratio it would have had.
     """
     center = np.zeros(dim) if center is None else np.asarray(center, dtype=float)
-    result = run_population(
+    state = anneal(
         PopulationTarget(dim, logp_grad),
-        n_particles,
-        center,
+        np.tile(center, (n_particles, 1)),
         make_schedule("geometric", n_levels, lambda_min),
         rng,
-        steps_per_level=steps_per_level,
-        target_accept=target_accept,
-        anneal_metropolis=metropolis,
-        refine_sweeps=0,
+        steps_per_level,
+        target_accept,
+        metropolis,
+        initial_step=0.1,
     )
-    return result.samples, result.n_grad
+    return state.ys, state.n_grad
 
 
 def geometric_annealed_langevin(
@@ -131,15 +131,15 @@ def _anneal(
 ) -> int:
     """Langevin steps on ``ys`` in place, level after level; the gradient evaluations spent."""
     inv_mass = np.ones(ys.shape[1])
-    log_eps = np.log(initial_step)
+    log_eps = np.full(len(ys), np.log(initial_step))  # one step size per particle, as anneal
     n_grad = 0
     for lam in levels:
         logp_grad = logp_grad_at(float(lam))
         lps, grads = logp_grad(ys)
         info = langevin_steps_vectorized(
-            logp_grad, ys, lps, grads, float(np.exp(log_eps)), inv_mass, steps_per_level, rng,
+            logp_grad, ys, lps, grads, np.exp(log_eps), inv_mass, steps_per_level, rng,
             metropolis,
         )  # fmt: skip
         n_grad += steps_per_level + 1
-        log_eps += 2.0 * (float(np.mean(info.acceptance_rate)) - target_accept)
+        log_eps += 2.0 * (info.acceptance_rate - target_accept)
     return n_grad

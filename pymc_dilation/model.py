@@ -12,8 +12,8 @@ population, in one compiled call. On a graph that the Numba backend cannot compi
 backend is used and the engine falls back to its vectorized Python driver.
 
 Batched evaluation: a Numba loop over rows calling ``point_fn``, about 1 us a row on eight
-schools (10 parameters). A graph vectorised over a batch dimension and compiled to C has not been
-compared yet.
+schools (10 parameters), threaded over rows when there are many. A graph vectorised over a batch
+dimension and compiled to C has not been compared yet.
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ from pytensor.graph.basic import Constant
 from pytensor.graph.replace import graph_replace
 
 from pymc_dilation._compat import compile_numba_function_src, freeze_dims_and_data, modelcontext
-from pymc_dilation.engine.kernels import POINT_SIGNATURE, PointFunction, point_function
+from pymc_dilation.engine.kernels import (
+    PARALLEL_MIN_PARTICLES,
+    POINT_SIGNATURE,
+    PointFunction,
+    point_function,
+)
 
 __all__ = ["VarInfo", "ModelLogp", "compile_model_logp", "continuous_value_vars"]
 
@@ -268,16 +273,24 @@ def _mode(name: str | None):
     return pytensor.compile.mode.get_mode(name).including("local_check_parameter_to_ninf_switch")
 
 
-@numba.njit(
-    numba.types.Tuple((_F8[::1], _F8[:, ::1]))(PointFunction, _F8[::1], _F8[:, ::1]), cache=True
-)
-def _evaluate_rows(point_fn, extra, xs):
+def _evaluate_rows_py(point_fn, extra, xs):
     n = xs.shape[0]
     lps = np.empty(n)
     grads = np.empty_like(xs)
-    for i in range(n):
+    for i in numba.prange(n):
         lps[i] = point_fn(xs[i], extra, grads[i])
     return lps, grads
+
+
+_ROWS_SIGNATURE = numba.types.Tuple((_F8[::1], _F8[:, ::1]))(PointFunction, _F8[::1], _F8[:, ::1])
+_evaluate_rows_serial = numba.njit(_ROWS_SIGNATURE, cache=True)(_evaluate_rows_py)
+_evaluate_rows_parallel = numba.njit(_ROWS_SIGNATURE, cache=True, parallel=True)(_evaluate_rows_py)
+
+
+def _evaluate_rows(point_fn, extra, xs):
+    """Every row of ``xs`` in one compiled call, on all cores when there are many rows."""
+    many = xs.shape[0] >= PARALLEL_MIN_PARTICLES
+    return (_evaluate_rows_parallel if many else _evaluate_rows_serial)(point_fn, extra, xs)
 
 
 def _frozen(model):

@@ -8,9 +8,10 @@
    distance, merge or stay apart for the same reason: a barrier between them. Ascents that
    stopped short of the optimum (a flat ridge, a slow direction) still merge with their mode,
    since the log density rises monotonically towards a unimodal basin's optimum. Optima are
-   visited from the highest log density down; each new mode takes every remaining optimum
-   connected to it (one batched call per mode found), and there is no cap on the number of
-   modes.
+   visited from the highest log density down, each tested against its nearest mode (one
+   batched call per mode found), and there is no cap on the number of modes. The modes'
+   optima are then polished by Newton steps and merged once more by the same test, which
+   joins the stray heads of ascents that stopped on a curved slope.
 3. **Local Gaussians.** Each mode's location is polished by Newton steps. Its local Gaussian
    has the mean and covariance of the particles in the mode's bulk (log density within
    :func:`bulk_depth` of the peak) when there are at least ``2d + 10`` of them, and is the
@@ -95,7 +96,7 @@ def ascend(
     ys: np.ndarray,
     lps: np.ndarray,
     grads: np.ndarray,
-    n_iter: int = 50,
+    n_iter: int = 20,
     initial_rate: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Batched gradient ascent from every row of ``ys``; returns optima, log densities, calls.
@@ -136,12 +137,19 @@ def merge_optima(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Group optima into modes by the hill–valley test (see the module docstring).
 
+    Optima are visited from the highest log density down; each becomes a mode unless it joins
+    one. An optimum is tested against a mode only when that mode is the nearest one found so
+    far (Euclidean distance), so it is tested once or twice however many modes there are. An
+    optimum that fails against its nearest mode while belonging to a farther one (a curved
+    basin) becomes a mode of its own, which :func:`map_modes` merges back after polishing.
+
     Returns the index of each mode's highest optimum ``(K,)``, the label of every optimum
     ``(n,)`` and the number of batched calls (one per mode).
     """
     n = len(optima)
     labels = np.full(n, -1)
     finite = np.isfinite(lps)
+    nearest = np.full(n, np.inf)
     heads = []
     calls = 0
     while True:
@@ -153,6 +161,10 @@ def merge_optima(
         heads.append(head)
         labels[head] = k
         rest = open_[open_ != head]
+        distance = np.linalg.norm(optima[rest] - optima[head], axis=1)
+        closer = distance < nearest[rest]
+        nearest[rest[closer]] = distance[closer]
+        rest = rest[closer]
         if rest.size:
             joined = _connected(logp_grad, optima[head], lps[head], optima[rest], lps[rest], depth)
             labels[rest[joined]] = k
@@ -175,7 +187,7 @@ def map_modes(
     lps: np.ndarray,
     grads: np.ndarray,
     depth: float = VALLEY_DEPTH,
-    ascent_iter: int = 50,
+    ascent_iter: int = 20,
 ) -> ModeMap:
     """The mode map of a population (see the module docstring).
 

@@ -141,13 +141,24 @@ JUMP_FLOOR = 0.1
 weights)."""
 
 
-def _average_mode_gaussian(modes: ModeMap, weights: np.ndarray) -> LaplaceApproximation:
-    """``N(0, Σ_k w_k Σ_k)``: the modes' covariances averaged by their estimated weights."""
-    covariances = modes.roots @ np.swapaxes(modes.roots, 1, 2)
+def _average_mode_gaussian(roots: np.ndarray, weights: np.ndarray) -> LaplaceApproximation:
+    """``N(0, Σ_k w_k R_k R_kᵀ)``: the modes' covariances averaged by their weights."""
+    covariances = roots @ np.swapaxes(roots, 1, 2)
     average = np.einsum("k,kij->ij", weights / weights.sum(), covariances)
     dim = average.shape[0]
     root = np.linalg.cholesky(average + 1e-10 * np.trace(average) / dim * np.eye(dim))
     return LaplaceApproximation(np.zeros(dim), root, 0, True)
+
+
+def _robust_root(ys: np.ndarray) -> np.ndarray:
+    """A square root of the covariance of the particles within their inner 90 % (by distance
+    from the coordinatewise median), so that a few strays do not set the scale."""
+    centered = ys - np.median(ys, axis=0)
+    distance = np.linalg.norm(centered, axis=1)
+    inner = ys[distance <= np.quantile(distance, 0.9)]
+    dim = ys.shape[1]
+    cov = np.atleast_2d(np.cov(inner.T)) if len(inner) > dim else np.eye(dim)
+    return np.linalg.cholesky(cov + 1e-10 * max(np.trace(cov), 1e-300) / dim * np.eye(dim))
 
 
 def refine(
@@ -252,14 +263,17 @@ def run_population(
     estimate, draws = estimate_weights(
         target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
     )
+    # Refine in coordinates that whiten the modes' covariance averaged by their weights: the
+    # initial whitening came from the mode nearest the initial point, which may be none of the
+    # posterior's main modes (measured on a label-switching mixture: MALA acceptance 0). When
+    # the importance weights are too uneven to trust, neither the weights nor the resampled
+    # draws are used: the annealed particles and their own covariance are.
     if estimate.ess >= MIN_RESAMPLE_ESS * n:
         start = draws.xs[systematic_resample(estimate.log_importance_weights, n, rng)]
+        local = _average_mode_gaussian(modes.roots, estimate.weights)
     else:
         start = state.ys
-    # Refine in the coordinates that whiten the modes' covariance averaged by their weights:
-    # the initial whitening came from the mode nearest the initial point, which may be none of
-    # the posterior's main modes (measured on a label-switching mixture: MALA acceptance 0).
-    local = _average_mode_gaussian(modes, estimate.weights)
+        local = _average_mode_gaussian(_robust_root(start)[None], np.ones(1))
     refined = target.whitened(local)
     us = local.to_whitened(start)
     lps, grads = refined.logp_grad_batch(us)
