@@ -116,8 +116,9 @@ fig.tight_layout()
 # - **geometric path** from `N(0, σ0² I)`: `log p_λ = (1 − λ) log N(0, σ0² I) + λ log π`, with
 #   particles drawn from the reference at the start;
 # - **plain Langevin** on the target, from `N(0, σ0² I)`;
-# - and, for reference, **`sample_logdensity`** at its defaults: the dilation annealing followed
-#   by the exact refinement (MALA and mode jumps), whose cost is reported, not matched.
+# - and, for reference, **`sample_logdensity`** at its defaults: the dilation annealing
+#   with a center per particle, mode map, importance weights and exact refinement (MALA and
+#   independence jumps), whose cost is reported, not matched.
 #
 # The score is the total variation between the share of particles nearest each mode and the true
 # weights (0 is perfect; putting all particles in the heaviest mode scores 0.6).

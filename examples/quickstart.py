@@ -105,13 +105,17 @@ with model:
 # Each MCMC chain ends up in one mode, so the share of chains in a mode is at best a rough
 # estimate of its weight. `DilationLangevin` starts every chain at the center of the path (the
 # model's initial point, here 0) and walks it out into the posterior while λ rises to 1; then it
-# tunes the step size at λ = 1, and the large steps tried when the step-size adaptation restarts
-# can carry a chain across to the other mode. The cell below counts the chains in the far mode at
-# both moments. NUTS chains start near 0 and fall into whichever mode is downhill.
+# tunes the step size at λ = 1. From a center on one mode's side, the chains follow the
+# gradient into that mode and stay there (crossing between modes inside `pm.sample` is still
+# open work); a `center` between the modes sends them both ways. The cell below counts the
+# chains in the far mode at both moments. NUTS chains start near 0 and fall into whichever mode is downhill.
 #
-# `sample_dilation` moves its particles between the modes its annealing found (the attribute
-# `n_modes_found`), so its share of particles in each mode estimates the weights, provided every
-# mode was found: a mode no particle reached stays empty.
+# `sample_dilation` sends every particle along its own dilation path, maps the modes they reach
+# (the attribute `n_modes_found`, the table from `pymc_dilation.mode_table`), weighs them by
+# importance sampling and moves the particles between them with exact jumps, so its share of
+# particles in each mode estimates the weights, here with the far mode found although the
+# initial point (0) is on the near mode's side. The [mode-map tutorial](mode_map) reads the
+# map, the weights' standard errors and the evidence.
 
 # %%
 warm_x = np.asarray(dilation.warmup_posterior["x"])
