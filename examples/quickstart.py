@@ -108,7 +108,8 @@ with model:
 # tunes the step size at λ = 1. From a center on one mode's side, the chains follow the
 # gradient into that mode and stay there (crossing between modes inside `pm.sample` is still
 # open work); a `center` between the modes sends them both ways. The cell below counts the
-# chains in the far mode at both moments. NUTS chains start near 0 and fall into whichever mode is downhill.
+# chains in the far mode at both moments. NUTS chains start near 0 and fall into whichever mode
+# is downhill.
 #
 # `sample_dilation` sends every particle along its own dilation path, maps the modes they reach
 # (the attribute `n_modes_found`, the table from `pymc_dilation.mode_table`), weighs them by
