@@ -17,7 +17,13 @@ import warnings
 import numpy as np
 import xarray as xr
 
-__all__ = ["PARETO_K_LIMIT", "unreliable_reasons", "warn_unreliable"]
+__all__ = ["PARETO_K_LIMIT", "UnreliableResultWarning", "unreliable_reasons", "warn_unreliable"]
+
+
+class UnreliableResultWarning(UserWarning):
+    """A population result the sampler cannot vouch for (a ``UserWarning``, so that
+    ``warnings.filterwarnings`` can single it out)."""
+
 
 PARETO_K_LIMIT = 0.7
 """Above this Pareto k̂, importance-sampling estimates are unreliable (Vehtari et al., 2024)."""
@@ -93,6 +99,6 @@ def unreliable_reasons(stats: xr.Dataset) -> list[str]:
 
 
 def warn_unreliable(stats: xr.Dataset) -> None:
-    """One ``UserWarning`` per reason found by :func:`unreliable_reasons`."""
+    """One :class:`UnreliableResultWarning` per reason found by :func:`unreliable_reasons`."""
     for reason in unreliable_reasons(stats):
-        warnings.warn(reason, UserWarning, stacklevel=4)
+        warnings.warn(reason, UnreliableResultWarning, stacklevel=4)

@@ -354,10 +354,11 @@ def sample_dilation(
 
     Warns
     -----
-    UserWarning
-        When the importance weights behind the mode weights and the evidence are unreliable
-        (Pareto k̂ > 0.7), when the particles' final shares of the modes disagree with the
-        estimated weights, or when chains disagree on the modes or their weights.
+    UnreliableResultWarning
+        (a ``UserWarning``, see :mod:`pymc_dilation.diagnostics`) when the importance weights
+        behind the mode weights and the evidence are unreliable (Pareto k̂ > 0.7), when the
+        particles' final shares of the modes disagree with the estimated weights, or when
+        chains disagree on the modes or their weights.
 
     Notes
     -----
