@@ -81,17 +81,16 @@ def test_compiled_driver_applies_the_affine_map_like_the_vectorized_one():
     np.testing.assert_allclose(info_a.acceptance_rate, info_b.acceptance_rate, atol=1e-10)
 
 
-@pytest.mark.parametrize("precondition, should_match", [("laplace", True), ("none", False)])
-def test_population_reaches_a_far_ill_conditioned_posterior_only_when_whitened(
-    precondition, should_match
-):
+@pytest.mark.parametrize("precondition", ["laplace", "none"])
+def test_population_reaches_a_far_ill_conditioned_posterior(precondition):
+    # Before the mode map, "none" missed this posterior (one step size for scales 1e-3..30);
+    # now the mode's own Gaussian whitens the importance draws and the refinement either way.
     result = sample_logdensity(
         gaussian_batch, 3, draws=2000, random_seed=3, precondition=precondition
     )
     mean_err = np.abs(result.samples.mean(axis=0) - MEAN) / SDS
     sd_err = np.abs(result.samples.std(axis=0) / SDS - 1)
-    matches = bool(np.all(mean_err < 0.1) and np.all(sd_err < 0.1))
-    assert matches == should_match, (mean_err, sd_err)
+    assert np.all(mean_err < 0.1) and np.all(sd_err < 0.1), (mean_err, sd_err)
     if precondition == "laplace":  # the Laplace step is counted
         assert result.stage_stats.attrs["n_grad_total"] > 2000 * result.n_grad
 

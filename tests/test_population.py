@@ -7,6 +7,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
+from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
 from pymc_dilation.diagnostics import UnreliableResultWarning
 from pymc_dilation.engine.modes import ModeMap, map_modes, merge_optima
@@ -213,19 +214,8 @@ def test_log_marginal_likelihood_of_a_conjugate_normal_model():
 
 
 def test_flat_prior_bimodal_model_with_the_start_outside_both_modes(draws_of):
-    with pm.Model():
-        x = pm.Flat("x")
-        pm.Potential(
-            "two_modes",
-            pm.math.logsumexp(
-                pm.math.stack(
-                    [
-                        np.log(0.5) + pm.logp(pm.Normal.dist(4.0, 1.0), x),
-                        np.log(0.5) + pm.logp(pm.Normal.dist(10.0, 1.0), x),
-                    ]
-                )
-            ),
-        )
+    # x ~ Flat, 0.5 N(4, 1) + 0.5 N(10, 1): pm.sample_smc cannot start, the initial point is 0
+    with families.build_model("flat_bimodal"):
         idata = sample_dilation(draws=2000, random_seed=2, progressbar=False)
     assert abs(float((draws_of(idata, "x") > 7).mean()) - 0.5) < 0.04
     assert abs(float(idata.sample_stats["log_marginal_likelihood"][0])) < 0.1  # Z = 1

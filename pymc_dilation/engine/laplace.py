@@ -67,7 +67,8 @@ class LaplaceApproximation:
 
         def whitened(zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             lp, grad = logp_grad(self.to_density(zs))
-            return lp, np.asarray(grad) @ self.root
+            with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row is rejected
+                return lp, np.asarray(grad) @ self.root
 
         return whitened
 
