@@ -138,7 +138,14 @@ def plot_modes(
     panels = panels[:max_panels]
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    n_entries = len(shown) + int(np.any(~np.isin(labels, shown)))
+    ncol = min(n_entries, 2 * cols)
+    legend_rows = -(-n_entries // ncol)
+    legend_height = 0.3 * legend_rows + 0.2
+    height = 2.8 * rows + 0.5 + legend_height
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(4.2 * cols, 2.2 * ncol), height), squeeze=False
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, values) in zip(axes.flat, panels):
         groups = [values[labels == k] for k in shown]
@@ -156,7 +163,10 @@ def plot_modes(
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles, legend_labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, legend_labels, loc="upper right", title="mode: weight", fontsize="small")
+    fig.legend(
+        handles, legend_labels, loc="lower center", ncol=ncol, fontsize="small",
+        title="mode: estimated weight", title_fontsize="small", frameon=False,
+    )  # fmt: skip
     fig.suptitle(f"Posterior marginals by mode (chain {chain})")
-    fig.tight_layout(rect=(0, 0, 0.82, 0.95))
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     return fig
