@@ -453,6 +453,23 @@ def parameter_labels(var_infos) -> list[str]:
     return labels
 
 
+def _checked_output(output, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``logp_grad``'s output as ``((n,), (n, dim))`` float arrays, or a ``ValueError`` naming
+    the shapes it returned and the ones it must return."""
+    if not (isinstance(output, tuple | list) and len(output) == 2):
+        raise ValueError(
+            f"logp_grad must return a pair (logp, grad) of shapes ({n},) and ({n}, {dim}) for "
+            f"an ({n}, {dim}) input; it returned {type(output).__name__}."
+        )
+    lp, grad = (np.asarray(v, dtype=float) for v in output)
+    if lp.shape != (n,) or grad.shape != (n, dim):
+        raise ValueError(
+            f"logp_grad must return logp of shape ({n},) and grad of shape ({n}, {dim}) for an "
+            f"({n}, {dim}) input; it returned shapes {lp.shape} and {grad.shape}."
+        )
+    return lp, grad
+
+
 class LogDensityResult:
     """Result of :func:`sample_logdensity`.
 
@@ -555,13 +572,18 @@ def sample_logdensity(
         start_vec = np.asarray(center, dtype=float)
 
     def point(x, _extra):
-        lp, grad = logp_grad(x[None, :])
-        return float(np.asarray(lp).reshape(-1)[0]), np.asarray(grad, dtype=float).reshape(-1)
+        lp, grad = _checked_output(logp_grad(x[None, :]), 1, dim)
+        return float(lp[0]), grad[0]
 
-    start_vec = check_center(start_vec, point, np.zeros(0), [f"x[{i}]" for i in range(dim)], dim)
+    start_vec = check_center(
+        start_vec, point, np.zeros(0), [f"x[{i}]" for i in range(dim)], dim,
+        hint="Pass center= a point (length dim) where logp_grad returns a finite log density "
+        "and gradient.",
+    )  # fmt: skip
     start = time.perf_counter()
+    target = PopulationTarget(dim, lambda xs: _checked_output(logp_grad(xs), len(xs), dim))
     chains_out, laplace = _run_chains(
-        PopulationTarget(dim, logp_grad), start_vec, _shared_center(center, start_vec), None,
-        settings, random_seed, progressbar,
+        target, start_vec, _shared_center(center, start_vec), None, settings, random_seed,
+        progressbar,
     )  # fmt: skip
     return LogDensityResult(chains_out, laplace, time.perf_counter() - start)

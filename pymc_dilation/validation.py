@@ -6,7 +6,25 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["check_probability", "check_positive_int", "check_choice", "check_center"]
+__all__ = [
+    "check_probability",
+    "check_positive_int",
+    "check_choice",
+    "check_center",
+    "check_bool",
+    "check_positive_float",
+    "check_random_seed",
+    "check_model",
+    "check_continuous_free_vars",
+    "check_names",
+]
+
+MODEL_CENTER_HINT = (
+    "Pass center={name: value} (random-variable names with values in their own space, as "
+    "PyMC's initvals, or value-variable names in unconstrained space) where the model's log "
+    "density is finite, or set initvals on the model so that model.initial_point() is such a "
+    "point."
+)
 
 
 def check_probability(name: str, value: float) -> float:
@@ -40,6 +58,7 @@ def check_center(
     extra: np.ndarray,
     var_names: Sequence[str],
     dim: int,
+    hint: str = MODEL_CENTER_HINT,
 ) -> np.ndarray:
     """The center as a float vector with a finite log density and gradient, or a ``ValueError``.
 
@@ -55,6 +74,8 @@ def check_center(
         Names of the sampled (value) variables, for the message.
     dim : int
         Expected length of the raveled center.
+    hint : str
+        What the user can do, ending the message (default: advice for a PyMC model).
     """
     center = np.asarray(center, dtype=np.float64).ravel()
     if center.size != dim:
@@ -69,9 +90,7 @@ def check_center(
         raise ValueError(
             f"The log density at the center of the dilation path is {lp} (variables "
             f"{', '.join(var_names)}); the path shrinks the posterior onto this point, so it must "
-            "lie inside the support. Pass center={name: value} with values in unconstrained "
-            "(transformed) space where the model's log density is finite, or set initvals on "
-            "the model so that model.initial_point() is such a point."
+            f"lie inside the support. {hint}"
         )
     return center
 

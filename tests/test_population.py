@@ -332,3 +332,16 @@ def test_a_correlated_regression_with_flat_priors_is_not_warned_about(draws_of):
     b_draws = np.asarray(idata.posterior["b"]).reshape(-1, 4)
     sd = b_draws.std(axis=0)
     assert np.all(np.abs(b_draws.mean(axis=0) - design) < 0.15 * sd)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda xs: (mixture_logp_grad(xs)[0][:, None], mixture_logp_grad(xs)[1]), r"\(1, 1\)"),
+        (lambda xs: (mixture_logp_grad(xs)[0], mixture_logp_grad(xs)[1][:, :1]), r"\(1, 1\)"),
+        (lambda xs: float(mixture_logp_grad(xs)[0][0]), "pair"),
+    ],
+)
+def test_log_density_of_the_wrong_shape_is_refused_up_front(bad, match):
+    with pytest.raises(ValueError, match=match):
+        sample_logdensity(bad, 2, draws=50)
