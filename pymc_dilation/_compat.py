@@ -163,8 +163,12 @@ def plot_ppc(data, var_names=None, num_samples: int = 50, **kwargs):
 
 
 def pareto_khat(log_weights) -> float:
-    """Pareto k̂ of importance log weights, by ArviZ's PSIS (``az.psislw`` in ArviZ 0.x,
-    ``arviz_stats``' array interface in ArviZ 1.x). NaN when there are too few finite weights."""
+    """Pareto k̂ of importance log weights, by ArviZ's PSIS. NaN with too few finite weights.
+
+    ArviZ 0.x: ``az.psislw(log_weights)``. ArviZ 1.x: ``arviz_stats``' ``psislw`` takes what
+    PSIS-LOO passes it, log-likelihood values, and smooths their negation, so it is given the
+    negated log weights.
+    """
     log_weights = np.asarray(log_weights, dtype=float)
     log_weights = log_weights[np.isfinite(log_weights)]
     if log_weights.size < 20:
@@ -172,7 +176,7 @@ def pareto_khat(log_weights) -> float:
     if ARVIZ_MAJOR >= 1:
         from arviz_stats.base import array_stats
 
-        return float(array_stats.psislw(log_weights)[1])
+        return float(array_stats.psislw(-log_weights)[1])
     return float(az.psislw(log_weights)[1])
 
 
