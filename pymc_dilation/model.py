@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -381,7 +382,9 @@ def prior_sampler(model, var_infos: Sequence[VarInfo]):
     )
     names = [model.rvs_to_values[rv].name for rv in model.free_RVs]
     try:
-        fn = compile([], replace_rng_nodes(expressions), mode=PRIOR_DRAW_MODE)
+        with warnings.catch_warnings():  # Numba's object-mode notice for Flat, which fails below
+            warnings.simplefilter("ignore", UserWarning)
+            fn = compile([], replace_rng_nodes(expressions), mode=PRIOR_DRAW_MODE)
         fn.trust_input = True
         rngs = find_rng_nodes(fn.maker.fgraph.outputs)
         fn()
