@@ -81,11 +81,6 @@ class ModeMap:
         """Number of modes ``K``."""
         return len(self.locations)
 
-    @property
-    def log_det_roots(self) -> np.ndarray:
-        """``log |det roots[k]|``, half the log determinant of each local covariance."""
-        return np.linalg.slogdet(self.roots)[1]
-
     def counts(self) -> np.ndarray:
         """Particles per mode at mapping time."""
         return np.bincount(self.labels, minlength=self.n_modes)

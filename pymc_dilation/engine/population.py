@@ -269,16 +269,20 @@ def run_population(
     # the importance weights are too uneven to trust, neither the weights nor the resampled
     # draws are used: the annealed particles and their own covariance are.
     if estimate.ess >= MIN_RESAMPLE_ESS * n:
-        start = draws.xs[systematic_resample(estimate.log_importance_weights, n, rng)]
+        keep = systematic_resample(estimate.log_importance_weights, n, rng)
+        start, lps, grads = draws.xs[keep], draws.lps[keep], draws.grads[keep]
         local = _average_mode_gaussian(modes.roots, estimate.weights)
     else:
-        start = state.ys
+        start, lps, grads = state.ys, state.lps, state.grads
         local = _average_mode_gaussian(_robust_root(start)[None], np.ones(1))
     refined = target.whitened(local)
     us = local.to_whitened(start)
-    lps, grads = refined.logp_grad_batch(us)
+    # The map has no Jacobian term (the log density is the same in both coordinates); the
+    # gradient follows by the chain rule, so nothing is evaluated again.
+    grads = np.ascontiguousarray(grads @ local.root)
+    lps = np.array(lps, dtype=float)
     jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR).in_coordinates(local)
-    n_grad = state.n_grad + modes.n_grad + 2
+    n_grad = state.n_grad + modes.n_grad + 1
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
         None, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
