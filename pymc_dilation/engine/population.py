@@ -35,7 +35,14 @@ from pymc_dilation.engine.weights import (
     systematic_resample,
 )
 
-__all__ = ["PopulationTarget", "PopulationResult", "run_population", "refine"]
+__all__ = [
+    "PopulationTarget",
+    "PopulationResult",
+    "MappedPopulation",
+    "map_population",
+    "run_population",
+    "refine",
+]
 
 
 @dataclass
@@ -204,6 +211,96 @@ def refine(
     return n_grad
 
 
+@dataclass
+class MappedPopulation:
+    """A population explored, mapped and weighed: what the exact stages start from.
+
+    Attributes
+    ----------
+    modes : ModeMap
+        The modes the annealed particles reached.
+    estimate : WeightEstimate
+        Importance-sampling mode weights and log evidence.
+    start, lps, grads : numpy.ndarray
+        ``(n, d)`` starting particles with their log densities and gradients: the importance
+        draws resampled by their weights, or the annealed particles when the importance
+        effective sample size is below :data:`MIN_RESAMPLE_ESS`.
+    resampled : bool
+        Whether ``start`` holds resampled importance draws.
+    local : LaplaceApproximation
+        The Gaussian whose whitening suits every mode: zero mean, the modes' covariances
+        averaged by their weights (the starting particles' robust covariance when they were
+        not resampled).
+    jumps : MixtureProposal
+        The jump proposal: the modes' local Gaussians, weighted by the estimated weights with
+        a floor of :data:`JUMP_FLOOR`.
+    n_grad : int
+        Gradient evaluations per particle so far.
+    """
+
+    modes: ModeMap
+    estimate: WeightEstimate
+    start: np.ndarray
+    lps: np.ndarray
+    grads: np.ndarray
+    resampled: bool
+    local: LaplaceApproximation
+    jumps: MixtureProposal
+    n_grad: int
+
+
+def map_population(
+    target: PopulationTarget,
+    centers: np.ndarray,
+    levels: np.ndarray,
+    rng: np.random.Generator,
+    steps_per_level: int = 4,
+    target_accept: float = 0.6,
+    anneal_metropolis: bool = True,
+    initial_step: float = 0.1,
+    record: Callable | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> MappedPopulation:
+    """Explore, map and weigh: the first three stages (see the module docstring).
+
+    Parameters are those of :func:`run_population`; ``record`` is called after each level as
+    ``record(lam, eps, info, jump)``.
+    """
+    n = len(centers)
+    state = anneal(
+        target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
+        initial_step, record, progress,
+    )  # fmt: skip
+    modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+    estimate, draws = estimate_weights(
+        target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
+    )
+    # Whiten by the modes' covariance averaged by their weights: the initial whitening came
+    # from the mode nearest the initial point, which may be none of the posterior's main modes
+    # (measured on a label-switching mixture: MALA acceptance 0). When the importance weights
+    # are too uneven to trust, neither the weights nor the resampled draws are used: the
+    # annealed particles and their own covariance are.
+    resampled = estimate.ess >= MIN_RESAMPLE_ESS * n
+    if resampled:
+        keep = systematic_resample(estimate.log_importance_weights, n, rng)
+        start, lps, grads = draws.xs[keep], draws.lps[keep], draws.grads[keep]
+        local = _average_mode_gaussian(modes.roots, estimate.weights)
+    else:
+        start, lps, grads = state.ys, state.lps, state.grads
+        local = _average_mode_gaussian(_robust_root(start)[None], np.ones(1))
+    return MappedPopulation(
+        modes=modes,
+        estimate=estimate,
+        start=start,
+        lps=lps,
+        grads=grads,
+        resampled=bool(resampled),
+        local=local,
+        jumps=mode_proposal(modes, estimate.weights, JUMP_FLOOR),
+        n_grad=state.n_grad + modes.n_grad + 1,
+    )
+
+
 def run_population(
     target: PopulationTarget,
     centers: np.ndarray,
@@ -254,35 +351,19 @@ def run_population(
         stats["divergences"].append(int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
 
-    n = len(centers)
-    state = anneal(
+    mapped = map_population(
         target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
         initial_step, record, progress,
     )  # fmt: skip
-    modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
-    estimate, draws = estimate_weights(
-        target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
-    )
-    # Refine in coordinates that whiten the modes' covariance averaged by their weights: the
-    # initial whitening came from the mode nearest the initial point, which may be none of the
-    # posterior's main modes (measured on a label-switching mixture: MALA acceptance 0). When
-    # the importance weights are too uneven to trust, neither the weights nor the resampled
-    # draws are used: the annealed particles and their own covariance are.
-    if estimate.ess >= MIN_RESAMPLE_ESS * n:
-        keep = systematic_resample(estimate.log_importance_weights, n, rng)
-        start, lps, grads = draws.xs[keep], draws.lps[keep], draws.grads[keep]
-        local = _average_mode_gaussian(modes.roots, estimate.weights)
-    else:
-        start, lps, grads = state.ys, state.lps, state.grads
-        local = _average_mode_gaussian(_robust_root(start)[None], np.ones(1))
+    modes, estimate, local = mapped.modes, mapped.estimate, mapped.local
     refined = target.whitened(local)
-    us = local.to_whitened(start)
+    us = local.to_whitened(mapped.start)
     # The map has no Jacobian term (the log density is the same in both coordinates); the
     # gradient follows by the chain rule, so nothing is evaluated again.
-    grads = np.ascontiguousarray(grads @ local.root)
-    lps = np.array(lps, dtype=float)
-    jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR).in_coordinates(local)
-    n_grad = state.n_grad + modes.n_grad + 1
+    grads = np.ascontiguousarray(mapped.grads @ local.root)
+    lps = np.array(mapped.lps, dtype=float)
+    jumps = mapped.jumps.in_coordinates(local)
+    n_grad = mapped.n_grad
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
         None, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
