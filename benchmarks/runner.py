@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import arviz as az
@@ -152,6 +153,23 @@ def _score(target: str, idata) -> dict[str, float]:
     }
 
 
+def _chain_scores(target: str, idata) -> dict[str, float]:
+    """For MCMC runs of a multimodal target: the worst chain's own mode-weight error and the
+    largest R-hat over all parameters (a chain stuck in one mode fails both)."""
+    posterior = idata.posterior
+    if "tv" not in _score(target, idata):
+        return {}
+    worst = 0.0
+    for chain in range(posterior.sizes["chain"]):
+        one = SimpleNamespace(posterior=posterior.isel(chain=[chain]))
+        worst = max(worst, _score(target, one)["tv"])
+    rhat = az.rhat(idata)
+    return {
+        "chain_tv_max": worst,
+        "max_rhat": float(max(np.nanmax(np.asarray(rhat[v])) for v in rhat.data_vars)),
+    }
+
+
 def run_one(target: str, sampler: str, settings: RunSettings, seed: int) -> dict[str, Any]:
     """Run one sampler on one target and measure it (see the module docstring)."""
     model = _build(target)
@@ -164,6 +182,8 @@ def run_one(target: str, sampler: str, settings: RunSettings, seed: int) -> dict
     if exact is not None and sampler in POPULATION_SAMPLERS:
         record["log_z_err"] = _log_evidence(sampler, idata) - exact
     ess = float("nan") if sampler in POPULATION_SAMPLERS else _min_bulk_ess(idata)
+    if sampler not in POPULATION_SAMPLERS and settings.chains > 1:
+        record.update(_chain_scores(target, idata))
     record.update(
         min_ess_bulk=ess,
         ess_per_s=ess / wall,
@@ -289,6 +309,8 @@ _COLUMNS = [
     ("sampler", "sampler", "{}"),
     ("seed", "seed", "{}"),
     ("tv", "mode TV", "{:.3f}"),
+    ("chain_tv_max", "worst chain's TV", "{:.3f}"),
+    ("max_rhat", "max R-hat", "{:.3f}"),
     ("within_mean_err", "within-mode mean err (sd)", "{:.2f}"),
     ("log_z_err", "log Z err", "{:+.3f}"),
     ("mean_err", "worst mean err (sd)", "{:.3f}"),

@@ -1,9 +1,10 @@
-"""``DilationLangevin``: a PyMC step method that tunes by annealing along the dilation path."""
+"""``DilationLangevin``: a PyMC step method whose chains map the modes and jump between them."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
@@ -13,11 +14,14 @@ from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
-from pymc_dilation.engine.adaptation import DiagonalVariance, DualAveraging
-from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
-from pymc_dilation.engine.path import dilate, dilated_logp, undilate
+from pymc_dilation.engine.adaptation import DualAveraging, WindowCovariance, shrunk_root
+from pymc_dilation.engine.explore import overdispersed_cloud
+from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
+from pymc_dilation.engine.modes import ModeMap
+from pymc_dilation.engine.population import JUMP_FLOOR, PopulationTarget, map_population
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.model import compile_model_logp, continuous_value_vars
+from pymc_dilation.engine.weights import MixtureProposal, mode_proposal
+from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -30,10 +34,11 @@ from pymc_dilation.validation import (
     check_random_seed,
 )
 
-__all__ = ["DilationLangevin"]
+__all__ = ["DilationLangevin", "ChainModeMap"]
 
 FIRST_WINDOW = 25
 FINAL_STEP_WINDOW = 50
+PRECONDITIONERS = ("dense", "diagonal")
 
 
 def _check_vars(model, vars) -> None:
@@ -79,21 +84,83 @@ def _check_schedule(schedule):
     return levels
 
 
+@dataclass(frozen=True)
+class ChainModeMap:
+    """One chain's mode map, in the unconstrained space of the sampled variables.
+
+    Modes are ordered by their locations (first coordinate first), so that chains which found
+    the same modes number them alike.
+
+    Attributes
+    ----------
+    locations : numpy.ndarray
+        ``(K, d)`` optima.
+    means, covariances : numpy.ndarray
+        ``(K, d)`` and ``(K, d, d)``: the local Gaussians.
+    weights, weights_se : numpy.ndarray
+        ``(K,)`` importance-sampling estimates of the modes' weights and their standard errors
+        (from the tuning population; the chain's draws are what the posterior relies on).
+    log_marginal_likelihood : float
+        Importance-sampling estimate of the log evidence of the sampled variables' density.
+    importance_ess : float
+        Effective sample size of the importance weights.
+    n_grad : int
+        Gradient evaluations the population spent (all particles, the Laplace step included).
+    """
+
+    locations: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    weights: np.ndarray
+    weights_se: np.ndarray
+    log_marginal_likelihood: float
+    importance_ess: float
+    n_grad: int
+
+    @property
+    def n_modes(self) -> int:
+        """Number of modes."""
+        return len(self.weights)
+
+
+def _modes_in_density_coordinates(modes: ModeMap, laplace: LaplaceApproximation) -> ModeMap:
+    """``modes`` mapped from the whitened coordinates of ``laplace`` back to the density's,
+    ordered by location (first coordinate first)."""
+    locations = laplace.to_density(modes.locations)
+    order = np.lexsort(locations.T[::-1])
+    return ModeMap(
+        locations=locations[order],
+        means=laplace.to_density(modes.means)[order],
+        roots=(laplace.root[None] @ modes.roots)[order],
+        logp=modes.logp[order],
+        labels=np.argsort(order)[modes.labels],
+        n_grad=modes.n_grad,
+    ), order
+
+
 class DilationLangevin(ChainSetupMixin, BlockedStep):
-    r"""Metropolis-adjusted Langevin sampling, tuned by annealing along the dilation path.
+    r"""Metropolis-adjusted Langevin sampling with mode jumps, tuned along the dilation path.
 
-    Tuning walks the dilation path from a Dirac at ``center`` to the posterior: during the first
-    tuning iterations the chain follows ``p_lam``, the posterior shrunk towards the center by
-    ``sqrt(lam)``, with ``lam`` rising along ``schedule`` from ``lambda_min`` to 1. With a
-    ``center`` given, each chain starts its annealing at the center itself; without one, at
-    its start point from ``pm.sample`` (``initvals``), the center being the model's initial
-    point. The remaining tuning iterations adapt the step size (dual averaging towards
-    ``target_accept``) and a diagonal preconditioner (the posterior variances, in doubling
-    windows) at ``lam = 1``. Draws are Metropolis-adjusted Langevin (MALA) steps on the
-    posterior itself, so the chain is exact.
+    **Tuning maps the modes.** At its first iteration each chain runs a small population of
+    ``particles`` along the dilation path, batched in compiled calls
+    (:func:`~pymc_dilation.engine.population.map_population`, the first stages of
+    :func:`~pymc_dilation.sample_dilation`): each particle follows its own path from its own
+    center (prior draws and an overdispersed cloud about the mode found from the chain's start
+    point, or the ``center`` given), the modes they reach are mapped and given a local
+    Gaussian each, and their weights are estimated by importance sampling. The chain starts
+    from one of the population's particles, resampled by those weights, and keeps the map.
+    The rest of the tuning adapts the step size (dual averaging towards ``target_accept``) and
+    the preconditioner (the within-mode covariance, in doubling windows) at the posterior.
 
-    Each iteration runs ``steps_per_draw`` Langevin steps in one compiled call and records the
-    last; the model's log density is compiled with PyTensor's Numba backend for this.
+    **Every iteration** runs ``steps_per_draw`` Metropolis-adjusted Langevin (MALA) steps in
+    one compiled call, in coordinates that whiten the preconditioner, then, when the map holds
+    more than one mode, one independence Metropolis–Hastings jump whose proposal is the
+    mixture of the modes' local Gaussians (weights as estimated, with a floor of
+    :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly). Both kernels leave the
+    posterior invariant for any map, so the draws are exact (a Markov chain whose stationary
+    law is the posterior) whatever the tuning found; what the map decides is how fast a chain
+    moves between the modes it holds. A mode that no particle reached is proposed by no jump:
+    a chain visits it only if its Langevin steps find it.
 
     Parameters
     ----------
@@ -101,32 +168,36 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         Variables to sample (random or value variables, or names); default: all continuous
         free variables.
     center : dict or array_like, optional
-        Center of the dilation path, where each chain's annealing starts. A dict names random
-        variables with values in their own (constrained) space, as PyMC's ``initvals`` do
+        One center for every particle's dilation path. A dict names random variables with
+        values in their own (constrained) space, as PyMC's ``initvals`` do
         (``{"sigma": 2.0}``), or value variables with values in unconstrained space
-        (``{"sigma_log__": 0.69}``); a scalar is broadcast to the variable's shape and the
-        variables not named keep their initial values. An array is the raveled unconstrained
-        point. Default: the model's initial point. Unknown names, values outside a variable's
-        support and a center where the log density is not finite raise ``ValueError``. Chains
-        start their annealing at a center given here (``initvals`` then play no part in it);
-        to let chains find several modes, put it between them.
+        (``{"sigma_log__": 0.69}``); unnamed variables keep their initial values. An array is
+        the raveled unconstrained point. Default: no shared center; each particle has its own.
+    particles : int
+        Particles of each chain's tuning population.
     schedule : {"geometric", "power"} or array_like
-        The ``lam`` levels of the annealing, one per tuning iteration; an explicit array must
-        increase in ``(0, 1]`` and end at 1.
+        The population's λ levels; an explicit array must increase in ``(0, 1]`` and end at 1.
     n_levels : int
-        Number of levels of a named schedule. If the tuning is known to be shorter than twice
-        this, the schedule is thinned to half the tuning iterations.
+        Number of levels of a named schedule.
     lambda_min : float
         First level of a named schedule, in ``(0, 1)``.
+    steps_per_level : int
+        Langevin steps per particle and level of the population.
     steps_per_draw : int
-        Langevin steps per iteration (gradient evaluations per draw).
+        Langevin steps per iteration of the chain (gradient evaluations per draw, one more for
+        a jump).
     target_accept : float
         Target mean Metropolis acceptance probability, in ``(0, 1)``.
     anneal_metropolis : bool
-        Accept/reject during the annealing (MALA) or not (unadjusted Langevin, as in the paper).
-        Draws are always Metropolis-adjusted.
+        Accept/reject during the population's annealing (MALA) or not (unadjusted Langevin).
+        The chain's steps are always Metropolis-adjusted.
+    precondition : {"dense", "diagonal"}
+        The preconditioner: the dense within-mode covariance (default; ``O(d^2)`` work per
+        step, which matters only when the model's gradient costs less), or its diagonal.
+    mode_jumps : bool
+        Propose a jump between modes at every iteration when the map holds several.
     initial_step : float
-        Step size at the start of tuning, in the posterior's scale.
+        Step size at the start of the adaptation, in whitened units.
     tune : int, optional
         Number of tuning iterations. PyMC 6 tells the step method itself; on PyMC 5 give it to
         place the end of the adaptation windows (otherwise windows simply keep doubling until
@@ -141,11 +212,15 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     Notes
     -----
-    Sample stats, named as PyMC's NUTS names them: ``dilation`` (``lam`` of the iteration),
-    ``step_size``, ``step_size_bar``, ``acceptance_rate``, ``diverging``, ``divergences``,
-    ``lp`` (log density of the path at the recorded point; the model's log density once
-    ``lam = 1``), ``n_steps`` (gradient evaluations; ``tree_size`` in the raw trace, renamed by
-    PyMC's ArviZ conversion as for NUTS) and ``perf_counter_diff``.
+    Sample stats, named as PyMC's NUTS names them where they mean the same: ``step_size``,
+    ``step_size_bar``, ``acceptance_rate``, ``diverging``, ``divergences``, ``lp``, ``n_steps``
+    (gradient evaluations; the first iteration's include the tuning population's),
+    ``perf_counter_diff``; and ``mode_index`` (the draw's mode in the chain's map: the mode
+    whose local Gaussian gives the draw the highest density), ``n_modes`` (modes in the
+    chain's map), ``mode_weight`` (the estimated weight of the draw's mode) and
+    ``jump_acceptance`` (1 or 0 when a jump was proposed, NaN otherwise). See
+    :func:`pymc_dilation.mode_occupancy` for a table of each chain's modes and
+    :func:`pymc_dilation.plot_mode_occupancy` for a picture.
 
     A proposal with a non-finite log density or gradient is rejected and marked as divergent;
     the chain goes on.
@@ -153,23 +228,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     Every option is checked when the step method is built, before the model is compiled: an
     invalid one raises ``ValueError`` naming it and what is allowed.
 
-    Step-size restarts. The preconditioner windows follow Stan's: after the annealing, a first
-    window of 25 iterations, then windows doubling in length, the last one stretched to end
-    50 iterations before tuning does (with ``tune=1000`` and 200 levels, windows end near
-    iterations 225, 275, 425 and 950; PyMC 5 does not tell a step method its ``tune``, so
-    there, unless ``tune=`` is given, they keep doubling: 875). At each window's end the dual
-    averaging restarts, at the averaged step size reached, shrinking towards that step.
-    Before, it shrank towards ten times the step (Hoffman & Gelman's choice for a fresh start,
-    which Stan also makes after it re-estimates the step): the next iteration then ran with a
-    step 10-20 times too large, all its ``steps_per_draw`` proposals were rejected
-    (acceptance 0), and on a two-mode posterior those oversized proposals were what threw
-    chains from one mode to the other during tuning. For NUTS a large step is cheap (shorter
-    trajectories); for a fixed number of Langevin steps per iteration it only wastes them.
-    Measured on eight schools (non-centered, 4 chains, 1000 + 1000 iterations, seeds 1-3):
-    iterations with acceptance < 0.05 after the annealing, 24-26 before, 2-6 now; the largest
-    step-size ratio between two iterations, 12-15 before, about 3 now; min bulk ESS about the
-    same (3063-3516 before, 3050-3342 now). On a two-mode posterior (modes -2 and 10, 16
-    chains), 5-8 chains per run changed mode during tuning before, none now.
+    Step-size restarts. The preconditioner windows follow Stan's: a first window of 25
+    iterations, then windows doubling in length, the last one stretched to end 50 iterations
+    before tuning does. At each window's end the dual averaging restarts at the averaged step
+    size reached, shrinking towards that step (not towards ten times it, as Hoffman & Gelman's
+    fresh start does: for a fixed number of Langevin steps per iteration an oversized step only
+    wastes them; measured on eight schools, iterations with acceptance < 0.05 fell from 24-26
+    to 2-6 per chain).
 
     Examples
     --------
@@ -185,7 +250,6 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     default_tune_steps = 1000
     stats_dtypes_shapes = {
         "tune": (bool, []),
-        "dilation": (np.float64, []),
         "step_size": (np.float64, []),
         "step_size_bar": (np.float64, []),
         "mean_tree_accept": (np.float64, []),
@@ -194,6 +258,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         "model_logp": (np.float64, []),
         "tree_size": (np.float64, []),
         "perf_counter_diff": (np.float64, []),
+        "mode_index": (int, []),
+        "n_modes": (int, []),
+        "mode_weight": (np.float64, []),
+        "jump_acceptance": (np.float64, []),
     }
 
     def __new__(cls, *args, **kwargs):
@@ -211,13 +279,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         vars=None,
         *,
         center: dict | Sequence[float] | np.ndarray | None = None,
+        particles: int = 128,
         schedule: str | Sequence[float] | np.ndarray = "geometric",
-        n_levels: int = 200,
+        n_levels: int = 20,
         lambda_min: float = 1e-3,
+        steps_per_level: int = 4,
         steps_per_draw: int = 16,
         target_accept: float = 0.6,
         anneal_metropolis: bool = True,
-        initial_step: float = 0.1,
+        precondition: str = "dense",
+        mode_jumps: bool = True,
+        initial_step: float = 0.5,
         tune: int | None = None,
         backend: str = "numba",
         model=None,
@@ -227,13 +299,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         # Every option is checked before the (slow) compilation.
         model = check_model(model, "DilationLangevin")
         _check_vars(model, vars)
+        self.particles = check_positive_int("particles", particles)
+        if self.particles < 2:
+            raise ValueError(f"particles must be at least 2; got {particles!r}.")
         n_levels = check_positive_int("n_levels", n_levels)
         lambda_min = check_probability("lambda_min", lambda_min)
         self.levels = make_schedule(_check_schedule(schedule), n_levels, lambda_min)
+        self.steps_per_level = check_positive_int("steps_per_level", steps_per_level)
         self.steps_per_draw = check_positive_int("steps_per_draw", steps_per_draw)
         self.target_accept = check_probability("target_accept", target_accept)
         self.initial_step = check_positive_float("initial_step", initial_step)
         self.anneal_metropolis = check_bool("anneal_metropolis", anneal_metropolis)
+        self.dense = check_choice("precondition", precondition, PRECONDITIONERS) == "dense"
+        self.mode_jumps = check_bool("mode_jumps", mode_jumps)
         self.tune_iterations = None if tune is None else check_positive_int("tune", tune, zero=True)
         check_choice("backend", backend, ("numba", "c"))
         self.blocked = check_bool("blocked", blocked)
@@ -258,30 +336,43 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.var_names,
             self._logp.dim,
         )
-        self._start_at_center = center is not None
+        self._shared_center = center is not None
+        self._prior_pool = None if self._shared_center else self._prior_draws(model)
         self.tune = True
         self._start_chain(self.rng, self.tune_iterations, None)
+
+    def _prior_draws(self, model) -> np.ndarray | None:
+        """Prior draws (unconstrained) shared by the chains as path centers, or None.
+
+        Drawn once here, not per chain, so that the step method stays picklable for
+        multiprocess chains; each chain picks its own subset with its own generator.
+        """
+        draw = prior_sampler(model, self._logp.var_infos)
+        if draw is None:
+            return None
+        xs = draw(self.particles, self.rng.integers(2**32, size=2))
+        extra = self._logp.ravel_extra(model.initial_point())
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(self._logp.logp_grad_batch(xs, extra)[0])
+        return xs[finite] if finite.any() else None
 
     # ------------------------------------------------------------------ chain set-up
     def _start_chain(self, rng, tune: int | None, draws: int | None) -> None:
         self.rng = get_random_generator(rng, copy=False)
-        if tune is None:
-            tune = self.tune_iterations
-        n_anneal = len(self.levels)
-        if tune is not None and tune < 2 * n_anneal:
-            n_anneal = max(1, tune // 2)
-        pick = np.unique(np.round(np.linspace(0, len(self.levels) - 1, n_anneal)).astype(int))
-        self._chain_levels = self.levels[pick]
-        self._tune_total = tune
+        self._tune_total = self.tune_iterations if tune is None else tune
         self._iteration = 0
         self._step_adapt = DualAveraging(self.initial_step, self.target_accept)
-        self._inv_mass = np.ones(self._logp.dim)
-        self._variance = DiagonalVariance(self._logp.dim)
-        self._window_end = len(self._chain_levels) + FIRST_WINDOW
+        self._window = WindowCovariance(self._logp.dim)
+        self._window_end = FIRST_WINDOW
+        self._window_length = FIRST_WINDOW
         self._step_size = self.initial_step
-        self._lam_recorded = None
         self._cache = None
         self._divergences = 0
+        self.mode_map: ChainModeMap | None = None
+        self._proposal: MixtureProposal | None = None
+        self._mode_means = None
+        self._prior_covariance = None
+        self._root = None
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size and the preconditioner."""
@@ -290,9 +381,65 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.tune = False
 
     def reset_tuning(self) -> None:
-        """Start tuning (and the annealing) anew on the current chain."""
+        """Start tuning (and the mode map) anew on the current chain."""
         self._start_chain(self.rng, self._tune_total, None)
         self.tune = True
+
+    # ------------------------------------------------------------------ the mode map
+    def _map_modes(self, x: np.ndarray, extra: np.ndarray):
+        """Run the tuning population; set the map, the jump proposal and the preconditioner.
+
+        Returns the chain's new state ``(x, lp, grad)`` (a population particle resampled by
+        the estimated weights) and the gradient evaluations spent.
+        """
+        dim = self._logp.dim
+        target = PopulationTarget(dim, self._logp.batch_callable(extra), self._logp.point_fn, extra)
+        laplace = laplace_approximation(
+            target.logp_grad_batch, self.center if self._shared_center else x
+        )
+        if self._shared_center:
+            centers = np.tile(laplace.to_whitened(self.center), (self.particles, 1))
+        else:
+            centers = overdispersed_cloud(self.rng, self.particles, dim)
+            if self._prior_pool is not None:
+                take = min(len(self._prior_pool), self.particles // 2)
+                pick = self.rng.permutation(len(self._prior_pool))[:take]
+                centers[:take] = laplace.to_whitened(self._prior_pool[pick])
+        mapped = map_population(
+            target.whitened(laplace), centers, self.levels, self.rng, self.steps_per_level,
+            self.target_accept, self.anneal_metropolis, 0.1,
+        )  # fmt: skip
+        modes, order = _modes_in_density_coordinates(mapped.modes, laplace)
+        estimate = mapped.estimate
+        weights = estimate.weights[order]
+        covariances = modes.roots @ np.swapaxes(modes.roots, 1, 2)
+        n_grad = mapped.n_grad * self.particles + laplace.n_grad
+        self.mode_map = ChainModeMap(
+            locations=modes.locations,
+            means=modes.means,
+            covariances=covariances,
+            weights=weights,
+            weights_se=estimate.weights_se[order],
+            log_marginal_likelihood=estimate.log_evidence
+            + float(np.linalg.slogdet(laplace.root)[1]),
+            importance_ess=estimate.ess,
+            n_grad=int(n_grad),
+        )
+        if self.mode_jumps and modes.n_modes > 1:
+            self._proposal = mode_proposal(modes, weights, JUMP_FLOOR)
+        self._mode_means = modes.means
+        local = laplace.root @ mapped.local.root
+        self._prior_covariance = local @ local.T
+        self._root = shrunk_root(self._prior_covariance, self.dense)
+        pick = self.rng.integers(len(mapped.start))
+        x0 = laplace.to_density(mapped.start[pick])
+        grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
+        return (x0, float(mapped.lps[pick]), grad), n_grad
+
+    def _mode_of(self, x: np.ndarray) -> int:
+        if self._proposal is None:
+            return 0
+        return int(self._proposal.nearest_mode(x[None])[0])
 
     # ------------------------------------------------------------------ sampling
     def step(self, point):
@@ -302,102 +449,107 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         new = DictToArrayBijection.rmap(RaveledVars(new_data, q.point_map_info), start_point=point)
         return new, [stats]
 
-    def _current_level(self) -> float:
-        if self.tune and self._iteration < len(self._chain_levels):
-            return float(self._chain_levels[self._iteration])
-        return 1.0
-
     def _astep(self, x: np.ndarray, extra: np.ndarray):
         start = time.perf_counter()
-        lam = self._current_level()
         x = x.astype(np.float64)
-        y, lp, grad, n_fresh = self._state_at(x, extra, lam)
+        n_grad = 0
+        if self.mode_map is None:
+            (x, lp, grad), n_grad = self._map_modes(x, extra)
+            self._cache = (x, extra.copy(), lp, grad)
+        x, lp, grad, fresh = self._state_at(x, extra)
+        n_grad += fresh
         eps = self._step_adapt.step_size if self.tune else self._step_size
-        metropolis = self.anneal_metropolis or lam == 1.0
-        ys, lps, grads = y[None, :].copy(), np.array([lp]), grad[None, :].copy()
-        if self._logp.point_fn is not None:
-            info = langevin_steps_compiled(
-                self._logp.point_fn, extra, ys, lps, grads, eps, self._inv_mass,
-                self.steps_per_draw, self.rng, metropolis,
-            )  # fmt: skip
-        else:
-            info = langevin_steps_vectorized(
-                self._logp.batch_callable(extra), ys, lps, grads, eps, self._inv_mass,
-                self.steps_per_draw, self.rng, metropolis,
-            )  # fmt: skip
+        root = self._root
+        # The chain moves in u, with x = root @ u: Langevin steps there are preconditioned by
+        # root @ root.T. The log density is the same; the gradient follows by the chain rule.
+        target = PopulationTarget(
+            self._logp.dim, self._logp.batch_callable(extra), self._logp.point_fn, extra
+        ).whitened(LaplaceApproximation(np.zeros(self._logp.dim), root, 0, True))
+        us = np.linalg.solve(root, x)[None, :]
+        lps = np.array([lp])
+        grads = (grad @ root)[None, :]
+        info = target.langevin(
+            us, lps, grads, eps, np.ones(self._logp.dim), self.steps_per_draw, self.rng
+        )
+        n_grad += self.steps_per_draw
+        x_new = root @ us[0]
+        lp_new = float(lps[0])
+        grad_new = np.linalg.solve(root.T, grads[0])
+        jump = np.nan
+        if self._proposal is not None:
+            (x_new, lp_new, grad_new), jump = self._jump(x_new, lp_new, grad_new, extra)
+            n_grad += 1
         accept = float(info.acceptance_rate[0])
         n_div = int(info.divergences[0])
+        mode = self._mode_of(x_new)
         if self.tune:
-            self._adapt(ys[0], accept, lam)
+            self._adapt(x_new, accept, mode)
         else:
             self._divergences += n_div
         self._iteration += 1
-
-        x_new = ys[0] if lam == 1.0 else dilate(ys[0], self.center, lam)
-        self._lam_recorded = lam
-        self._cache = (x_new.copy(), extra.copy(), (ys[0], float(lps[0]), grads[0]))
+        self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
         stats = {
             "tune": self.tune,
-            "dilation": lam,
             "step_size": eps,
             "step_size_bar": self._step_adapt.step_size_bar,
             "mean_tree_accept": accept,
             "diverging": n_div > 0,
             "divergences": self._divergences,
-            "model_logp": float(dilated_logp(float(lps[0]), lam, self._logp.dim)),
-            "tree_size": float(self.steps_per_draw + n_fresh),
+            "model_logp": lp_new,
+            "tree_size": float(n_grad),
             "perf_counter_diff": time.perf_counter() - start,
+            "mode_index": mode,
+            "n_modes": self.mode_map.n_modes,
+            "mode_weight": float(self.mode_map.weights[mode]),
+            "jump_acceptance": jump,
         }
         return x_new, stats
 
-    def _state_at(self, x: np.ndarray, extra: np.ndarray, lam: float):
-        """Target coordinates, log density and gradient of the incoming point at level ``lam``.
+    def _jump(self, x, lp, grad, extra):
+        """One independence Metropolis–Hastings jump from the mixture of the modes' Gaussians.
 
-        With a ``center`` given, an annealing chain starts at the Dirac end of the path, the
-        center itself (the point ``pm.sample`` starts it from is not used then); otherwise, and
-        without annealing, the start point is taken as a posterior-space point. Afterwards the
-        incoming point is the path point recorded last; holding it fixed while ``lam`` rises is
-        what contracts the target coordinates towards the center. The last evaluation is reused
-        when neither the point, the other variables, nor the level changed.
+        Exact for any proposal: accepted with probability ``min(1, w(x') / w(x))``,
+        ``w = π / q``. A proposal with a non-finite log density or gradient is rejected.
         """
-        if self._cache is not None and self._lam_recorded == lam:
-            x_prev, extra_prev, (y, lp, grad) = self._cache
-            if np.array_equal(x_prev, x) and np.array_equal(extra_prev, extra):
-                return y, lp, grad, 0
-        if self._lam_recorded is None and lam < 1.0 and self._start_at_center:
-            y = self.center.copy()
-        elif self._lam_recorded is None or lam == 1.0:
-            y = x
-        else:
-            y = undilate(x, self.center, lam)
-        lp, grad = self._logp.logp_grad(y, extra)
-        return y, lp, grad, 1
+        proposal = self._proposal
+        x_new = proposal.draw(self.rng, 1)[0]
+        lp_new, grad_new = self._logp.logp_grad(x_new, extra)
+        log_q = proposal.log_density(np.stack([x_new, x]))
+        log_ratio = (lp_new - log_q[0]) - (lp - log_q[1])
+        ok = np.isfinite(lp_new) and np.all(np.isfinite(grad_new))
+        if ok and np.log(self.rng.uniform()) < log_ratio:
+            return (x_new, float(lp_new), np.asarray(grad_new, dtype=float)), 1.0
+        return (x, lp, grad), 0.0
 
-    def _adapt(self, y: np.ndarray, accept: float, lam: float) -> None:
+    def _state_at(self, x: np.ndarray, extra: np.ndarray):
+        """``(x, lp, grad, evaluations)``: the last evaluation is reused when neither the point
+        nor the other variables changed."""
+        if self._cache is not None:
+            x_prev, extra_prev, lp, grad = self._cache
+            if np.array_equal(x_prev, x) and np.array_equal(extra_prev, extra):
+                return x_prev, lp, grad, 0
+        lp, grad = self._logp.logp_grad(x, extra)
+        return x, float(lp), np.asarray(grad, dtype=float), 1
+
+    def _adapt(self, x: np.ndarray, accept: float, mode: int) -> None:
         self._step_adapt.update(accept)
-        if lam < 1.0:
-            return
-        self._variance.add(y)
+        # Deviations from the draw's own mode: a chain that jumps between modes must not take
+        # the distance between them for the width of each.
+        self._window.add(x - self._mode_means[mode])
         if self._iteration + 1 < self._window_end:
             return
-        # End of a preconditioner window: adopt the variances, restart the step-size averaging.
-        self._inv_mass = self._variance.variance()
-        self._variance.reset()
-        self._restart_step_size()
-        window = 2 * (self._window_end - len(self._chain_levels))
-        self._window_end = self._iteration + 1 + window
+        # End of a preconditioner window: adopt the covariance, restart the step-size averaging.
+        covariance = self._window.covariance(self._prior_covariance, self._logp.dim + 5.0)
+        self._root = shrunk_root(covariance, self.dense)
+        self._cache = None  # the chain's coordinates changed; x itself did not
+        self._window.reset()
+        self._step_adapt.restart(self._step_adapt.step_size_bar, bias=1.0)
+        self._window_length *= 2
+        self._window_end = self._iteration + 1 + self._window_length
         if self._tune_total is not None:
             last_useful = self._tune_total - FINAL_STEP_WINDOW
-            if self._window_end + window > last_useful:
+            if self._window_end + 2 * self._window_length > last_useful:
                 self._window_end = max(self._window_end, last_useful)
-
-    def _restart_step_size(self) -> None:
-        """Restart the dual averaging after the preconditioner changed (see the class notes).
-
-        It restarts at the averaged step size reached, shrinking towards that same step
-        (``bias=1``), not towards ten times it.
-        """
-        self._step_adapt.restart(self._step_adapt.step_size_bar, bias=1.0)
 
     # ------------------------------------------------------------------ PyMC hooks
     @staticmethod
@@ -415,19 +567,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         columns = [
             TextColumn("{task.fields[divergences]}", table_column=Column("Divergences", ratio=1)),
             TextColumn("{task.fields[step_size]:0.3f}", table_column=Column("Step size", ratio=1)),
-            TextColumn("{task.fields[dilation]:0.3g}", table_column=Column("Dilation", ratio=1)),
+            TextColumn("{task.fields[n_modes]}", table_column=Column("Modes", ratio=1)),
         ]
         stats = {
             "divergences": [0] * n_chains,
             "step_size": [0] * n_chains,
-            "dilation": [0] * n_chains,
+            "n_modes": [0] * n_chains,
         }
         return columns, stats
 
     @staticmethod
     def _make_progressbar_update_functions():
         def update_stats(stats):
-            return {key: stats[key] for key in ("divergences", "step_size", "dilation")} | {
+            return {key: stats[key] for key in ("divergences", "step_size", "n_modes")} | {
                 "failing": stats["divergences"] > 0,
             }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DualAveraging", "DiagonalVariance"]
+__all__ = ["DualAveraging", "DiagonalVariance", "WindowCovariance", "shrunk_root"]
 
 
 class DualAveraging:
@@ -109,3 +109,57 @@ class DiagonalVariance:
             return np.ones(self.dim)
         var = self.m2 / (self.n - 1)
         return (self.n / (self.n + 5.0)) * var + 1e-3 * (5.0 / (self.n + 5.0))
+
+
+class WindowCovariance:
+    """Running (Welford) mean and dense covariance of the draws of one adaptation window.
+
+    Parameters
+    ----------
+    dim : int
+        Number of coordinates.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every draw seen."""
+        self.n = 0
+        self.mean = np.zeros(self.dim)
+        self.m2 = np.zeros((self.dim, self.dim))
+
+    def add(self, draw: np.ndarray) -> None:
+        """Add one draw of shape ``(d,)``."""
+        self.n += 1
+        delta = draw - self.mean
+        self.mean = self.mean + delta / self.n
+        self.m2 = self.m2 + np.outer(delta, draw - self.mean)
+
+    def covariance(self, prior: np.ndarray, prior_count: float) -> np.ndarray:
+        """The window's sample covariance shrunk towards ``prior``.
+
+        ``(n S + c P) / (n + c)`` with ``c = prior_count``: with few draws (fewer than the
+        dimension, where ``S`` is singular) the prior dominates; with many, the draws do.
+        """
+        if self.n < 2:
+            return prior
+        sample = self.m2 / (self.n - 1)
+        return (self.n * sample + prior_count * prior) / (self.n + prior_count)
+
+
+def shrunk_root(covariance: np.ndarray, dense: bool) -> np.ndarray:
+    """A square root ``R`` of ``covariance`` (``R Rᵀ``), lower-triangular (``dense``) or
+    diagonal (the covariance's diagonal only), with a relative jitter so it always exists."""
+    dim = covariance.shape[0]
+    diag = np.clip(np.diag(covariance), 1e-300, None)
+    if not dense:
+        return np.diag(np.sqrt(diag))
+    scale = np.sqrt(diag)
+    correlation = covariance / np.outer(scale, scale)
+    try:
+        root = np.linalg.cholesky(correlation + 1e-8 * np.eye(dim))
+    except np.linalg.LinAlgError:
+        return np.diag(scale)
+    return scale[:, None] * root
