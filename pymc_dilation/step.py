@@ -39,6 +39,7 @@ __all__ = ["DilationLangevin", "ChainModeMap"]
 FIRST_WINDOW = 25
 FINAL_STEP_WINDOW = 50
 PRECONDITIONERS = ("dense", "diagonal")
+PRIOR_POOL_SEED = 20241001
 
 
 def _check_vars(model, vars) -> None:
@@ -345,12 +346,15 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """Prior draws (unconstrained) shared by the chains as path centers, or None.
 
         Drawn once here, not per chain, so that the step method stays picklable for
-        multiprocess chains; each chain picks its own subset with its own generator.
+        multiprocess chains; each chain picks its own subset with its own generator. The pool
+        is drawn with a fixed seed (``pm.sample`` gives the chains their generators only after
+        the step method is built), so the same ``random_seed`` gives the same draws; centers
+        are where paths start, so their being fixed biases nothing.
         """
         draw = prior_sampler(model, self._logp.var_infos)
         if draw is None:
             return None
-        xs = draw(self.particles, self.rng.integers(2**32, size=2))
+        xs = draw(2 * self.particles, [PRIOR_POOL_SEED, self._logp.dim])
         extra = self._logp.ravel_extra(model.initial_point())
         with np.errstate(all="ignore"):
             finite = np.isfinite(self._logp.logp_grad_batch(xs, extra)[0])

@@ -1,3 +1,4 @@
+import arviz as az
 import numpy as np
 import pymc as pm
 import pytest
@@ -29,23 +30,29 @@ def test_sample_stats_are_named_as_nuts_names_them(conjugate_normal):
     with model:
         idata = pm.sample(draws=50, tune=60, step=DilationLangevin(n_levels=20), **SAMPLE)
     stats = idata.sample_stats
-    for name in ("dilation", "step_size", "acceptance_rate", "diverging", "lp", "n_steps"):
+    names = ("step_size", "acceptance_rate", "diverging", "lp", "n_steps", "mode_index")
+    for name in (*names, "n_modes", "mode_weight", "jump_acceptance"):
         assert name in stats, name
-    assert np.all(np.asarray(stats["dilation"]) == 1.0)
-    warmup = idata.warmup_sample_stats if "warmup_sample_stats" in idata else None
-    assert warmup is None or np.asarray(warmup["dilation"])[0, 0] < 0.01
+    # One mode: no jump is ever proposed, and the draws cost steps_per_draw gradients each.
+    assert np.all(np.asarray(stats["n_modes"]) == 1)
+    assert np.all(np.isnan(np.asarray(stats["jump_acceptance"])))
+    assert np.all(np.asarray(stats["n_steps"]) <= 17)
 
 
-def test_tuning_anneals_lambda_up_to_one(conjugate_normal):
-    model, _, _ = conjugate_normal
+def test_tuning_maps_the_modes_with_a_population(conjugate_normal):
+    model, mean, sd = conjugate_normal
     with model:
+        step = DilationLangevin(particles=64, n_levels=10, steps_per_level=2)
         idata = pm.sample(
-            draws=10, tune=100, step=DilationLangevin(n_levels=30), discard_tuned_samples=False,
-            random_seed=1, **SAMPLE,
+            draws=10, tune=100, step=step, discard_tuned_samples=False, random_seed=1,
+            **{**SAMPLE, "chains": 1},
         )  # fmt: skip
-    lam = np.asarray(idata.warmup_sample_stats["dilation"])[0]
-    assert lam[0] == pytest.approx(1e-3)
-    assert np.all(np.diff(lam) >= 0) and lam[-1] == 1.0
+    n_steps = np.asarray(idata.warmup_sample_stats["n_steps"])[0]
+    assert n_steps[0] > 64 * 10 * 2  # the population's gradients are counted
+    assert np.all(n_steps[1:] <= 17)
+    (location,) = step.mode_map.locations
+    assert abs(location[0] - mean) < 0.05 * sd
+    assert step.mode_map.weights == pytest.approx([1.0])
 
 
 def test_same_seed_same_draws(conjugate_normal, draws_of):
@@ -58,21 +65,58 @@ def test_same_seed_same_draws(conjugate_normal, draws_of):
     np.testing.assert_array_equal(*runs)
 
 
-def test_pooled_chains_find_both_modes_where_nuts_does_not():
-    # Modes at -2 and +10, equal weights. NUTS chains start near 0 and all fall into the
-    # nearer mode; the annealing from a center between the modes sends some chains to each
-    # (from the default center 0, the gradient there sends every chain to -2). Chains stay in
-    # their mode after the annealing: the step-size restarts no longer throw them across.
-    model = bimodal_model(weight=0.5, left=-2.0, right=10.0)
-    sample = {**SAMPLE, "chains": 16, "draws": 200}
+def _left_weight(weight, left, right, prior_sd=10.0):
+    """Exact posterior weight of the left component of :func:`bimodal_model`."""
+    var = prior_sd**2 + 1.0
+    masses = np.array([weight, 1 - weight]) * np.exp(-(np.array([left, right]) ** 2) / (2 * var))
+    return masses[0] / masses.sum()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_chain_visits_both_modes_in_proportion(seed):
+    # Modes at -2 and +10 with weights 0.3 / 0.7 (posterior weight of the left mode 0.408):
+    # NUTS chains started near 0 all stay in the nearer mode. Every DilationLangevin chain
+    # must visit both, in proportion: a chain stuck in one mode has share 0 or 1.
+    model = bimodal_model(weight=0.3, left=-2.0, right=10.0)
+    exact = _left_weight(0.3, -2.0, 10.0)
+    sample = {**SAMPLE, "draws": 1000, "tune": 1000}
     with model:
-        dl = pm.sample(step=DilationLangevin(center={"x": 4.0}), random_seed=3, **sample)
-        nuts = pm.sample(random_seed=3, **sample)
-    dl_right = (np.asarray(dl.posterior["x"]) > 4.0).mean(axis=1)
-    nuts_right = (np.asarray(nuts.posterior["x"]) > 4.0).mean(axis=1)
-    assert 0 < dl_right.mean() < 1, dl_right
-    assert set(dl_right) <= {0.0, 1.0}, dl_right
-    assert nuts_right.mean() == 0, nuts_right
+        idata = pm.sample(step=DilationLangevin(), random_seed=seed, **sample)
+        nuts = pm.sample(random_seed=seed, **sample)
+    left = (np.asarray(idata.posterior["x"]) < 4.0).mean(axis=1)
+    assert abs(left.mean() - exact) < 0.05, left
+    assert np.all(np.abs(left - exact) < 0.15), left
+    assert float(az.rhat(idata)["x"]) < 1.05
+    assert np.nanmean(np.asarray(idata.sample_stats["jump_acceptance"])) > 0.3
+    assert np.all(np.asarray(idata.sample_stats["n_modes"]) == 2)
+    nuts_left = (np.asarray(nuts.posterior["x"]) < 4.0).mean(axis=1)
+    assert set(nuts_left) == {1.0}, nuts_left
+
+
+def test_flat_prior_modes_are_found_without_prior_draws():
+    # pm.Flat has no prior to draw path centers from; the overdispersed cloud about the mode
+    # found from the start point must still reach the other, equally heavy mode.
+    with pm.Model():
+        x = pm.Flat("x")
+        pm.Potential("modes", pm.math.logaddexp(-0.5 * (x + 3.0) ** 2, -0.5 * (x - 6.0) ** 2))
+        idata = pm.sample(step=DilationLangevin(), random_seed=4, draws=1000, **SAMPLE)
+    right = (np.asarray(idata.posterior["x"]) > 1.5).mean(axis=1)
+    assert abs(right.mean() - 0.5) < 0.05, right
+    assert np.all(np.abs(right - 0.5) < 0.15), right
+
+
+def test_without_mode_jumps_chains_stay_in_their_mode():
+    # The jumps are what move chains between modes: switched off, a chain keeps the mode its
+    # population particle fell in (this is what the tests above would catch if jumps broke).
+    model = bimodal_model(weight=0.5, left=-4.0, right=8.0)
+    with model:
+        idata = pm.sample(
+            step=DilationLangevin(mode_jumps=False), random_seed=3, draws=300, tune=300,
+            **{**SAMPLE, "chains": 8},
+        )  # fmt: skip
+    right = (np.asarray(idata.posterior["x"]) > 2.0).mean(axis=1)
+    assert set(right) <= {0.0, 1.0}, right
+    assert np.all(np.isnan(np.asarray(idata.sample_stats["jump_acceptance"])))
 
 
 def test_step_size_restarts_do_not_jump(conjugate_normal):
@@ -86,8 +130,8 @@ def test_step_size_restarts_do_not_jump(conjugate_normal):
             random_seed=1, **{**SAMPLE, "chains": 2},
         )  # fmt: skip
     warmup = idata.warmup_sample_stats
-    step = np.asarray(warmup["step_size"])[:, 201:]  # after the annealing (200 levels)
-    accept = np.asarray(warmup["acceptance_rate"])[:, 201:]
+    step = np.asarray(warmup["step_size"])[:, 1:]  # after the first iteration's population
+    accept = np.asarray(warmup["acceptance_rate"])[:, 1:]
     assert np.max(step[:, 1:] / step[:, :-1]) < 4.0
     assert np.sum(accept < 0.05) <= 2
 
@@ -166,6 +210,10 @@ def test_nan_in_logp_is_a_divergence_not_a_crash():
         ({"initial_step": -1.0}, "initial_step"),
         ({"center": [0.0, 1.0]}, "center has 2 values"),
         ({"center": {"mu": np.inf}}, "finite"),
+        ({"particles": 1}, "particles"),
+        ({"precondition": "full"}, "precondition"),
+        ({"mode_jumps": "yes"}, "mode_jumps"),
+        ({"steps_per_level": 0}, "steps_per_level"),
     ],
 )
 def test_invalid_options_raise_value_error(conjugate_normal, kwargs, match):
