@@ -14,6 +14,7 @@ import pandas as pd
 import pymc as pm
 
 from pymc_dilation._compat import SUMMARY_COLUMNS, overlay_posteriors, summary_table
+from pymc_dilation.occupancy import check_mode_maps
 from pymc_dilation.step import DilationLangevin
 from pymc_dilation.validation import (
     check_bool,
@@ -359,6 +360,12 @@ def compare_with_nuts(
         PyMC: ``arviz.InferenceData`` on PyMC 5, ``xarray.DataTree`` on PyMC 6), ``.table``,
         ``.wall_time``, ``.ess_per_second``, ``.timing`` and ``.plot()``.
 
+    Warns
+    -----
+    UnreliableResultWarning
+        When the ``DilationLangevin`` chains found different modes or visited them in
+        different shares (see :func:`~pymc_dilation.check_mode_maps`).
+
     Raises
     ------
     ValueError
@@ -431,6 +438,8 @@ def compare_with_nuts(
             **common,
         )
         wall_time["dilation"] = time.perf_counter() - start
+        if chains > 1:
+            check_mode_maps(dilation)
 
         start = time.perf_counter()
         nuts = pm.sample(nuts_sampler=sampler, **run, **{**common, **nuts_options})

@@ -11,16 +11,22 @@ from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.step_methods.compound import BlockedStep, Competence
 from pymc.util import get_random_generator
 from pymc.vartypes import continuous_types
+from scipy.stats import chi2
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
 from pymc_dilation.engine.adaptation import DualAveraging, WindowCovariance, shrunk_root
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
-from pymc_dilation.engine.modes import ModeMap
-from pymc_dilation.engine.population import JUMP_FLOOR, PopulationTarget, map_population
+from pymc_dilation.engine.modes import ModeMap, add_mode
+from pymc_dilation.engine.population import (
+    JUMP_FLOOR,
+    PROPOSAL_FLOOR,
+    PopulationTarget,
+    map_population,
+)
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.engine.weights import MixtureProposal, mode_proposal
+from pymc_dilation.engine.weights import MixtureProposal, estimate_weights, mode_proposal
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
@@ -40,6 +46,10 @@ FIRST_WINDOW = 25
 FINAL_STEP_WINDOW = 50
 PRECONDITIONERS = ("dense", "diagonal")
 PRIOR_POOL_SEED = 20241001
+GROWTH_INTERVAL = 10
+"""Tuning iterations between two looks for a mode the map lacks (see ``_grow_map``)."""
+MAX_GROWTH_CHECKS = 50
+"""Looks for a missing mode per chain at most."""
 
 
 def _check_vars(model, vars) -> None:
@@ -124,19 +134,30 @@ class ChainModeMap:
         return len(self.weights)
 
 
-def _modes_in_density_coordinates(modes: ModeMap, laplace: LaplaceApproximation) -> ModeMap:
-    """``modes`` mapped from the whitened coordinates of ``laplace`` back to the density's,
-    ordered by location (first coordinate first)."""
-    locations = laplace.to_density(modes.locations)
-    order = np.lexsort(locations.T[::-1])
-    return ModeMap(
-        locations=locations[order],
-        means=laplace.to_density(modes.means)[order],
-        roots=(laplace.root[None] @ modes.roots)[order],
+def _ordered(modes: ModeMap) -> tuple[ModeMap, np.ndarray]:
+    """``modes`` ordered by location (first coordinate first), and the order applied."""
+    order = np.lexsort(modes.locations.T[::-1])
+    reordered = ModeMap(
+        locations=modes.locations[order],
+        means=modes.means[order],
+        roots=modes.roots[order],
         logp=modes.logp[order],
         labels=np.argsort(order)[modes.labels],
         n_grad=modes.n_grad,
-    ), order
+    )
+    return reordered, order
+
+
+def _in_density_coordinates(modes: ModeMap, laplace: LaplaceApproximation) -> ModeMap:
+    """``modes`` mapped from the whitened coordinates of ``laplace`` back to the density's."""
+    return ModeMap(
+        locations=laplace.to_density(modes.locations),
+        means=laplace.to_density(modes.means),
+        roots=laplace.root[None] @ modes.roots,
+        logp=modes.logp,
+        labels=modes.labels,
+        n_grad=modes.n_grad,
+    )
 
 
 class DilationLangevin(ChainSetupMixin, BlockedStep):
@@ -373,8 +394,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._cache = None
         self._divergences = 0
         self.mode_map: ChainModeMap | None = None
-        self._proposal: MixtureProposal | None = None
+        self._mixture: MixtureProposal | None = None  # the modes' local Gaussians
+        self._proposal: MixtureProposal | None = None  # the same, when jumps are proposed
         self._mode_means = None
+        self._modes: ModeMap | None = None
+        self._growth_checks = 0
+        self._last_growth_check = -GROWTH_INTERVAL
+        self._coverage_radius = float(chi2.isf(1e-4, self._logp.dim))
         self._prior_covariance = None
         self._root = None
 
@@ -413,25 +439,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             target.whitened(laplace), centers, self.levels, self.rng, self.steps_per_level,
             self.target_accept, self.anneal_metropolis, 0.1,
         )  # fmt: skip
-        modes, order = _modes_in_density_coordinates(mapped.modes, laplace)
-        estimate = mapped.estimate
-        weights = estimate.weights[order]
-        covariances = modes.roots @ np.swapaxes(modes.roots, 1, 2)
         n_grad = mapped.n_grad * self.particles + laplace.n_grad
-        self.mode_map = ChainModeMap(
-            locations=modes.locations,
-            means=modes.means,
-            covariances=covariances,
-            weights=weights,
-            weights_se=estimate.weights_se[order],
-            log_marginal_likelihood=estimate.log_evidence
-            + float(np.linalg.slogdet(laplace.root)[1]),
-            importance_ess=estimate.ess,
-            n_grad=int(n_grad),
-        )
-        if self.mode_jumps and modes.n_modes > 1:
-            self._proposal = mode_proposal(modes, weights, JUMP_FLOOR)
-        self._mode_means = modes.means
+        log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
+        self._set_map(
+            _in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,
+            n_grad,
+        )  # fmt: skip
         local = laplace.root @ mapped.local.root
         self._prior_covariance = local @ local.T
         self._root = shrunk_root(self._prior_covariance, self.dense)
@@ -440,10 +453,68 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
         return (x0, float(mapped.lps[pick]), grad), n_grad
 
+    def _set_map(self, modes: ModeMap, estimate, log_jacobian: float, n_grad: int) -> None:
+        """Adopt a map (density coordinates) and its weight estimate: order the modes, build
+        the mixture of their Gaussians (labels, coverage) and the jump proposal."""
+        modes, order = _ordered(modes)
+        weights = estimate.weights[order]
+        self._modes = modes
+        self.mode_map = ChainModeMap(
+            locations=modes.locations,
+            means=modes.means,
+            covariances=modes.roots @ np.swapaxes(modes.roots, 1, 2),
+            weights=weights,
+            weights_se=estimate.weights_se[order],
+            log_marginal_likelihood=estimate.log_evidence + log_jacobian,
+            importance_ess=estimate.ess,
+            n_grad=int(n_grad),
+        )
+        self._mixture = mode_proposal(modes, weights, JUMP_FLOOR)
+        jumps = self.mode_jumps and modes.n_modes > 1
+        self._proposal = self._mixture if jumps else None
+        self._mode_means = modes.means
+
+    def _uncovered(self, x: np.ndarray) -> bool:
+        """Whether a tuning chain at ``x`` should look for a mode its map lacks: ``x`` lies
+        beyond every mode's Gaussian (Mahalanobis distance past the 1 - 1e-4 quantile), and
+        the checks are not spent (one per :data:`GROWTH_INTERVAL` iterations, at most
+        :data:`MAX_GROWTH_CHECKS` per chain)."""
+        if (
+            self._growth_checks >= MAX_GROWTH_CHECKS
+            or self._iteration - self._last_growth_check < GROWTH_INTERVAL
+        ):
+            return False
+        squares, _ = self._mixture._quadratic_forms(x[None])
+        return bool(squares.min() > self._coverage_radius)
+
+    def _grow_map(self, x, lp, grad, extra) -> int:
+        """Add the mode of ``x`` to the map when it is a new one, and weigh the modes again.
+
+        Without this a chain whose Langevin steps reach a mode the population missed stays
+        there: the independence jump leaves a point where the proposal density is far below
+        the posterior's only with a tiny probability (measured: a chain of a 2-D target with
+        36 modes spent 62% of its draws more than 4 sds from every mapped mode, R-hat 1.24).
+        Returns the gradient evaluations spent.
+        """
+        self._growth_checks += 1
+        self._last_growth_check = self._iteration
+        batch = self._logp.batch_callable(extra)
+        modes, calls = add_mode(batch, self._modes, x, lp, grad)
+        if modes is None:
+            return calls
+        share = 1.0 / modes.n_modes
+        weights = np.append(self.mode_map.weights * (1.0 - share), share)
+        estimate, _ = estimate_weights(
+            batch, mode_proposal(modes, weights, PROPOSAL_FLOOR), self.particles, self.rng
+        )
+        n_grad = self.mode_map.n_grad + calls + self.particles
+        self._set_map(modes, estimate, 0.0, n_grad)
+        return calls + self.particles
+
     def _mode_of(self, x: np.ndarray) -> int:
-        if self._proposal is None:
+        if self._modes.n_modes == 1:
             return 0
-        return int(self._proposal.nearest_mode(x[None])[0])
+        return int(self._mixture.nearest_mode(x[None])[0])
 
     # ------------------------------------------------------------------ sampling
     def step(self, point):
@@ -483,6 +554,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         if self._proposal is not None:
             (x_new, lp_new, grad_new), jump = self._jump(x_new, lp_new, grad_new, extra)
             n_grad += 1
+        if self.tune and self._uncovered(x_new):
+            n_grad += self._grow_map(x_new, lp_new, grad_new, extra)
         accept = float(info.acceptance_rate[0])
         n_div = int(info.divergences[0])
         mode = self._mode_of(x_new)

@@ -33,7 +33,7 @@ import numpy as np
 
 from pymc_dilation.engine.laplace import laplace_approximation
 
-__all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "VALLEY_DEPTH"]
+__all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "add_mode", "VALLEY_DEPTH"]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -235,3 +235,35 @@ def map_modes(
         labels=labels,
         n_grad=calls + -(-hessian_grads // max(n, 1)),
     )
+
+
+def add_mode(
+    logp_grad: BatchLogpGrad,
+    modes: ModeMap,
+    x: np.ndarray,
+    lp: float,
+    grad: np.ndarray,
+    depth: float = VALLEY_DEPTH,
+) -> tuple[ModeMap | None, int]:
+    """``modes`` with the mode of the point ``x`` added, or None when ``x`` climbs to a mode
+    the map holds already (by the hill–valley test against every mode).
+
+    For a chain that reaches mass the map does not cover. The new mode's local Gaussian is the
+    Laplace approximation at its optimum (one point gives no spread to measure). Returns the
+    map (or None) and the batched calls spent.
+    """
+    own = map_modes(logp_grad, x[None], np.array([lp]), grad[None], depth)
+    top, top_lp = own.locations[0], float(own.logp[0])
+    joined = _connected(logp_grad, top, top_lp, modes.locations, modes.logp, depth)
+    calls = own.n_grad + len(_SEGMENT)
+    if joined.any() or not np.isfinite(top_lp):
+        return None, calls
+    extended = ModeMap(
+        locations=np.vstack([modes.locations, own.locations]),
+        means=np.vstack([modes.means, own.means]),
+        roots=np.concatenate([modes.roots, own.roots]),
+        logp=np.append(modes.logp, top_lp),
+        labels=modes.labels,
+        n_grad=modes.n_grad,
+    )
+    return extended, calls
