@@ -78,15 +78,19 @@ class MixtureProposal:
     roots: np.ndarray
     alphas: np.ndarray
 
+    def __post_init__(self):
+        # Inverted once: a chain evaluates q at one or two points per iteration, where a
+        # solve per mode and call would cost more than the model's gradient.
+        dim = self.locations.shape[1]
+        object.__setattr__(self, "_inverse_roots", np.linalg.inv(self.roots))
+        log_norm = np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
+        object.__setattr__(self, "_log_norm", log_norm)
+
     def _quadratic_forms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, K)`` squared Mahalanobis distances to each mode and the ``(K,)`` log normalisers
         ``log |det R_k| + d/2 log 2π`` of the modes' own Gaussians."""
-        dim = x.shape[1]
-        squares = np.empty((len(x), len(self.alphas)))
-        for k, (loc, root) in enumerate(zip(self.locations, self.roots)):
-            z = np.linalg.solve(root, (x - loc).T).T
-            squares[:, k] = np.einsum("nd,nd->n", z, z)
-        return squares, np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
+        z = np.einsum("kij,nkj->nki", self._inverse_roots, x[:, None, :] - self.locations[None])
+        return np.einsum("nki,nki->nk", z, z), self._log_norm
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         """``log q(x)``, shape ``(n,)``."""
