@@ -23,7 +23,7 @@ from pymc_dilation.engine.population import (
     JUMP_FLOOR,
     PROPOSAL_FLOOR,
     PopulationTarget,
-    map_population,
+    map_growing_population,
 )
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.weights import MixtureProposal, estimate_weights, mode_proposal
@@ -46,6 +46,8 @@ FIRST_WINDOW = 25
 FINAL_STEP_WINDOW = 50
 PRECONDITIONERS = ("dense", "diagonal")
 PRIOR_POOL_SEED = 20241001
+FIRST_PARTICLES = 128
+"""Particles of the first population batch; more only when it finds several modes."""
 GROWTH_INTERVAL = 10
 """Tuning iterations between two looks for a mode the map lacks (see ``_grow_map``)."""
 MAX_GROWTH_CHECKS = 50
@@ -165,7 +167,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     **Tuning maps the modes.** At its first iteration each chain runs a small population of
     ``particles`` along the dilation path, batched in compiled calls
-    (:func:`~pymc_dilation.engine.population.map_population`, the first stages of
+    (:func:`~pymc_dilation.engine.population.map_growing_population`, the first stages of
     :func:`~pymc_dilation.sample_dilation`): each particle follows its own path from its own
     center (prior draws and an overdispersed cloud about the mode found from the chain's start
     point, or the ``center`` given), the modes they reach are mapped and given a local
@@ -196,7 +198,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         (``{"sigma_log__": 0.69}``); unnamed variables keep their initial values. An array is
         the raveled unconstrained point. Default: no shared center; each particle has its own.
     particles : int
-        Particles of each chain's tuning population.
+        Particles of each chain's tuning population at most. It starts with
+        :data:`FIRST_PARTICLES` (or ``particles`` if fewer); when they find more than one mode
+        it doubles for as long as each doubling finds more modes, so a unimodal posterior
+        costs the first batch only.
     schedule : {"geometric", "power"} or array_like
         The population's λ levels; an explicit array must increase in ``(0, 1]`` and end at 1.
     n_levels : int
@@ -301,7 +306,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         vars=None,
         *,
         center: dict | Sequence[float] | np.ndarray | None = None,
-        particles: int = 128,
+        particles: int = 1024,
         schedule: str | Sequence[float] | np.ndarray = "geometric",
         n_levels: int = 20,
         lambda_min: float = 1e-3,
@@ -324,6 +329,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.particles = check_positive_int("particles", particles)
         if self.particles < 2:
             raise ValueError(f"particles must be at least 2; got {particles!r}.")
+        self.first_particles = min(FIRST_PARTICLES, self.particles)
         n_levels = check_positive_int("n_levels", n_levels)
         lambda_min = check_probability("lambda_min", lambda_min)
         self.levels = make_schedule(_check_schedule(schedule), n_levels, lambda_min)
@@ -375,7 +381,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         draw = prior_sampler(model, self._logp.var_infos)
         if draw is None:
             return None
-        xs = draw(2 * self.particles, [PRIOR_POOL_SEED, self._logp.dim])
+        xs = draw(self.particles // 2, [PRIOR_POOL_SEED, self._logp.dim])
         extra = self._logp.ravel_extra(model.initial_point())
         with np.errstate(all="ignore"):
             finite = np.isfinite(self._logp.logp_grad_batch(xs, extra)[0])
@@ -427,19 +433,24 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         laplace = laplace_approximation(
             target.logp_grad_batch, self.center if self._shared_center else x
         )
-        if self._shared_center:
-            centers = np.tile(laplace.to_whitened(self.center), (self.particles, 1))
-        else:
-            centers = overdispersed_cloud(self.rng, self.particles, dim)
-            if self._prior_pool is not None:
-                take = min(len(self._prior_pool), self.particles // 2)
-                pick = self.rng.permutation(len(self._prior_pool))[:take]
-                centers[:take] = laplace.to_whitened(self._prior_pool[pick])
-        mapped = map_population(
-            target.whitened(laplace), centers, self.levels, self.rng, self.steps_per_level,
-            self.target_accept, self.anneal_metropolis, 0.1,
+        unused = np.ones(0 if self._prior_pool is None else len(self._prior_pool), dtype=bool)
+
+        def draw_centers(n: int) -> np.ndarray:
+            if self._shared_center:
+                return np.tile(laplace.to_whitened(self.center), (n, 1))
+            centers = overdispersed_cloud(self.rng, n, dim)
+            if unused.any():  # half from prior draws not used yet
+                pick = self.rng.permutation(np.flatnonzero(unused))[: n // 2]
+                unused[pick] = False
+                centers[: len(pick)] = laplace.to_whitened(self._prior_pool[pick])
+            return centers
+
+        mapped = map_growing_population(
+            target.whitened(laplace), draw_centers, self.levels, self.rng,
+            self.first_particles, self.particles, self.steps_per_level, self.target_accept,
+            self.anneal_metropolis, 0.1,
         )  # fmt: skip
-        n_grad = mapped.n_grad * self.particles + laplace.n_grad
+        n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad
         log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
         self._set_map(
             _in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,

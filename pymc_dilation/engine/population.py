@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pymc_dilation.engine.explore import anneal
+from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
 from pymc_dilation.engine.modes import ModeMap, map_modes
@@ -40,6 +40,7 @@ __all__ = [
     "PopulationResult",
     "MappedPopulation",
     "map_population",
+    "map_growing_population",
     "run_population",
     "refine",
 ]
@@ -266,12 +267,81 @@ def map_population(
     Parameters are those of :func:`run_population`; ``record`` is called after each level as
     ``record(lam, eps, info, jump)``.
     """
-    n = len(centers)
     state = anneal(
         target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
         initial_step, record, progress,
     )  # fmt: skip
     modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+    return _weigh(target, state, modes, rng)
+
+
+def map_growing_population(
+    target: PopulationTarget,
+    draw_centers: Callable[[int], np.ndarray],
+    levels: np.ndarray,
+    rng: np.random.Generator,
+    first: int,
+    most: int,
+    steps_per_level: int = 4,
+    target_accept: float = 0.6,
+    anneal_metropolis: bool = True,
+    initial_step: float = 0.1,
+) -> MappedPopulation:
+    """:func:`map_population` with a population that grows while it finds new modes.
+
+    ``first`` particles are annealed and mapped; if they found one mode, that is the map.
+    Otherwise the population doubles (new particles from ``draw_centers(n)``, all annealed
+    particles mapped together) for as long as each doubling finds more modes, up to ``most``
+    particles. A unimodal posterior so pays for ``first`` particles only, and a posterior with
+    many modes gets the particles it needs to find them.
+    """
+    states: list[AnnealState] = []
+    n_modes_before = 0
+    batch = first
+    earlier_maps = 0  # gradient evaluations of the maps that more particles replaced
+    while True:
+        states.append(
+            anneal(
+                target,
+                draw_centers(batch),
+                levels,
+                rng,
+                steps_per_level,
+                target_accept,
+                anneal_metropolis,
+                initial_step,
+            )  # fmt: skip
+        )
+        state = _concatenate(states)
+        modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+        total = len(state.ys)
+        if modes.n_modes <= max(n_modes_before, 1) or total >= most:
+            break
+        n_modes_before = modes.n_modes
+        earlier_maps += modes.n_grad * total
+        batch = min(total, most - total)
+    mapped = _weigh(target, state, modes, rng)
+    return replace(mapped, n_grad=mapped.n_grad + -(-earlier_maps // total))
+
+
+def _concatenate(states: list[AnnealState]) -> AnnealState:
+    """The batches of annealed particles as one population (gradients counted per particle,
+    averaged over the batches' sizes)."""
+    if len(states) == 1:
+        return states[0]
+    sizes = np.array([len(s.ys) for s in states])
+    return AnnealState(
+        ys=np.concatenate([s.ys for s in states]),
+        lps=np.concatenate([s.lps for s in states]),
+        grads=np.concatenate([s.grads for s in states]),
+        step=np.concatenate([s.step for s in states]),
+        n_grad=int(round(np.average([s.n_grad for s in states], weights=sizes))),
+    )
+
+
+def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
+    """Importance weights from the map's Gaussians, and the particles to start from."""
+    n = len(state.ys)
     estimate, draws = estimate_weights(
         target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
     )
