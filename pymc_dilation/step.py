@@ -18,7 +18,7 @@ from pymc_dilation.centers import resolve_center
 from pymc_dilation.engine.adaptation import DualAveraging, WindowCovariance, shrunk_root
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
-from pymc_dilation.engine.modes import ModeMap, add_mode
+from pymc_dilation.engine.modes import ModeMap, add_modes
 from pymc_dilation.engine.population import (
     JUMP_FLOOR,
     PROPOSAL_FLOOR,
@@ -50,6 +50,8 @@ FIRST_PARTICLES = 128
 """Particles of the first population batch; more only when it finds several modes."""
 GROWTH_INTERVAL = 10
 """Tuning iterations between two looks for a mode the map lacks (see ``_grow_map``)."""
+DIFFUSION_SWEEPS = 5
+"""MALA sweeps of the mapped population looking for modes the annealing missed."""
 MAX_GROWTH_CHECKS = 50
 """Looks for a missing mode per chain at most."""
 
@@ -448,7 +450,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         mapped = map_growing_population(
             target.whitened(laplace), draw_centers, self.levels, self.rng,
             self.first_particles, self.particles, self.steps_per_level, self.target_accept,
-            self.anneal_metropolis, 0.1,
+            self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS,
         )  # fmt: skip
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad
         log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
@@ -510,8 +512,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._growth_checks += 1
         self._last_growth_check = self._iteration
         batch = self._logp.batch_callable(extra)
-        modes, calls = add_mode(batch, self._modes, x, lp, grad)
-        if modes is None:
+        modes, calls = add_modes(batch, self._modes, x[None], np.array([lp]), grad[None])
+        if modes is self._modes:
             return calls
         share = 1.0 / modes.n_modes
         weights = np.append(self.mode_map.weights * (1.0 - share), share)

@@ -345,3 +345,36 @@ def test_a_correlated_regression_with_flat_priors_is_not_warned_about(draws_of):
 def test_log_density_of_the_wrong_shape_is_refused_up_front(bad, match):
     with pytest.raises(ValueError, match=match):
         sample_logdensity(bad, 2, draws=50)
+
+
+def _many_modes_logp_grad(ys):
+    """Twelve unit modes on a circle of radius 12 with equal weights, unnormalised."""
+    angles = np.arange(12) * 2 * np.pi / 12
+    means = 12.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    diff = ys[:, None, :] - means[None]
+    comp = -0.5 * (diff**2).sum(-1)
+    top = comp.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
+    resp = np.exp(comp - lse[:, None])
+    return lse, -(resp[:, :, None] * diff).sum(axis=1)
+
+
+@pytest.mark.parametrize(
+    "logp_grad, modes, particles",
+    [
+        (lambda ys: (-0.5 * (ys**2).sum(1), -ys), 1, {32}),  # unimodal: the first batch only
+        (mixture_logp_grad, 2, {64}),  # one doubling, which finds nothing new
+        (_many_modes_logp_grad, 12, {128, 256, 512}),  # grows while it finds modes
+    ],
+)
+def test_growing_population_grows_only_while_it_finds_modes(logp_grad, modes, particles):
+    from pymc_dilation.engine.population import map_growing_population
+    from pymc_dilation.engine.schedules import make_schedule
+
+    rng = np.random.default_rng(7)
+    mapped = map_growing_population(
+        PopulationTarget(2, logp_grad), lambda n: rng.normal(scale=15.0, size=(n, 2)),
+        make_schedule("geometric", 10, 1e-3), rng, first=32, most=512,
+    )  # fmt: skip
+    assert mapped.modes.n_modes == modes
+    assert len(mapped.start) in particles

@@ -33,7 +33,7 @@ import numpy as np
 
 from pymc_dilation.engine.laplace import laplace_approximation
 
-__all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "add_mode", "VALLEY_DEPTH"]
+__all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "add_modes", "VALLEY_DEPTH"]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -237,32 +237,39 @@ def map_modes(
     )
 
 
-def add_mode(
+def add_modes(
     logp_grad: BatchLogpGrad,
     modes: ModeMap,
-    x: np.ndarray,
-    lp: float,
-    grad: np.ndarray,
+    xs: np.ndarray,
+    lps: np.ndarray,
+    grads: np.ndarray,
     depth: float = VALLEY_DEPTH,
-) -> tuple[ModeMap | None, int]:
-    """``modes`` with the mode of the point ``x`` added, or None when ``x`` climbs to a mode
-    the map holds already (by the hill–valley test against every mode).
+) -> tuple[ModeMap, int]:
+    """``modes`` with the modes of the points ``xs`` that the map lacks added.
 
-    For a chain that reaches mass the map does not cover. The new mode's local Gaussian is the
-    Laplace approximation at its optimum (one point gives no spread to measure). Returns the
-    map (or None) and the batched calls spent.
+    For points that reached mass the map does not cover (a chain, or particles that diffused
+    from their modes). The points are mapped among themselves (:func:`map_modes`); each of
+    their modes is kept unless the hill–valley test joins it to a mode of ``modes``. Returns
+    the map (``modes`` itself when nothing is new; ``labels`` are those of ``modes``) and the
+    batched calls spent.
     """
-    own = map_modes(logp_grad, x[None], np.array([lp]), grad[None], depth)
-    top, top_lp = own.locations[0], float(own.logp[0])
-    joined = _connected(logp_grad, top, top_lp, modes.locations, modes.logp, depth)
-    calls = own.n_grad + len(_SEGMENT)
-    if joined.any() or not np.isfinite(top_lp):
-        return None, calls
+    own = map_modes(logp_grad, xs, lps, grads, depth)
+    calls = own.n_grad
+    new = []
+    for k in range(own.n_modes):
+        joined = _connected(
+            logp_grad, own.locations[k], float(own.logp[k]), modes.locations, modes.logp, depth
+        )
+        calls += len(_SEGMENT)
+        if not joined.any() and np.isfinite(own.logp[k]):
+            new.append(k)
+    if not new:
+        return modes, calls
     extended = ModeMap(
-        locations=np.vstack([modes.locations, own.locations]),
-        means=np.vstack([modes.means, own.means]),
-        roots=np.concatenate([modes.roots, own.roots]),
-        logp=np.append(modes.logp, top_lp),
+        locations=np.vstack([modes.locations, own.locations[new]]),
+        means=np.vstack([modes.means, own.means[new]]),
+        roots=np.concatenate([modes.roots, own.roots[new]]),
+        logp=np.append(modes.logp, own.logp[new]),
         labels=modes.labels,
         n_grad=modes.n_grad,
     )

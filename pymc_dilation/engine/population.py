@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.stats import chi2
 
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
-from pymc_dilation.engine.modes import ModeMap, map_modes
+from pymc_dilation.engine.modes import ModeMap, add_modes, map_modes
 from pymc_dilation.engine.weights import (
     MixtureProposal,
     WeightEstimate,
@@ -143,6 +144,9 @@ MIN_RESAMPLE_ESS = 0.05
 """The refinement starts from the importance draws, resampled, when their effective sample size
 is at least this share of the particles; otherwise (a mode far from its Gaussian, where a few
 draws would be repeated many times) from the annealed particles as they are."""
+
+DIFFUSION_STEPS = 4
+"""MALA steps per diffusion sweep (see :func:`map_growing_population`)."""
 
 JUMP_FLOOR = 0.1
 """Share of the jump proposal spread evenly over the modes (the rest follows the estimated
@@ -286,6 +290,7 @@ def map_growing_population(
     target_accept: float = 0.6,
     anneal_metropolis: bool = True,
     initial_step: float = 0.1,
+    diffusion_sweeps: int = 0,
 ) -> MappedPopulation:
     """:func:`map_population` with a population that grows while it finds new modes.
 
@@ -293,7 +298,9 @@ def map_growing_population(
     Otherwise the population doubles (new particles from ``draw_centers(n)``, all annealed
     particles mapped together) for as long as each doubling finds more modes, up to ``most``
     particles. A unimodal posterior so pays for ``first`` particles only, and a posterior with
-    many modes gets the particles it needs to find them.
+    many modes gets the particles it needs to find them. With ``diffusion_sweeps``, the mapped
+    particles then diffuse by that many MALA sweeps and the modes they reach are added (see
+    :func:`_diffuse`).
     """
     states: list[AnnealState] = []
     n_modes_before = 0
@@ -321,7 +328,38 @@ def map_growing_population(
         earlier_maps += modes.n_grad * total
         batch = min(total, most - total)
     mapped = _weigh(target, state, modes, rng)
-    return replace(mapped, n_grad=mapped.n_grad + -(-earlier_maps // total))
+    n_grad = mapped.n_grad + -(-earlier_maps // total)
+    if diffusion_sweeps:
+        mapped, more = _diffuse(target, mapped, state, rng, target_accept, diffusion_sweeps)
+        n_grad += more
+    return replace(mapped, n_grad=n_grad)
+
+
+def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
+    """Let the mapped particles diffuse by MALA sweeps (no jumps) and add the modes they reach
+    that the map lacks (particles beyond every mode's Gaussian, past its 1 - 1e-4 Mahalanobis
+    quantile, climb to their modes; the hill–valley test decides which are new).
+
+    Exploration by annealed paths misses a mode whose basin held no path's end; Langevin steps
+    from a neighbouring mode still reach it when the barrier between them is low, and a chain
+    that did so after tuning would stay there, since no jump proposes it. Returns the
+    (re-weighed) map and the gradient evaluations per particle spent.
+    """
+    ys, lps, grads = mapped.start.copy(), np.array(mapped.lps, float), mapped.grads.copy()
+    n_grad = refine(
+        target, ys, lps, grads, None, rng, float(np.median(state.step)), target_accept,
+        sweeps, DIFFUSION_STEPS,
+    )  # fmt: skip
+    dim = ys.shape[1]
+    squares, _ = mapped.jumps._quadratic_forms(ys)
+    far = squares.min(axis=1) > chi2.isf(1e-4, dim)
+    if not far.any():
+        return mapped, n_grad
+    modes, calls = add_modes(target.logp_grad_batch, mapped.modes, ys[far], lps[far], grads[far])
+    n_grad += -(-calls * int(far.sum()) // len(ys))
+    if modes is mapped.modes:
+        return mapped, n_grad
+    return _weigh(target, state, modes, rng), n_grad + 1
 
 
 def _concatenate(states: list[AnnealState]) -> AnnealState:
