@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
@@ -106,14 +107,17 @@ class PopulationResult:
     labels : numpy.ndarray
         ``(n,)`` mode of each final particle (see
         :meth:`~pymc_dilation.engine.weights.MixtureProposal.nearest_mode`).
+    diverging : numpy.ndarray
+        ``(n,)`` bool: whether a refinement step of the particle diverged.
     modes : ModeMap
         The modes found.
     estimate : WeightEstimate
         Importance-sampling mode weights and log evidence.
     stage_stats : dict of numpy.ndarray
         Per stage (annealing levels, then refinement sweeps): ``dilation``, ``step_size`` (the
-        particles' median),
-        ``acceptance_rate``, ``divergences`` and ``jump_acceptance`` (NaN while annealing).
+        particles' median), ``acceptance_rate`` (the particles' mean), ``divergences``
+        (running count of divergent steps over all particles, as the step method counts them)
+        and ``jump_acceptance`` (NaN while annealing).
     n_grad : int
         Gradient evaluations per particle (importance draws counted as one per particle).
     """
@@ -121,10 +125,12 @@ class PopulationResult:
     samples: np.ndarray
     logp: np.ndarray
     labels: np.ndarray
+    diverging: np.ndarray
     modes: ModeMap
     estimate: WeightEstimate
     stage_stats: dict[str, np.ndarray]
     n_grad: int
+    checks: dict[str, float] = field(default_factory=dict)
 
 
 PROPOSAL_FLOOR = 0.5
@@ -251,7 +257,8 @@ def run_population(
         stats["dilation"].append(lam)
         stats["step_size"].append(float(np.median(eps)))
         stats["acceptance_rate"].append(float(info.acceptance_rate.mean()))
-        stats["divergences"].append(int(info.divergences.sum()))
+        before = stats["divergences"][-1] if stats["divergences"] else 0
+        stats["divergences"].append(before + int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
 
     n = len(centers)
@@ -283,9 +290,29 @@ def run_population(
     lps = np.array(lps, dtype=float)
     jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR).in_coordinates(local)
     n_grad = state.n_grad + modes.n_grad + 1
+    start_us = us.copy()
+    sweep_lp = [(float(np.mean(lps)), float(np.var(lps)))]
+    last: dict = {}
+
+    diverging = np.zeros(n, dtype=bool)
+
+    def record_refine(lam, eps, info, jump):
+        last["acceptance"], last["eps"] = info.acceptance_rate, eps
+        diverging[:] |= np.asarray(info.divergences) > 0
+        record(lam, eps, info, jump)
+
+    def on_sweep(sweep):
+        sweep_lp.append((float(np.mean(lps)), float(np.var(lps))))
+        if progress:
+            progress(len(levels) + sweep + 1)
+
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
-        None, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
+        None, record_refine, on_sweep,
+    )  # fmt: skip
+    checks = population_checks(
+        start_us, us, grads, np.asarray(sweep_lp),
+        last.get("acceptance", np.ones(n)), last.get("eps", np.full(n, 0.5)),
     )  # fmt: skip
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
@@ -293,8 +320,10 @@ def run_population(
         samples=ys,
         logp=lps,
         labels=labels,
+        diverging=diverging,
         modes=modes,
         estimate=estimate,
         stage_stats={k: np.asarray(v) for k, v in stats.items()},
         n_grad=int(n_grad),
+        checks=checks,
     )
