@@ -114,6 +114,21 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
     return pd.concat(frames)
 
 
+TITLE_CHARS = 32
+"""Characters of a panel title on one line (a 4.2-inch panel); longer titles are wrapped and
+set smaller, so that none is cut."""
+
+
+def _fit_title(title: str) -> str:
+    """``title`` wrapped into lines of at most :data:`TITLE_CHARS` characters."""
+    import textwrap
+
+    if len(title) <= TITLE_CHARS:
+        return title
+    lines = textwrap.wrap(title.replace(",", ", "), TITLE_CHARS, break_long_words=True)
+    return "\n".join(line.replace(", ", ",") for line in lines)
+
+
 def plot_modes(
     data,
     var_names: str | Sequence[str] | None = None,
@@ -196,7 +211,7 @@ def plot_modes(
             groups, bins=bins, stacked=True, label=names_,
             color=[colors[i % len(colors)] for i in range(len(shown))] + ["0.6"] * bool(rest.size),
         )  # fmt: skip
-        ax.set_title(title)
+        ax.set_title(_fit_title(title), fontsize="medium" if len(title) <= TITLE_CHARS else "small")
         ax.set_yticks([])
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)

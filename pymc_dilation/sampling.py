@@ -21,7 +21,7 @@ from pymc_dilation.engine.laplace import (
 )
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.model import compile_model_logp, prior_sampler
+from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -129,13 +129,48 @@ def _seeds(random_seed, chains: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in _seed_sequence(random_seed).spawn(chains)]
 
 
-def _progress_bar(enabled: bool, total: int, description: str):
+PROGRESS_WIDTH = 80
+"""Terminal columns the progress bar's columns fit in (tested with a rich Console this wide)."""
+
+
+def progress_columns() -> tuple:
+    """The progress bar's columns: chain, bar, stages done, stage, elapsed and remaining time.
+
+    At most about 75 characters, so a line fits :data:`PROGRESS_WIDTH` columns.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return (
+        TextColumn("Chain {task.fields[chain]}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stage]:<14}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+
+
+def stage_label(completed: int, n_levels: int, sweeps: int) -> str:
+    """``"anneal 3/20"`` while annealing, ``"refine 2/10"`` during the refinement."""
+    if completed <= n_levels:
+        return f"anneal {completed}/{n_levels}"
+    return f"refine {completed - n_levels}/{sweeps}"
+
+
+def _progress_bar(enabled: bool, total: int, chain: int, stage: str, console=None):
     if not enabled:
         return None, None
     from rich.progress import Progress
 
-    progress = Progress(transient=False)
-    task = progress.add_task(description, total=total)
+    progress = Progress(*progress_columns(), transient=False, console=console)
+    task = progress.add_task("", total=total, chain=chain, stage=stage)
     progress.start()
     return progress, task
 
@@ -224,13 +259,14 @@ def _run_chains(
     target, laplace = _whiten(target, start, settings, names, owner)
     chains = []
     stages = len(settings.levels) + settings.refine_sweeps
+    n_levels, sweeps = len(settings.levels), settings.refine_sweeps
     for chain, rng in enumerate(_seeds(random_seed, settings.chains)):
-        progress, task = _progress_bar(progressbar, stages, f"Dilation chain {chain}")
+        progress, task = _progress_bar(progressbar, stages, chain, stage_label(0, n_levels, sweeps))
         update = None
         if progress is not None:
 
             def update(k, progress=progress, task=task):
-                progress.update(task, completed=k)
+                progress.update(task, completed=k, stage=stage_label(k, n_levels, sweeps))
 
         centers = _path_centers(rng, settings.draws, start, shared_center, prior_draws, laplace)
         try:
@@ -393,27 +429,48 @@ def sample_dilation(
         What ``pm.sample`` returns in the installed PyMC: ``posterior`` (deterministics
         included) with ``draw`` indexing particles, and ``sample_stats`` with
 
-        - per stage (dims ``chain, stage``): ``dilation``, ``step_size``, ``acceptance_rate``,
-          ``divergences`` and ``jump_acceptance``;
-        - per particle (``chain, draw``): ``lp`` (log density) and ``mode_index``;
+        - per stage (dims ``chain, stage``: the annealing levels, then the refinement sweeps):
+          ``dilation`` (λ), ``step_size`` (the particles' median), ``acceptance_rate`` (their
+          mean), ``divergences`` (running count of divergent Langevin steps, all particles)
+          and ``jump_acceptance`` (NaN while annealing);
+        - per particle (``chain, draw``): ``lp`` (log density), ``diverging`` (a refinement
+          step of the particle diverged) and ``mode_index``;
         - per mode (``chain, mode``; see :func:`pymc_dilation.mode_table`): ``mode_weight``
           and ``mode_weight_se`` (importance-sampling estimate and its standard error),
           ``mode_particles``, ``mode_logp``, ``mode_location`` and ``mode_covariance``
           (unconstrained space, dims ``param``, ``param_bis``);
         - per chain: ``log_marginal_likelihood`` (as ``pm.sample_smc`` names it; its standard
           error in the variable's ``standard_error`` attribute), ``importance_ess`` and
-          ``pareto_k`` of the importance weights;
+          ``pareto_k`` of the importance weights, and the population's convergence figures
+          ``stein_mean_z``, ``stein_mean_effect``, ``stein_cov_z``, ``stein_cov_effect``,
+          ``subpopulation_rhat``, ``stuck_share`` and ``unmoved_share`` (see
+          :mod:`pymc_dilation.engine.convergence`);
         - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
           particles, the Laplace step included), ``sampling_time``, ``n_levels`` and
           ``n_modes_found``.
+
+        ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``, ``diverging`` and
+        ``lp`` mean what they mean in :class:`~pymc_dilation.DilationLangevin`'s
+        ``sample_stats``, with a stage of the population in place of a draw of a chain for
+        the first four and a particle in place of a draw for the last two.
 
     Warns
     -----
     UnreliableResultWarning
         (a ``UserWarning``, see :mod:`pymc_dilation.diagnostics`) when the importance weights
         behind the mode weights and the evidence are unreliable (Pareto k̂ > 0.7), when the
-        particles' final shares of the modes disagree with the estimated weights, or when
-        chains disagree on the modes or their weights.
+        particles' final shares of the modes disagree with the estimated weights, when
+        chains disagree on the modes or their weights, or when the refined population fails
+        its own convergence checks (as in a funnel: a centered hierarchical model); the
+        message says what to do.
+
+    Raises
+    ------
+    ValueError
+        For an invalid option (the message names it and what is allowed), a model without
+        continuous free variables or with discrete ones, or a posterior that does not fall
+        away from its mode along some direction (improper: ``pm.Flat`` priors that the data
+        do not identify).
 
     Notes
     -----
@@ -442,12 +499,13 @@ def sample_dilation(
             "out (pymc_extras.marginalize) or use pm.sample with DilationLangevin in a "
             "CompoundStep."
         )
-    logp = compile_model_logp(model)
-    extra = np.zeros(0)
-    names = [info.name for info in logp.var_infos]
+    # The center is checked before the model is compiled (seconds), so a wrong one fails fast.
+    names = [v.name for v in continuous_value_vars(model, None)]
     point = resolve_center(
         model, None if isinstance(center, str) else center, names, owner="sample_dilation"
     )
+    logp = compile_model_logp(model)
+    extra = np.zeros(0)
     start_vec = check_center(point, logp.logp_grad, extra, names, logp.dim)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
 
@@ -634,6 +692,21 @@ def sample_logdensity(
     -------
     LogDensityResult
         With the ``(draws, dim)`` samples in ``.samples`` (all chains stacked when ``chains > 1``).
+
+    Warns
+    -----
+    UnreliableResultWarning
+        As :func:`sample_dilation` does.
+
+    Raises
+    ------
+    TypeError
+        If ``logp_grad`` is not callable.
+    ValueError
+        For an invalid option; when ``logp_grad``'s output at the center is not a pair of
+        arrays of shapes ``(1,)`` and ``(1, dim)`` (checked on the first call, before any
+        sampling; the message names the shapes it returned) or not finite; or when the
+        density does not fall away from its mode along some direction (improper).
     """
     dim = check_positive_int("dim", dim)
     settings = _settings(

@@ -120,6 +120,9 @@ class PopulationResult:
         and ``jump_acceptance`` (NaN while annealing).
     n_grad : int
         Gradient evaluations per particle (importance draws counted as one per particle).
+    checks : dict of float
+        Convergence figures of the refined population (see
+        :func:`~pymc_dilation.engine.convergence.population_checks`).
     """
 
     samples: np.ndarray
@@ -291,29 +294,19 @@ def run_population(
     jumps = mode_proposal(modes, estimate.weights, JUMP_FLOOR).in_coordinates(local)
     n_grad = state.n_grad + modes.n_grad + 1
     start_us = us.copy()
-    sweep_lp = [(float(np.mean(lps)), float(np.var(lps)))]
-    last: dict = {}
-
+    last: dict[str, np.ndarray] = {}
     diverging = np.zeros(n, dtype=bool)
 
     def record_refine(lam, eps, info, jump):
-        last["acceptance"], last["eps"] = info.acceptance_rate, eps
+        last["acceptance"] = info.acceptance_rate
         diverging[:] |= np.asarray(info.divergences) > 0
         record(lam, eps, info, jump)
 
-    def on_sweep(sweep):
-        sweep_lp.append((float(np.mean(lps)), float(np.var(lps))))
-        if progress:
-            progress(len(levels) + sweep + 1)
-
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
-        None, record_refine, on_sweep,
+        None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
     )  # fmt: skip
-    checks = population_checks(
-        start_us, us, grads, np.asarray(sweep_lp),
-        last.get("acceptance", np.ones(n)), last.get("eps", np.full(n, 0.5)),
-    )  # fmt: skip
+    checks = population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
     return PopulationResult(
