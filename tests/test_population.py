@@ -424,3 +424,64 @@ def test_centered_eight_schools_is_right_or_warned(draws_of):
     if not right:  # measured: tau collapses to 1e-6; the warning says what to do
         advice = [m for m in _convergence_warnings(caught) if "non-centered" in m]
         assert advice and "target_accept" in advice[0]
+
+
+def test_the_progress_bar_fits_80_columns():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pymc_dilation.sampling import progress_columns, stage_label
+
+    for completed in (0, 7, 1000, 1029):
+        console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+        progress = Progress(*progress_columns(), console=console)
+        task = progress.add_task("", total=1030, chain=15, stage=stage_label(0, 1000, 30))
+        progress.update(task, completed=completed, stage=stage_label(completed, 1000, 30))
+        console.print(progress.make_tasks_table(progress.tasks))
+        line = console.file.getvalue().rstrip("\n")
+        assert "\n" not in line and len(line) <= 80, line
+        assert "Chain 15" in line and f"{completed}/1030" in line
+        assert stage_label(completed, 1000, 30) in line and "…" not in line
+
+
+def test_plot_titles_are_not_cut():
+    with pm.Model():
+        pm.Normal(
+            "coefficients_of_the_interaction_between_height_and_sex_in_this_model",
+            0.0,
+            1.0,
+            shape=2,
+        )
+        pm.Normal("mu", 0.0, 1.0)
+        idata = sample_dilation(
+            draws=200, n_levels=3, refine_sweeps=2, random_seed=1, progressbar=False
+        )
+    figure = plot_modes(idata)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    fig_box = figure.bbox
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    titles = [ax.title for ax in visible] + [figure._suptitle]
+    assert "coefficients_of_the" in visible[0].get_title()
+    for title in titles:
+        box = title.get_window_extent(renderer)
+        assert fig_box.x0 <= box.x0 and box.x1 <= fig_box.x1 and box.y1 <= fig_box.y1
+    for left, right in zip(visible[:-1], visible[1:]):  # neighbours' titles do not overlap
+        a, b = left.title.get_window_extent(renderer), right.title.get_window_extent(renderer)
+        assert a.x1 <= b.x0 or abs(a.y0 - b.y0) > 1
+
+
+def test_sample_stats_use_the_step_methods_names(conjugate_normal):
+    model, _, _ = conjugate_normal
+    with model:
+        idata = sample_dilation(draws=300, n_levels=5, random_seed=2, progressbar=False)
+    stats = idata.sample_stats
+    for name in ("dilation", "step_size", "acceptance_rate", "divergences"):
+        assert stats[name].dims == ("chain", "stage")
+    for name in ("lp", "diverging"):
+        assert stats[name].dims == ("chain", "draw")
+    assert stats["diverging"].dtype == bool
+    assert np.all(np.diff(np.asarray(stats["divergences"][0])) >= 0)  # a running count
+    np.testing.assert_allclose(np.asarray(stats["dilation"][0])[-1], 1.0)
