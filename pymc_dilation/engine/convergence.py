@@ -19,6 +19,13 @@ computed in the coordinates of the refinement (whitened by the modes' average co
   coordinates. The halves come from the same exact kernels, so they agree unless a few
   importance draws, copied many times by the resampling (copies are neighbours), still dominate
   after the refinement: the population is not yet a sample.
+- **Particle ESS** (``particle_ess``). The particles read in index order as one chain: the
+  smallest, over the coordinates, of the bulk and tail effective sample sizes (rank-normalised;
+  Vehtari et al., 2021) of that chain. Systematic resampling puts the copies of an importance
+  draw next to each other and the importance draws come in random order, so once the
+  refinement has decorrelated the copies the chain has no autocorrelation and its ESS is about
+  the number of particles; copies still alike show as autocorrelation, and the population holds
+  fewer independent draws than particles.
 - **Stuck particles** (``stuck_share``): the share of particles whose MALA acceptance in the
   last sweep was below :data:`STUCK_ACCEPTANCE`; where the step size that suits most particles
   is far too large for some (a funnel's neck), those never move.
@@ -42,6 +49,7 @@ CHECK_NAMES = (
     "stein_cov_z",
     "stein_cov_effect",
     "subpopulation_rhat",
+    "particle_ess",
     "stuck_share",
     "unmoved_share",
 )
@@ -68,6 +76,38 @@ def rank_rhat(groups: list[np.ndarray]) -> np.ndarray:
     between = m * z.mean(axis=1).var(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt(((m - 1) / m * within + between / m) / within)
+
+
+def _ess_of_columns(x: np.ndarray) -> np.ndarray:
+    """ESS of each column of ``(n, d)`` read as one chain (Geyer's initial monotone sequence)."""
+    n = len(x)
+    centered = x - x.mean(axis=0)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(centered, n=size, axis=0)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[:n] / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = acov / acov[0]
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        if not np.isfinite(rho[0, j]):
+            continue
+        pairs = rho[: 2 * ((n - 1) // 2), j].reshape(-1, 2).sum(axis=1)  # Γ_k = ρ_2k + ρ_2k+1
+        positive = np.flatnonzero(pairs <= 0.0)
+        pairs = pairs[: positive[0]] if positive.size else pairs
+        pairs = np.minimum.accumulate(pairs)
+        tau = -1.0 + 2.0 * pairs.sum() if pairs.size else 1.0
+        out[j] = n / max(tau, 1.0 / np.log10(max(n, 10)))
+    return out
+
+
+def particle_ess(us: np.ndarray) -> float:
+    """The smallest bulk or tail ESS of the particles read in index order (module docstring)."""
+    bulk = _ess_of_columns(_rank_normal(us))
+    low, high = np.quantile(us, [0.05, 0.95], axis=0)
+    tails = [_ess_of_columns((us <= q).astype(float)) for q in (low, high)]
+    values = np.concatenate([bulk, *tails])
+    values = values[np.isfinite(values)]
+    return float(values.min()) if values.size else np.nan
 
 
 def _largest(values: np.ndarray) -> float:
@@ -109,6 +149,7 @@ def population_checks(
         "subpopulation_rhat": _largest(rank_rhat([us[:half], us[half : 2 * half]]))
         if half >= 2
         else np.nan,
+        "particle_ess": particle_ess(us) if n >= 8 else np.nan,
         "stuck_share": float(np.mean(last_acceptance < STUCK_ACCEPTANCE)) if refined else np.nan,
         "unmoved_share": float(np.mean(np.all(us == start, axis=1))) if refined else np.nan,
     }

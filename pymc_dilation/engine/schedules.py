@@ -133,7 +133,7 @@ def make_schedule(
         if schedule == "power":
             return power_schedule(n_levels, lambda_min, power)
         raise ValueError(
-            f"schedule must be one of {SCHEDULES} or an increasing array of levels in (0, 1] "
-            f"ending at 1; got {schedule!r}."
+            f"Unknown schedule {schedule!r}: schedule must be one of {SCHEDULES} or an "
+            "increasing array of levels in (0, 1] ending at 1."
         )
     return validate_schedule(schedule)
