@@ -89,7 +89,7 @@ def validate_schedule(levels: Sequence[float] | np.ndarray) -> np.ndarray:
     except (TypeError, ValueError):
         raise ValueError(f"schedule must be {allowed}; got {levels!r}.") from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"schedule must be {allowed}; got {levels!r}.")
+        raise ValueError(f"schedule must be {allowed} (a non-empty 1-D sequence); got {levels!r}.")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"schedule levels must be finite ({allowed}); got {levels!r}.")
     if arr[0] <= 0.0 or arr[-1] > 1.0:
