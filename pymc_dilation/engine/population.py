@@ -13,6 +13,9 @@
    leave the target invariant, so whatever the earlier stages got wrong, the population's law
    approaches the target as sweeps are added; what is exact and what asymptotic is said in each
    module.
+5. **Check** the refined population (:mod:`~pymc_dilation.engine.convergence`): the Stein
+   identity of the target, the two halves of the particles, their ESS in index order, stuck
+   and unmoved particles; figures only, no log density evaluation.
 """
 
 from __future__ import annotations
