@@ -21,18 +21,51 @@ __all__ = ["mode_table", "plot_modes"]
 _MODE_STATS = ("mode_weight", "mode_weight_se", "mode_particles", "mode_logp", "mode_location")
 
 
-def _stats(data):
+_WHAT = (
+    "what sample_dilation returned (arviz.InferenceData or xarray.DataTree) or a "
+    "sample_logdensity result"
+)
+
+
+def _stats(data, owner: str):
     if hasattr(data, "stage_stats"):  # a sample_logdensity result
         stats = data.stage_stats
     else:
-        stats = group_dataset(data, "sample_stats")
+        try:
+            stats = group_dataset(data, "sample_stats")
+        except (KeyError, TypeError, AttributeError, IndexError):
+            raise ValueError(
+                f"{owner} reads {_WHAT}; got {type(data).__name__}"
+                + (" without a sample_stats group." if hasattr(data, "__getitem__") else ".")
+            ) from None
     missing = [name for name in _MODE_STATS if name not in stats]
     if missing:
         raise ValueError(
-            "mode_table and plot_modes read the mode map of sample_dilation or sample_logdensity "
+            f"{owner} reads the mode map of sample_dilation or sample_logdensity "
             f"results; this result has no {', '.join(missing)} in sample_stats."
         )
     return stats
+
+
+def _check_chain(chain, stats) -> int:
+    n_chains = stats.sizes["chain"]
+    if (
+        isinstance(chain, bool | np.bool_)
+        or not isinstance(chain, int | np.integer)
+        or not 0 <= chain < n_chains
+    ):
+        raise ValueError(f"chain must be an integer in 0..{n_chains - 1}; got {chain!r}.")
+    return int(chain)
+
+
+def _posterior(data, chain: int):
+    """``{name: (draws, ...) array}`` of one chain: the posterior, or a sample_logdensity
+    result's samples as ``x[i]``."""
+    if hasattr(data, "chain_samples"):
+        samples = data.chain_samples[chain]
+        return {f"x[{i}]": samples[:, i] for i in range(samples.shape[1])}
+    posterior = group_dataset(data, "posterior")
+    return {name: np.asarray(posterior[name][chain]) for name in posterior.data_vars}
 
 
 def mode_table(data, chain: int | None = None) -> pd.DataFrame:
@@ -55,10 +88,8 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
         one column per unconstrained parameter with the peak's location. Modes are sorted by
         weight within each chain.
     """
-    stats = _stats(data)
-    chains = range(stats.sizes["chain"]) if chain is None else [chain]
-    if chain is not None and not 0 <= chain < stats.sizes["chain"]:
-        raise ValueError(f"chain must be in 0..{stats.sizes['chain'] - 1}, got {chain!r}.")
+    stats = _stats(data, "mode_table")
+    chains = range(stats.sizes["chain"]) if chain is None else [_check_chain(chain, stats)]
     params = [str(p) for p in np.asarray(stats["param"])]
     n = stats.sizes["draw"]
     frames = []
@@ -83,6 +114,21 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
     return pd.concat(frames)
 
 
+TITLE_CHARS = 32
+"""Characters of a panel title on one line (a 4.2-inch panel); longer titles are wrapped and
+set smaller, so that none is cut."""
+
+
+def _fit_title(title: str) -> str:
+    """``title`` wrapped into lines of at most :data:`TITLE_CHARS` characters."""
+    import textwrap
+
+    if len(title) <= TITLE_CHARS:
+        return title
+    lines = textwrap.wrap(title.replace(",", ", "), TITLE_CHARS, break_long_words=True)
+    return "\n".join(line.replace(", ", ",") for line in lines)
+
+
 def plot_modes(
     data,
     var_names: str | Sequence[str] | None = None,
@@ -100,10 +146,12 @@ def plot_modes(
 
     Parameters
     ----------
-    data : arviz.InferenceData or xarray.DataTree
-        What :func:`~pymc_dilation.sample_dilation` returned.
+    data : arviz.InferenceData, xarray.DataTree or LogDensityResult
+        What :func:`~pymc_dilation.sample_dilation` or
+        :func:`~pymc_dilation.sample_logdensity` returned.
     var_names : str or list of str, optional
-        Posterior variables; default: all.
+        Posterior variables (``"x[0]"``, ``"x[1]"``, … for a ``sample_logdensity`` result);
+        default: all.
     chain : int
         Which chain's particles and mode map.
     max_modes, max_panels, bins : int
@@ -115,21 +163,26 @@ def plot_modes(
     """
     import matplotlib.pyplot as plt
 
-    stats = _stats(data)
-    posterior = group_dataset(data, "posterior")
-    names = list(posterior.data_vars) if var_names is None else list(np.atleast_1d(var_names))
-    unknown = [v for v in names if v not in posterior.data_vars]
-    if unknown:
-        raise ValueError(
-            f"var_names has {unknown}, not in the posterior ({', '.join(posterior.data_vars)})."
-        )
+    from pymc_dilation.validation import check_names, check_positive_int
+
+    stats = _stats(data, "plot_modes")
+    chain = _check_chain(chain, stats)
+    max_modes = check_positive_int("max_modes", max_modes)
+    max_panels = check_positive_int("max_panels", max_panels)
+    bins = check_positive_int("bins", bins)
+    posterior = _posterior(data, chain)
+    names = (
+        list(posterior)
+        if var_names is None
+        else check_names("var_names", var_names, list(posterior))
+    )
     labels = np.asarray(stats["mode_index"][chain])
     weights = np.asarray(stats["mode_weight"][chain])
     order = [k for k in np.argsort(-np.nan_to_num(weights, nan=-1.0)) if np.isfinite(weights[k])]
     shown = order[:max_modes]
     panels = []
     for name in names:
-        values = np.asarray(posterior[name][chain])
+        values = posterior[name]
         flat = values.reshape(values.shape[0], -1)
         for j in range(flat.shape[1]):
             index = np.unravel_index(j, values.shape[1:]) if values.ndim > 1 else ()
@@ -158,7 +211,7 @@ def plot_modes(
             groups, bins=bins, stacked=True, label=names_,
             color=[colors[i % len(colors)] for i in range(len(shown))] + ["0.6"] * bool(rest.size),
         )  # fmt: skip
-        ax.set_title(title)
+        ax.set_title(_fit_title(title), fontsize="medium" if len(title) <= TITLE_CHARS else "small")
         ax.set_yticks([])
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)

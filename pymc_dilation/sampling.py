@@ -13,10 +13,15 @@ from pymc_dilation._compat import pareto_khat, population_inference_data
 from pymc_dilation.centers import resolve_center
 from pymc_dilation.diagnostics import warn_unreliable
 from pymc_dilation.engine.explore import overdispersed_cloud
-from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
+from pymc_dilation.engine.laplace import (
+    FLAT_REACH,
+    LaplaceApproximation,
+    flat_directions,
+    laplace_approximation,
+)
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.model import compile_model_logp, prior_sampler
+from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -39,15 +44,46 @@ MAX_PRIOR_CENTERS = 1000
 costs about 0.15 ms (see :func:`~pymc_dilation.model.prior_sampler`)."""
 
 
-def _whiten(target: PopulationTarget, start: np.ndarray, settings):
+def _whiten(target: PopulationTarget, start: np.ndarray, settings, names, owner: str):
     """The engine's target, whitened by a Laplace approximation unless switched off.
 
-    Returns ``(target, laplace)``; ``laplace`` is None with ``precondition="none"``.
+    Returns ``(target, laplace)``; ``laplace`` is None with ``precondition="none"``. Raises a
+    ``ValueError`` when the density does not fall along some direction from the mode found (an
+    improper density; see :func:`~pymc_dilation.engine.laplace.flat_directions`).
     """
     if settings.precondition == "none":
         return target, None
-    laplace = laplace_approximation(target.logp_grad_batch, start)
+    with np.errstate(all="ignore"):
+        laplace = laplace_approximation(target.logp_grad_batch, start)
+    flat = flat_directions(target.logp_grad_batch, laplace)
+    if len(flat):
+        _refuse_improper(flat[0], laplace.mode, names, owner)
     return target.whitened(laplace), laplace
+
+
+def _refuse_improper(direction: np.ndarray, mode: np.ndarray, names, owner: str) -> None:
+    order = np.argsort(-np.abs(direction))[:3]
+    along = ", ".join(
+        f"{names[i]} ({direction[i]:+.2f})" for i in order if abs(direction[i]) > 1e-3
+    )
+    if owner == "sample_logdensity":
+        what, fix = (
+            "logp_grad looks improper",
+            "A density must have a finite integral; check logp_grad, or multiply it by a "
+            "proper prior.",
+        )
+    else:
+        what, fix = (
+            "The model's posterior looks improper",
+            "pm.Flat and pm.HalfFlat priors need data that identify their variables; give "
+            "those variables proper priors.",
+        )
+    raise ValueError(
+        f"{what}: from the point of highest density found, the log density does not fall "
+        f"along the direction {along} (it stays within 1 nat of its peak as far as "
+        f"{FLAT_REACH[1]:.0e} times the scale of the other directions), so {owner} cannot "
+        f"sample it. {fix}"
+    )
 
 
 def _to_engine(x: np.ndarray, laplace: LaplaceApproximation | None) -> np.ndarray:
@@ -93,13 +129,48 @@ def _seeds(random_seed, chains: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in _seed_sequence(random_seed).spawn(chains)]
 
 
-def _progress_bar(enabled: bool, total: int, description: str):
+PROGRESS_WIDTH = 80
+"""Terminal columns the progress bar's columns fit in (tested with a rich Console this wide)."""
+
+
+def progress_columns() -> tuple:
+    """The progress bar's columns: chain, bar, stages done, stage, elapsed and remaining time.
+
+    At most about 75 characters, so a line fits :data:`PROGRESS_WIDTH` columns.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return (
+        TextColumn("Chain {task.fields[chain]}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stage]:<14}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+
+
+def stage_label(completed: int, n_levels: int, sweeps: int) -> str:
+    """``"anneal 3/20"`` while annealing, ``"refine 2/10"`` during the refinement."""
+    if completed <= n_levels:
+        return f"anneal {completed}/{n_levels}"
+    return f"refine {completed - n_levels}/{sweeps}"
+
+
+def _progress_bar(enabled: bool, total: int, chain: int, stage: str, console=None):
     if not enabled:
         return None, None
     from rich.progress import Progress
 
-    progress = Progress(transient=False)
-    task = progress.add_task(description, total=total)
+    progress = Progress(*progress_columns(), transient=False, console=console)
+    task = progress.add_task("", total=total, chain=chain, stage=stage)
     progress.start()
     return progress, task
 
@@ -119,14 +190,28 @@ class _Settings:
     precondition: str
 
 
+CENTER_FORMS = {
+    "sample_dilation": "a dict {name: value} (random-variable names with values in their own "
+    "space, as PyMC's initvals, or value-variable names in unconstrained space), an array of "
+    'the raveled unconstrained values, "map" or None',
+    "sample_logdensity": 'an array of dim values, "map" or None',
+}
+
+
 def _settings(
-    *, draws, chains, schedule, n_levels, lambda_min, center, precondition, random_seed, **rest
-):
+    *, draws, chains, schedule, n_levels, lambda_min, center, precondition, random_seed,
+    progressbar, owner, **rest,
+):  # fmt: skip
     check_random_seed("random_seed", random_seed, legacy=False)
-    if isinstance(center, str):
-        check_choice("center", center, ("map",))
-        if precondition == "none":
-            raise ValueError('center="map" needs precondition="laplace" (it finds the mode).')
+    check_bool("progressbar", progressbar)
+    if isinstance(center, str) and center != "map":
+        raise ValueError(f"center must be {CENTER_FORMS[owner]}; got {center!r}.")
+    precondition = check_choice("precondition", precondition, PRECONDITIONERS)
+    if isinstance(center, str) and precondition == "none":
+        raise ValueError(
+            'center="map" needs precondition="laplace" (the Laplace step finds the mode); '
+            'give precondition="laplace", or a center point.'
+        )
     return _Settings(
         draws=check_positive_int("draws", draws),
         chains=check_positive_int("chains", chains),
@@ -136,7 +221,7 @@ def _settings(
         anneal_metropolis=check_bool("anneal_metropolis", rest["anneal_metropolis"]),
         refine_sweeps=check_positive_int("refine_sweeps", rest["refine_sweeps"], zero=True),
         refine_steps=check_positive_int("refine_steps", rest["refine_steps"]),
-        precondition=check_choice("precondition", precondition, PRECONDITIONERS),
+        precondition=precondition,
     )
 
 
@@ -167,18 +252,21 @@ def _in_target_coordinates(result: PopulationResult, laplace) -> _Chain:
     )
 
 
-def _run_chains(target, start, shared_center, prior_draws, settings, random_seed, progressbar):
+def _run_chains(
+    target, start, shared_center, prior_draws, settings, random_seed, progressbar, names, owner
+):
     """Every chain's run (:class:`_Chain`, target coordinates) and the Laplace step used."""
-    target, laplace = _whiten(target, start, settings)
+    target, laplace = _whiten(target, start, settings, names, owner)
     chains = []
     stages = len(settings.levels) + settings.refine_sweeps
+    n_levels, sweeps = len(settings.levels), settings.refine_sweeps
     for chain, rng in enumerate(_seeds(random_seed, settings.chains)):
-        progress, task = _progress_bar(progressbar, stages, f"Dilation chain {chain}")
+        progress, task = _progress_bar(progressbar, stages, chain, stage_label(0, n_levels, sweeps))
         update = None
         if progress is not None:
 
             def update(k, progress=progress, task=task):
-                progress.update(task, completed=k)
+                progress.update(task, completed=k, stage=stage_label(k, n_levels, sweeps))
 
         centers = _path_centers(rng, settings.draws, start, shared_center, prior_draws, laplace)
         try:
@@ -217,6 +305,7 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
         for name in results[0].stage_stats
     }
     data["lp"] = (("chain", "draw"), np.stack([r.logp for r in results]))
+    data["diverging"] = (("chain", "draw"), np.stack([r.diverging for r in results]))
     data["mode_index"] = (("chain", "draw"), np.stack([r.labels for r in results]))
     data["mode_weight"] = (("chain", "mode"), per_mode([r.estimate.weights for r in results]))
     data["mode_weight_se"] = (("chain", "mode"), per_mode([r.estimate.weights_se for r in results]))
@@ -236,6 +325,8 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
         ("chain",),
         np.array([pareto_khat(r.estimate.log_importance_weights) for r in results]),
     )
+    for name in results[0].checks:
+        data[name] = (("chain",), np.array([r.checks[name] for r in results]))
     n_particles = len(results[0].samples)
     stats = xr.Dataset(
         data,
@@ -338,27 +429,48 @@ def sample_dilation(
         What ``pm.sample`` returns in the installed PyMC: ``posterior`` (deterministics
         included) with ``draw`` indexing particles, and ``sample_stats`` with
 
-        - per stage (dims ``chain, stage``): ``dilation``, ``step_size``, ``acceptance_rate``,
-          ``divergences`` and ``jump_acceptance``;
-        - per particle (``chain, draw``): ``lp`` (log density) and ``mode_index``;
+        - per stage (dims ``chain, stage``: the annealing levels, then the refinement sweeps):
+          ``dilation`` (λ), ``step_size`` (the particles' median), ``acceptance_rate`` (their
+          mean), ``divergences`` (running count of divergent Langevin steps, all particles)
+          and ``jump_acceptance`` (NaN while annealing);
+        - per particle (``chain, draw``): ``lp`` (log density), ``diverging`` (a refinement
+          step of the particle diverged) and ``mode_index``;
         - per mode (``chain, mode``; see :func:`pymc_dilation.mode_table`): ``mode_weight``
           and ``mode_weight_se`` (importance-sampling estimate and its standard error),
           ``mode_particles``, ``mode_logp``, ``mode_location`` and ``mode_covariance``
           (unconstrained space, dims ``param``, ``param_bis``);
         - per chain: ``log_marginal_likelihood`` (as ``pm.sample_smc`` names it; its standard
           error in the variable's ``standard_error`` attribute), ``importance_ess`` and
-          ``pareto_k`` of the importance weights;
+          ``pareto_k`` of the importance weights, and the population's convergence figures
+          ``stein_mean_z``, ``stein_mean_effect``, ``stein_cov_z``, ``stein_cov_effect``,
+          ``subpopulation_rhat``, ``particle_ess``, ``stuck_share`` and ``unmoved_share`` (see
+          :mod:`pymc_dilation.engine.convergence`);
         - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
           particles, the Laplace step included), ``sampling_time``, ``n_levels`` and
           ``n_modes_found``.
+
+        ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``, ``diverging`` and
+        ``lp`` mean what they mean in :class:`~pymc_dilation.DilationLangevin`'s
+        ``sample_stats``, with a stage of the population in place of a draw of a chain for
+        the first four and a particle in place of a draw for the last two.
 
     Warns
     -----
     UnreliableResultWarning
         (a ``UserWarning``, see :mod:`pymc_dilation.diagnostics`) when the importance weights
         behind the mode weights and the evidence are unreliable (Pareto k̂ > 0.7), when the
-        particles' final shares of the modes disagree with the estimated weights, or when
-        chains disagree on the modes or their weights.
+        particles' final shares of the modes disagree with the estimated weights, when
+        chains disagree on the modes or their weights, or when the refined population fails
+        its own convergence checks (as in a funnel: a centered hierarchical model); the
+        message says what to do.
+
+    Raises
+    ------
+    ValueError
+        For an invalid option (the message names it and what is allowed), a model without
+        continuous free variables or with discrete ones, or a posterior that does not fall
+        away from its mode along some direction (improper: ``pm.Flat`` priors that the data
+        do not identify).
 
     Notes
     -----
@@ -376,7 +488,8 @@ def sample_dilation(
         lambda_min=lambda_min, center=center, precondition=precondition,
         steps_per_level=steps_per_level, target_accept=target_accept,
         anneal_metropolis=anneal_metropolis, refine_sweeps=refine_sweeps,
-        refine_steps=refine_steps, random_seed=random_seed,
+        refine_steps=refine_steps, random_seed=random_seed, progressbar=progressbar,
+        owner="sample_dilation",
     )  # fmt: skip
     check_continuous_free_vars(model, "sample_dilation")
     if model.discrete_value_vars:
@@ -386,22 +499,22 @@ def sample_dilation(
             "out (pymc_extras.marginalize) or use pm.sample with DilationLangevin in a "
             "CompoundStep."
         )
-    if center is not None and not isinstance(center, dict | str):
-        raise ValueError(f'center must be a dict {{name: value}}, "map" or None; got {center!r}.')
+    # The center is checked before the model is compiled (seconds), so a wrong one fails fast.
+    names = [v.name for v in continuous_value_vars(model, None)]
+    point = resolve_center(
+        model, None if isinstance(center, str) else center, names, owner="sample_dilation"
+    )
     logp = compile_model_logp(model)
     extra = np.zeros(0)
-    names = [info.name for info in logp.var_infos]
-    point = resolve_center(
-        model, center if isinstance(center, dict) else None, names, owner="sample_dilation"
-    )
     start_vec = check_center(point, logp.logp_grad, extra, names, logp.dim)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
 
     start = time.perf_counter()
     prior = None if center is not None else prior_centers(model, logp, settings, random_seed)
+    labels = parameter_labels(logp.var_infos)
     chains_out, laplace = _run_chains(
         target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
-        progressbar,
+        progressbar, labels, "sample_dilation",
     )  # fmt: skip
     elapsed = time.perf_counter() - start
 
@@ -412,7 +525,7 @@ def sample_dilation(
         for x in run.samples:  # output conversion only, as pm.sample_smc does it
             trace.record(logp.unravel(x), in_warmup=False)
         traces.append(trace)
-    stats = _stage_stats(chains_out, laplace, elapsed, parameter_labels(logp.var_infos))
+    stats = _stage_stats(chains_out, laplace, elapsed, labels)
     return population_inference_data(traces, model, stats)
 
 
@@ -453,6 +566,22 @@ def parameter_labels(var_infos) -> list[str]:
     return labels
 
 
+def _center_array(center, dim: int) -> np.ndarray:
+    """A ``sample_logdensity`` center as a float vector, or a ``ValueError``."""
+    form = CENTER_FORMS["sample_logdensity"]
+    if isinstance(center, dict | bytes) or not isinstance(
+        center, Sequence | np.ndarray | int | float | np.number
+    ):
+        raise ValueError(f"center must be {form}; got {type(center).__name__}.")
+    try:
+        vec = np.asarray(center, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"center must be {form}, all numbers; got {center!r}.") from None
+    if vec.ndim > 1:
+        raise ValueError(f"center must be {form} (1-D); got shape {vec.shape}.")
+    return vec
+
+
 def _checked_output(output, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """``logp_grad``'s output as ``((n,), (n, dim))`` float arrays, or a ``ValueError`` naming
     the shapes it returned and the ones it must return."""
@@ -461,7 +590,13 @@ def _checked_output(output, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
             f"logp_grad must return a pair (logp, grad) of shapes ({n},) and ({n}, {dim}) for "
             f"an ({n}, {dim}) input; it returned {type(output).__name__}."
         )
-    lp, grad = (np.asarray(v, dtype=float) for v in output)
+    try:
+        lp, grad = (np.asarray(v, dtype=float) for v in output)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"logp_grad must return float arrays (logp, grad) of shapes ({n},) and ({n}, {dim}); "
+            f"its output is not numeric ({err})."
+        ) from None
     if lp.shape != (n,) or grad.shape != (n, dim):
         raise ValueError(
             f"logp_grad must return logp of shape ({n},) and grad of shape ({n}, {dim}) for an "
@@ -557,6 +692,21 @@ def sample_logdensity(
     -------
     LogDensityResult
         With the ``(draws, dim)`` samples in ``.samples`` (all chains stacked when ``chains > 1``).
+
+    Warns
+    -----
+    UnreliableResultWarning
+        As :func:`sample_dilation` does.
+
+    Raises
+    ------
+    TypeError
+        If ``logp_grad`` is not callable.
+    ValueError
+        For an invalid option; when ``logp_grad``'s output at the center is not a pair of
+        arrays of shapes ``(1,)`` and ``(1, dim)`` (checked on the first call, before any
+        sampling; the message names the shapes it returned) or not finite; or when the
+        density does not fall away from its mode along some direction (improper).
     """
     dim = check_positive_int("dim", dim)
     settings = _settings(
@@ -564,12 +714,18 @@ def sample_logdensity(
         lambda_min=lambda_min, center=center, precondition=precondition,
         steps_per_level=steps_per_level, target_accept=target_accept,
         anneal_metropolis=anneal_metropolis, refine_sweeps=refine_sweeps,
-        refine_steps=refine_steps, random_seed=random_seed,
+        refine_steps=refine_steps, random_seed=random_seed, progressbar=progressbar,
+        owner="sample_logdensity",
     )  # fmt: skip
+    if not callable(logp_grad):
+        raise TypeError(
+            "logp_grad must be a callable (n, d) array -> ((n,) logp, (n, d) grad); got "
+            f"{type(logp_grad).__name__}."
+        )
     if center is None or isinstance(center, str):
         start_vec = np.zeros(dim)
     else:
-        start_vec = np.asarray(center, dtype=float)
+        start_vec = _center_array(center, dim)
 
     def point(x, _extra):
         lp, grad = _checked_output(logp_grad(x[None, :]), 1, dim)
@@ -584,6 +740,6 @@ def sample_logdensity(
     target = PopulationTarget(dim, lambda xs: _checked_output(logp_grad(xs), len(xs), dim))
     chains_out, laplace = _run_chains(
         target, start_vec, _shared_center(center, start_vec), None, settings, random_seed,
-        progressbar,
+        progressbar, [f"x[{i}]" for i in range(dim)], "sample_logdensity",
     )  # fmt: skip
     return LogDensityResult(chains_out, laplace, time.perf_counter() - start)

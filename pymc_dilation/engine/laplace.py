@@ -176,3 +176,49 @@ def laplace_approximation(
     if root is None:
         return LaplaceApproximation(start, np.eye(dim), counter[0], False)
     return LaplaceApproximation(mode, root, counter[0], bool(np.isfinite(neg_lp)))
+
+
+FLAT_REACH = (1e3, 1e6)
+"""Distances at which :func:`flat_directions` looks for the log density to have fallen, in
+units of the sd that the curvature floor of :func:`laplace_approximation` gives a direction
+(10⁴ times the narrowest sd), or of one when no curvature was found."""
+
+
+def flat_directions(
+    logp_grad: BatchLogpGrad, laplace: LaplaceApproximation, drop: float = 1.0
+) -> np.ndarray:
+    """Unit directions ``(m, d)`` along which the log density does not fall from the mode.
+
+    Only directions without curvature are probed: those whose curvature
+    :func:`laplace_approximation` floored, or every coordinate axis when it found no finite
+    curvature at all. Along each, the log density is evaluated on both sides at the distances
+    :data:`FLAT_REACH` (see there); a
+    direction is flat when, on one side, it is nowhere more than ``drop`` nats below the value
+    at the mode. A proper density falls far below its peak there (a Cauchy by about 28 nats at
+    10⁶ sds); an improper one (a flat prior no data identify) does not. Two batched calls.
+    """
+    dim = laplace.mode.size
+    lp0, _ = logp_grad(laplace.mode[None, :])
+    lp0 = float(np.asarray(lp0).reshape(-1)[0])
+    if not np.isfinite(lp0):
+        return np.zeros((0, dim))
+    if laplace.converged:
+        var, vecs = np.linalg.eigh(laplace.root @ laplace.root.T)
+        floored = var >= 0.5e8 * var.min()
+        if not floored.any():
+            return np.zeros((0, dim))
+        directions = vecs[:, floored].T
+        scale = float(np.sqrt(var[floored].max()))
+    else:
+        directions, scale = np.eye(dim), 1.0
+    reach = np.asarray(FLAT_REACH) * scale
+    signs = np.array([1.0, -1.0])
+    points = (
+        laplace.mode[None, None, None, :]
+        + signs[None, :, None, None] * reach[None, None, :, None] * directions[:, None, None, :]
+    )
+    with np.errstate(all="ignore"):
+        lps = np.asarray(logp_grad(points.reshape(-1, dim))[0], dtype=float)
+    lps = np.where(np.isfinite(lps) | (lps > 0), lps, -np.inf).reshape(len(directions), 2, -1)
+    flat_side = np.all(lps >= lp0 - drop, axis=2)
+    return directions[np.any(flat_side, axis=1)]

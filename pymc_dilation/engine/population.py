@@ -13,6 +13,9 @@
    leave the target invariant, so whatever the earlier stages got wrong, the population's law
    approaches the target as sweeps are added; what is exact and what asymptotic is said in each
    module.
+5. **Check** the refined population (:mod:`~pymc_dilation.engine.convergence`): the Stein
+   identity of the target, the two halves of the particles, their ESS in index order, stuck
+   and unmoved particles; figures only, no log density evaluation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.stats import chi2
 
+from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
@@ -115,25 +119,33 @@ class PopulationResult:
     labels : numpy.ndarray
         ``(n,)`` mode of each final particle (see
         :meth:`~pymc_dilation.engine.weights.MixtureProposal.nearest_mode`).
+    diverging : numpy.ndarray
+        ``(n,)`` bool: whether a refinement step of the particle diverged.
     modes : ModeMap
         The modes found.
     estimate : WeightEstimate
         Importance-sampling mode weights and log evidence.
     stage_stats : dict of numpy.ndarray
         Per stage (annealing levels, then refinement sweeps): ``dilation``, ``step_size`` (the
-        particles' median),
-        ``acceptance_rate``, ``divergences`` and ``jump_acceptance`` (NaN while annealing).
+        particles' median), ``acceptance_rate`` (the particles' mean), ``divergences``
+        (running count of divergent steps over all particles, as the step method counts them)
+        and ``jump_acceptance`` (NaN while annealing).
     n_grad : int
         Gradient evaluations per particle (importance draws counted as one per particle).
+    checks : dict of float
+        Convergence figures of the refined population (see
+        :func:`~pymc_dilation.engine.convergence.population_checks`).
     """
 
     samples: np.ndarray
     logp: np.ndarray
     labels: np.ndarray
+    diverging: np.ndarray
     modes: ModeMap
     estimate: WeightEstimate
     stage_stats: dict[str, np.ndarray]
     n_grad: int
+    checks: dict[str, float] = field(default_factory=dict)
 
 
 PROPOSAL_FLOOR = 0.5
@@ -456,7 +468,8 @@ def run_population(
         stats["dilation"].append(lam)
         stats["step_size"].append(float(np.median(eps)))
         stats["acceptance_rate"].append(float(info.acceptance_rate.mean()))
-        stats["divergences"].append(int(info.divergences.sum()))
+        before = stats["divergences"][-1] if stats["divergences"] else 0
+        stats["divergences"].append(before + int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
 
     mapped = map_population(
@@ -472,18 +485,31 @@ def run_population(
     lps = np.array(mapped.lps, dtype=float)
     jumps = mapped.jumps.in_coordinates(local)
     n_grad = mapped.n_grad
+    n = len(us)
+    start_us = us.copy()
+    last: dict[str, np.ndarray] = {}
+    diverging = np.zeros(n, dtype=bool)
+
+    def record_refine(lam, eps, info, jump):
+        last["acceptance"] = info.acceptance_rate
+        diverging[:] |= np.asarray(info.divergences) > 0
+        record(lam, eps, info, jump)
+
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
-        None, record, lambda sweep: progress and progress(len(levels) + sweep + 1),
+        None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
     )  # fmt: skip
+    checks = population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
     return PopulationResult(
         samples=ys,
         logp=lps,
         labels=labels,
+        diverging=diverging,
         modes=modes,
         estimate=estimate,
         stage_stats={k: np.asarray(v) for k, v in stats.items()},
         n_grad=int(n_grad),
+        checks=checks,
     )

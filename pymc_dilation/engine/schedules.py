@@ -83,19 +83,23 @@ def validate_schedule(levels: Sequence[float] | np.ndarray) -> np.ndarray:
     ValueError
         Unless the levels are finite, strictly increasing, in ``(0, 1]`` and end at 1.
     """
-    arr = np.asarray(levels, dtype=float)
+    allowed = "'geometric', 'power' or an increasing array of levels in (0, 1] ending at 1"
+    try:
+        arr = np.asarray(levels, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"schedule must be {allowed}; got {levels!r}.") from None
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError("A lambda schedule must be a non-empty 1-D sequence of levels.")
+        raise ValueError(f"schedule must be {allowed} (a non-empty 1-D sequence); got {levels!r}.")
     if not np.all(np.isfinite(arr)):
-        raise ValueError("A lambda schedule must contain only finite levels.")
+        raise ValueError(f"schedule levels must be finite ({allowed}); got {levels!r}.")
     if arr[0] <= 0.0 or arr[-1] > 1.0:
         raise ValueError(
-            f"Lambda levels must lie in (0, 1]; got levels from {arr[0]!r} to {arr[-1]!r}."
+            f"schedule levels must lie in (0, 1]; got levels from {arr[0]!r} to {arr[-1]!r}."
         )
     if np.any(np.diff(arr) <= 0.0):
-        raise ValueError("A lambda schedule must be strictly increasing.")
+        raise ValueError(f"schedule must be strictly increasing ({allowed}).")
     if arr[-1] != 1.0:
-        raise ValueError(f"A lambda schedule must end at 1 (the target); it ends at {arr[-1]!r}.")
+        raise ValueError(f"schedule must end at 1 (the target); it ends at {arr[-1]!r}.")
     return arr
 
 
@@ -129,7 +133,7 @@ def make_schedule(
         if schedule == "power":
             return power_schedule(n_levels, lambda_min, power)
         raise ValueError(
-            f"Unknown schedule {schedule!r}; use one of {SCHEDULES} or an increasing array of "
-            "levels in (0, 1] ending at 1."
+            f"Unknown schedule {schedule!r}: schedule must be one of {SCHEDULES} or an "
+            "increasing array of levels in (0, 1] ending at 1."
         )
     return validate_schedule(schedule)

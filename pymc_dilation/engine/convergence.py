@@ -1,0 +1,155 @@
+"""Convergence checks of a refined population, from what the refinement already computed.
+
+Every figure costs no log density evaluation: it reads the final particles, their gradients,
+where each particle started the refinement and the acceptance of its last MALA steps. All are
+computed in the coordinates of the refinement (whitened by the modes' average covariance), and
+:mod:`pymc_dilation.diagnostics` turns them into warnings.
+
+- **Stein identity** (``stein_mean_z``, ``stein_cov_z``). For draws ``u`` from a density ``π``
+  whose tails vanish, the score ``g = ∇ log π(u)`` has ``E[g] = 0`` and
+  ``E[(u − E u) gᵀ] = −I`` (integration by parts). Both hold within every mode, whatever the
+  modes' weights, and in any linear coordinates. The figures are the largest, over the
+  coordinates, of ``|mean g_i|`` and of ``|mean (u_i − ū_i)(g_i − ḡ_i) + 1|`` in units of their
+  Monte Carlo standard errors; ``stein_mean_effect`` and ``stein_cov_effect`` are the same
+  deviations in units of the score's sd (for the mean) and as an error on the ``−1`` (for the
+  covariance), so a tiny deviation that many particles make significant is not reported. A
+  population stuck in the neck of a funnel, or still on its way to the target, breaks them.
+- **Sub-population R-hat** (``subpopulation_rhat``). The rank-normalised R-hat (Vehtari et al.,
+  2021) of the first and second half of the particles (by index), the largest over the
+  coordinates. The halves come from the same exact kernels, so they agree unless a few
+  importance draws, copied many times by the resampling (copies are neighbours), still dominate
+  after the refinement: the population is not yet a sample.
+- **Particle ESS** (``particle_ess``). The particles read in index order as one chain: the
+  smallest, over the coordinates, of the bulk and tail effective sample sizes (rank-normalised;
+  Vehtari et al., 2021) of that chain. Systematic resampling puts the copies of an importance
+  draw next to each other and the importance draws come in random order, so once the
+  refinement has decorrelated the copies the chain has no autocorrelation and its ESS is about
+  the number of particles; copies still alike show as autocorrelation, and the population holds
+  fewer independent draws than particles.
+- **Stuck particles** (``stuck_share``): the share of particles whose MALA acceptance in the
+  last sweep was below :data:`STUCK_ACCEPTANCE`; where the step size that suits most particles
+  is far too large for some (a funnel's neck), those never move.
+- **Unmoved particles** (``unmoved_share``): the share of particles exactly where the refinement
+  started them; with ``refine_sweeps`` of at least one, a particle that moves neither by a MALA
+  step nor by a jump sits where no kernel can reach it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["population_checks", "rank_rhat", "STUCK_ACCEPTANCE", "CHECK_NAMES"]
+
+STUCK_ACCEPTANCE = 0.05
+"""A particle whose MALA acceptance in the last refinement sweep is below this is stuck."""
+
+CHECK_NAMES = (
+    "stein_mean_z",
+    "stein_mean_effect",
+    "stein_cov_z",
+    "stein_cov_effect",
+    "subpopulation_rhat",
+    "particle_ess",
+    "stuck_share",
+    "unmoved_share",
+)
+"""The figures :func:`population_checks` returns, in ``sample_stats`` (one per chain)."""
+
+
+def _rank_normal(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised values (Vehtari et al., 2021), columnwise."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    ranks = rankdata(x, axis=0)
+    return ndtri((ranks - 0.375) / (len(x) + 0.25))
+
+
+def rank_rhat(groups: list[np.ndarray]) -> np.ndarray:
+    """Rank-normalised R-hat per column over ``groups`` of ``(m, d)`` draws (cut to equal size).
+
+    Columns without spread (every draw equal) give NaN.
+    """
+    m = min(len(g) for g in groups)
+    z = _rank_normal(np.concatenate([g[:m] for g in groups])).reshape(len(groups), m, -1)
+    within = z.var(axis=1, ddof=1).mean(axis=0)
+    between = m * z.mean(axis=1).var(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(((m - 1) / m * within + between / m) / within)
+
+
+def _ess_of_columns(x: np.ndarray) -> np.ndarray:
+    """ESS of each column of ``(n, d)`` read as one chain (Geyer's initial monotone sequence)."""
+    n = len(x)
+    centered = x - x.mean(axis=0)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(centered, n=size, axis=0)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[:n] / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = acov / acov[0]
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        if not np.isfinite(rho[0, j]):
+            continue
+        pairs = rho[: 2 * ((n - 1) // 2), j].reshape(-1, 2).sum(axis=1)  # Γ_k = ρ_2k + ρ_2k+1
+        positive = np.flatnonzero(pairs <= 0.0)
+        pairs = pairs[: positive[0]] if positive.size else pairs
+        pairs = np.minimum.accumulate(pairs)
+        tau = -1.0 + 2.0 * pairs.sum() if pairs.size else 1.0
+        out[j] = n / max(tau, 1.0 / np.log10(max(n, 10)))
+    return out
+
+
+def particle_ess(us: np.ndarray) -> float:
+    """The smallest bulk or tail ESS of the particles read in index order (module docstring)."""
+    bulk = _ess_of_columns(_rank_normal(us))
+    low, high = np.quantile(us, [0.05, 0.95], axis=0)
+    tails = [_ess_of_columns((us <= q).astype(float)) for q in (low, high)]
+    values = np.concatenate([bulk, *tails])
+    values = values[np.isfinite(values)]
+    return float(values.min()) if values.size else np.nan
+
+
+def _largest(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else np.nan
+
+
+def population_checks(
+    start: np.ndarray, us: np.ndarray, grads: np.ndarray, last_acceptance: np.ndarray | None
+) -> dict[str, float]:
+    """The convergence figures of a refined population (see the module docstring).
+
+    Parameters
+    ----------
+    start : numpy.ndarray
+        ``(n, d)`` particles where the refinement started.
+    us, grads : numpy.ndarray
+        ``(n, d)`` final particles and their log density gradients, same coordinates.
+    last_acceptance : numpy.ndarray or None
+        ``(n,)`` MALA acceptance of each particle in the last sweep; None without refinement
+        (``stuck_share`` and ``unmoved_share`` are then NaN).
+    """
+    n = len(us)
+    g_mean = grads.mean(axis=0)
+    g_sd = grads.std(axis=0, ddof=1)
+    products = (us - us.mean(axis=0)) * (grads - g_mean)
+    cov = products.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_effect = np.abs(g_mean) / g_sd
+        cov_z = np.abs(cov + 1.0) / (products.std(axis=0, ddof=1) / np.sqrt(n))
+    half = n // 2
+    refined = last_acceptance is not None
+    return {
+        "stein_mean_z": _largest(mean_effect * np.sqrt(n)),
+        "stein_mean_effect": _largest(mean_effect),
+        "stein_cov_z": _largest(cov_z),
+        "stein_cov_effect": _largest(np.abs(cov + 1.0)),
+        "subpopulation_rhat": _largest(rank_rhat([us[:half], us[half : 2 * half]]))
+        if half >= 2
+        else np.nan,
+        "particle_ess": particle_ess(us) if n >= 8 else np.nan,
+        "stuck_share": float(np.mean(last_acceptance < STUCK_ACCEPTANCE)) if refined else np.nan,
+        "unmoved_share": float(np.mean(np.all(us == start, axis=1))) if refined else np.nan,
+    }
