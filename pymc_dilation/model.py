@@ -29,10 +29,14 @@ import numba
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
-from pytensor.graph.basic import Constant
 from pytensor.graph.replace import graph_replace
 
-from pymc_dilation._compat import compile_numba_function_src, freeze_dims_and_data, modelcontext
+from pymc_dilation._compat import (
+    CACHED_SRC_FUNCTIONS,
+    compile_numba_function_src,
+    freeze_dims_and_data,
+    modelcontext,
+)
 from pymc_dilation.engine.kernels import (
     PARALLEL_MIN_PARTICLES,
     POINT_SIGNATURE,
@@ -128,6 +132,9 @@ class ModelLogp:
         ``logp = point_fn(x, extra, grad_out)`` (see
         :func:`~pymc_dilation.engine.kernels.point_function`),
         callable from Numba; None on the C fallback.
+    cache_key : str or None
+        Key of ``point_fn`` in the disk cache (see :func:`_cached_point_function`); None when it
+        is not cached (C fallback, PyTensor's Numba cache off, or a graph PyTensor cannot cache).
     """
 
     def __init__(self, inputs, outputs, var_infos, extra_infos, backend: str = "numba"):
@@ -141,12 +148,13 @@ class ModelLogp:
 
     def _compile(self) -> None:
         self.point_fn = None
+        self.cache_key = None
         if self.backend == "numba":
             try:
                 fn = pytensor.function(
                     self._inputs, self._outputs, mode=_mode("NUMBA"), on_unused_input="ignore"
                 )
-                self.point_fn = _cached_point_function(fn)
+                self.point_fn, self.cache_key = _cached_point_function(fn)
             except Exception as err:  # any Op without a Numba implementation
                 _log.warning(
                     "The Numba backend cannot compile this model's log density (%s); "
@@ -226,39 +234,61 @@ def point_fn(y, extra, grad_out):
 """
 
 
-def _graph_key(fgraph) -> str:
-    """A key that identifies a compiled graph across processes: its printout and constants."""
-    digest = hashlib.sha256(("v2" + _POINT_WRAPPER_SRC).encode())
-    digest.update(f"{pytensor.__version__} {numba.__version__}".encode())
-    digest.update(pytensor.printing.debugprint(fgraph, file="str", print_type=True).encode())
-    for node in fgraph.toposort():
-        for var in node.inputs:
-            if isinstance(var, Constant):
-                digest.update(np.ascontiguousarray(var.data).tobytes())
+def _pytensor_cache_key(fn) -> str | None:
+    """PyTensor's own disk-cache key of a compiled Numba function, or None if it has none.
+
+    PyTensor's Numba linker keys the function of a whole graph by the cache keys of its Ops (their
+    props), the graph's wiring (each input as a position in the toposort) and a digest of every
+    constant's value and dtype; it registers the compiled source under that key for its cache
+    locator. No variable name enters it, so a graph rebuilt in another process (where
+    auto-generated names such as those of fused ``Composite`` outputs differ) gets the same key,
+    and any change of an Op, of the wiring or of a constant gives another. A graph with an Op that
+    PyTensor cannot cache has no key (None).
+    """
+    if CACHED_SRC_FUNCTIONS is None:
+        return None
+    py_func = getattr(fn.vm.jit_fn, "py_func", None)
+    return None if py_func is None else CACHED_SRC_FUNCTIONS.get(py_func)
+
+
+def _wrapper_cache_key(graph_key: str) -> str:
+    """The point wrapper's cache key: PyTensor's graph key, the wrapper source and versions."""
+    digest = hashlib.sha256(("v3" + _POINT_WRAPPER_SRC).encode())
+    digest.update(f"{pytensor.__version__} {numba.__version__} {graph_key}".encode())
     return "pymc_dilation_point_" + digest.hexdigest()
 
 
-def _cached_point_function(fn):
+def _cached_point_function(fn) -> tuple[object, str | None]:
     """:func:`~pymc_dilation.engine.kernels.point_function` of a PyTensor Numba function, cached.
 
+    Returns the compiled wrapper and its cache key (None when it is not cached).
+
     The wrapper is compiled together with the model's whole graph, which costs about a second
-    of LLVM time on every call. PyTensor already caches its own Numba functions under a key of
-    the graph; the wrapper is cached the same way (PyTensor's cache locator, keyed by the graph's
-    printout and constants), so a model compiled before loads in milliseconds.
+    of LLVM time or more in a fresh process. It is cached on disk through PyTensor's cache
+    locator under :func:`_wrapper_cache_key`, derived from the key PyTensor gives the graph
+    itself (:func:`_pytensor_cache_key`), so a model compiled before loads in milliseconds and a
+    changed graph or constant never reuses a stale function. A graph that PyTensor does not
+    cache is not cached here either: its wrapper is compiled afresh.
+
+    An earlier key digested ``debugprint`` of the graph, which names variables with a
+    process-wide counter (``'t18'`` in one process, ``'t12'`` in the next), so graphs with fused
+    elementwise Ops (sign_regression, kidiq) missed the cache on every call.
     """
-    if compile_numba_function_src is None or not pytensor.config.numba__cache:
-        return point_function(fn.vm.jit_fn)
+    graph_key = _pytensor_cache_key(fn) if pytensor.config.numba__cache else None
+    if compile_numba_function_src is None or graph_key is None:
+        return point_function(fn.vm.jit_fn), None
+    key = _wrapper_cache_key(graph_key)
     source = compile_numba_function_src(
         _POINT_WRAPPER_SRC,
         "point_fn",
         global_env={"logp_fn": fn.vm.jit_fn, "np": np, "__name__": __name__},
-        cache_key=_graph_key(fn.maker.fgraph),
+        cache_key=key,
     )
     try:
-        return numba.njit(POINT_SIGNATURE, cache=True)(source)
+        return numba.njit(POINT_SIGNATURE, cache=True)(source), key
     except Exception as err:  # an unreadable cache entry must not cost the Numba backend
         _log.debug("Cached point function unavailable (%s); compiling it afresh.", err)
-        return point_function(fn.vm.jit_fn)
+        return point_function(fn.vm.jit_fn), None
 
 
 _F8 = numba.types.float64
