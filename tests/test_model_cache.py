@@ -44,7 +44,7 @@ def test_rebuilt_graph_loads_from_disk_cache():
     second = compile_model_logp(_sign_model())
     assert first.cache_key is not None
     assert second.cache_key == first.cache_key
-    assert sum(second.point_fn.stats.cache_hits.values()) >= 1
+    assert sum(second.point_fn.dispatcher.stats.cache_hits.values()) >= 1
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,23 @@ def test_uncached_graph_is_compiled_afresh(monkeypatch):
     assert compiled.cache_key is None
     x = np.array([-0.4, 0.1])
     assert compiled.logp_grad(x, np.zeros(0))[0] == pytest.approx(_reference(model, x)[0])
+
+
+def _cholesky_model() -> pm.Model:
+    """A potential whose Cholesky factorisation raises where ``|r| >= 1``."""
+    with pm.Model() as model:
+        r = pm.Normal("r", 0.0, 1.0)
+        matrix = pt.stack([pt.stack([1.0, r]), pt.stack([r, 1.0])])
+        chol = pt.linalg.cholesky(matrix, on_error="raise")
+        pm.Potential("log_det", pt.log(pt.diag(chol)).sum())
+    return model
+
+
+def test_model_errors_reject_in_kernels_and_raise_from_python():
+    compiled = compile_model_logp(_cholesky_model())
+    assert isinstance(compiled.point_fn, model_module.PointFunctionAddress)
+    lps, grads = compiled.logp_grad_batch(np.array([[0.3], [2.0]]), np.zeros(0))
+    assert np.isfinite(lps[0]) and np.isfinite(grads[0]).all()
+    assert np.isnan(lps[1]) and np.isnan(grads[1]).all()
+    with pytest.raises(np.linalg.LinAlgError):
+        compiled.logp_grad(np.array([2.0]), np.zeros(0))
