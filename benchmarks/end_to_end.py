@@ -13,11 +13,13 @@ step method built inside the timed region, or ``pm.sample(nuts_sampler="pymc" | 
 Python process (:func:`run_pair`), which makes two calls with the same seed:
 
 - **cold**: the first call of the process. It pays everything a fresh process pays inside
-  ``pm.sample``: graph rewrites, compilation (or loading it from PyTensor's and Numba's disk
-  caches, which earlier runs filled: a user's second script, not a fresh installation), the
-  initial point, PyMC's loop and trace recording. Library imports (pymc, pymc_dilation, nutpie)
-  and building the ``pm.Model`` happen before the timed region and are excluded for every
-  sampler (the model's build time is reported separately);
+  ``pm.sample``: graph rewrites, compilation or loading it from PyTensor's and Numba's disk
+  caches, the initial point, PyMC's loop and trace recording. Before it, an untimed priming
+  process (one chain of 20 + 20 iterations) fills those disk caches, so that cold means the
+  same for every sampler and run: a user's second script on this model, not a fresh
+  installation (``--no-prime`` leaves the caches as they are). Library imports (pymc,
+  pymc_dilation, nutpie) and building the ``pm.Model`` happen before the timed region and are
+  excluded for every sampler (the model's build time is reported separately);
 - **warm**: the second call in the same process (in-memory caches warm, the step built again).
 
 Targets: eight schools (non-centered) and the other seven posteriordb ports
@@ -175,7 +177,7 @@ def measure_call(target: str, sampler: str, model, settings: Settings) -> dict[s
 
 
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
-    """What the fresh process of :func:`run_pair` runs: build the model, then two calls."""
+    """What the fresh process of :func:`run_pair` runs: build the model, then the calls."""
     import pymc  # noqa: F401  imports are outside the timed region for every sampler
 
     import pymc_dilation  # noqa: F401
@@ -186,20 +188,13 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     model = build_model(spec["target"])
     out: dict[str, Any] = {"build_model_s": time.perf_counter() - start}
-    for call in CALLS:
+    for call in CALLS[: spec.get("calls", len(CALLS))]:
         out[call] = measure_call(spec["target"], spec["sampler"], model, settings)
     return out
 
 
-def run_pair(
-    target: str, sampler: str, settings: Settings, timeout: float | None = 3600.0
-) -> dict[str, Any]:
-    """Run one (target, sampler) pair in a fresh Python process; one row with both calls.
-
-    A pair that fails gets a row with ``not_run`` (the error's last line) and the run goes on.
-    """
-    spec = {"target": target, "sampler": sampler, "settings": asdict(settings)}
-    row: dict[str, Any] = {"target": target, "sampler": sampler}
+def _run_child(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    """:func:`_child` in a fresh Python process: its result, or ``{"not_run": reason}``."""
     code = "import sys, json; from benchmarks import end_to_end as e; e._child_main(sys.argv[1])"
     try:
         proc = subprocess.run(
@@ -207,12 +202,37 @@ def run_pair(
             capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).parents[1],
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return row | {"not_run": f"timed out after {timeout:.0f} s"}
+        return {"not_run": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("END_TO_END ")]
     if proc.returncode != 0 or not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
-        return row | {"not_run": last}
-    result = json.loads(lines[-1][len("END_TO_END ") :])
+        return {"not_run": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
+    return json.loads(lines[-1][len("END_TO_END ") :])
+
+
+def run_pair(
+    target: str,
+    sampler: str,
+    settings: Settings,
+    timeout: float | None = 3600.0,
+    prime: bool = True,
+) -> dict[str, Any]:
+    """Run one (target, sampler) pair in a fresh Python process; one row with both calls.
+
+    With ``prime``, an untimed process with one short chain runs first, to fill the disk
+    caches. A pair that fails gets a row with ``not_run`` (the error's last line) and the run
+    goes on.
+    """
+    row: dict[str, Any] = {"target": target, "sampler": sampler}
+    if prime:
+        small = Settings(20, 20, 1, settings.seed, settings.dilation_options)
+        spec = {"target": target, "sampler": sampler, "settings": asdict(small), "calls": 1}
+        primed = _run_child(spec, timeout)
+        if "not_run" in primed:
+            return row | primed
+    spec = {"target": target, "sampler": sampler, "settings": asdict(settings)}
+    result = _run_child(spec, timeout)
+    if "not_run" in result:
+        return row | result
     row["build_model_s"] = result["build_model_s"]
     for call in CALLS:
         row.update({f"{call}_{key}": value for key, value in result[call].items()})
@@ -280,13 +300,14 @@ def run(
     settings: Settings,
     log: Callable[[str], None] = print,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,
-    pair: Callable[[str, str, Settings], dict[str, Any]] = run_pair,
+    pair: Callable[..., dict[str, Any]] = run_pair,
+    prime: bool = True,
 ) -> list[dict[str, Any]]:
     """Every (target, sampler) pair, target by target, with ratios after each pair."""
     rows: list[dict[str, Any]] = []
     for target in targets:
         for sampler in samplers:
-            row = pair(target, sampler, settings)
+            row = pair(target, sampler, settings, prime=prime)
             rows.append(row)
             add_ratios(rows)
             if "not_run" in row:
@@ -343,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="DilationLangevin keyword arguments as JSON, e.g. '{\"steps_per_draw\": 8}'",
     )  # fmt: skip
     parser.add_argument("--label", default="", help="a name for this configuration")
+    parser.add_argument(
+        "--no-prime", action="store_true", help="no untimed run to fill disk caches first"
+    )
     parser.add_argument("--output", default="benchmarks/results/end_to_end")
     args = parser.parse_args(argv)
     settings = Settings(args.draws, args.tune, args.chains, args.seed, args.dilation_options)
@@ -353,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"{env['date']}, commit {env['commit']}, Python {env['python']}, PyMC {env['pymc']}, "
         f"ArviZ {env['arviz']}, nutpie {env['nutpie']}; {settings.chains} chains x "
-        f"({settings.tune} tune + {settings.draws} draws), cores=1, seed {settings.seed}; "
+        f"({settings.tune} tune + {settings.draws} draws), cores=1, seed {settings.seed}, "
+        f"{'no priming run' if args.no_prime else 'disk caches primed'}; "
         f"DilationLangevin({json.dumps(settings.dilation_options)})"
         f"{' [' + args.label + ']' if args.label else ''}. Command: "
         f"`python -m benchmarks end-to-end {' '.join(argv if argv is not None else sys.argv[1:])}`"
@@ -373,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
         )
 
-    rows = run(targets, args.samplers, settings, on_result=save)
+    rows = run(targets, args.samplers, settings, on_result=save, prime=not args.no_prime)
     print(f"\n{header}\n\n{markdown_table(rows)}\n\nWritten: {output}.md, {output}.json")
     return 0
 
