@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -381,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'no priming run' if args.no_prime else 'disk caches primed'}; "
         f"DilationLangevin({json.dumps(settings.dilation_options)})"
         f"{' [' + args.label + ']' if args.label else ''}. Command: "
-        f"`python -m benchmarks end-to-end {' '.join(argv if argv is not None else sys.argv[1:])}`"
+        f"`python -m benchmarks end-to-end {shlex.join(sys.argv[1:] if argv is None else argv)}`"
     )
 
     def save(rows: list[dict[str, Any]]) -> None:
