@@ -8,7 +8,11 @@ Commands:
 - ``eight-schools``: DilationLangevin's steps per draw vs NUTS and nutpie
   (:mod:`benchmarks.eight_schools`);
 - ``check-ports``: the posteriordb ports against their references with NUTS
-  (:mod:`benchmarks.check_ports`).
+  (:mod:`benchmarks.check_ports`);
+- ``end-to-end``: the whole ``pm.sample`` call, cold and warm, DilationLangevin vs NUTS vs
+  nutpie on the ports and held-out regressions (:mod:`benchmarks.end_to_end`);
+- ``fixed-costs``: a DilationLangevin call's seconds per stage, cold and warm
+  (:mod:`benchmarks.fixed_costs`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ COMMANDS = {
     "paper": "benchmarks.paper_comparison",
     "eight-schools": "benchmarks.eight_schools",
     "check-ports": "benchmarks.check_ports",
+    "end-to-end": "benchmarks.end_to_end",
+    "fixed-costs": "benchmarks.fixed_costs",
 }
 
 

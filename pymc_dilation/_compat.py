@@ -103,8 +103,9 @@ def overlay_posteriors(data: dict, var_names=None, **kwargs):
 
 
 try:  # PyTensor's disk cache for generated Numba functions (recent PyTensor releases)
-    from pytensor.link.numba.cache import compile_numba_function_src
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
 except ImportError:  # pragma: no cover - older PyTensor: wrappers are compiled every time
+    CACHED_SRC_FUNCTIONS = None
     compile_numba_function_src = None
 
 
