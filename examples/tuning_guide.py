@@ -250,12 +250,14 @@ jump_mean = np.array(
 fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
 for ax, key, values in zip(
     axes,
-    ("step_size", "acceptance_rate", "jump acceptance (mean of 25)"),
+    ("step_size", "acceptance_rate", "jump acceptance\n(mean of 25)"),
     (warm["step_size"], warm["acceptance_rate"], jump_mean),
 ):
     ax.plot(np.asarray(values).T, lw=0.6)
     ax.set_ylabel(key)
 axes[0].set_yscale("log")
+axes[1].set_ylim(0, 1)
+axes[2].set_ylim(0, 1)
 axes[2].set_xlabel("tuning iteration")
 fig.suptitle("Tuning of 4 chains: step size, Langevin and jump acceptance rates")
 fig.tight_layout()
