@@ -15,8 +15,9 @@
 #
 # A one-factor model of test scores has a posterior with two mirror-image modes. This tutorial
 # goes through the workflow: prior predictive check, sampling with `DilationLangevin` and NUTS
-# side by side (`compare_with_nuts`), ArviZ diagnostics, what to do when the chains disagree, and
-# a posterior predictive check.
+# side by side (`compare_with_nuts`), ArviZ diagnostics, which modes each chain visited
+# (`mode_occupancy`, `plot_mode_occupancy`), what to do when the chains disagree, and a
+# posterior predictive check.
 #
 # This page is the script `examples/bayesian_workflow.py`, run when the documentation is built
 # (`PYMC_DILATION_FAST=1` for small runs). It runs on PyMC 5 with ArviZ 0.x and on PyMC 6 with
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
-from pymc_dilation import compare_with_nuts
+from pymc_dilation import compare_with_nuts, mode_occupancy, plot_mode_occupancy
 from pymc_dilation._compat import plot_ppc, plot_rank, plot_trace
 
 try:  # rich tables in a notebook, plain text in a terminal
@@ -113,7 +114,10 @@ print(
 #
 # `compare_with_nuts` runs `pm.sample(step=DilationLangevin())` and `pm.sample` with NUTS on the
 # same model with the same settings, and puts the summaries side by side. NUTS is nutpie when it
-# is installed and PyMC's own NUTS otherwise.
+# is installed and PyMC's own NUTS otherwise. Each `DilationLangevin` chain maps the modes it
+# finds with a small population of particles at its first tuning iteration and then proposes an
+# exact Metropolis–Hastings jump between them at every iteration; `compare_with_nuts` warns
+# (`check_mode_maps`) when the chains' maps or their shares of the modes disagree.
 
 # %%
 with model:
@@ -134,29 +138,61 @@ show(first.table[["mean", "r_hat"]].round(2))
 #
 # R-hat compares the chains with each other; values above about 1.01 mean the chains have not
 # found the same distribution. The effective sample size (ESS) counts how many independent draws
-# the correlated chains are worth. Look at the loadings:
+# the correlated chains are worth. Look at the loadings. The model cannot tell a loading's sign
+# (more on that below), and its priors are symmetric, so exactly half of the posterior has
+# `loading[0] > 0`. A chain that samples the whole posterior has about half its draws there; a
+# chain stuck in one sign has none or all:
 
 # %%
 rows = {}
 for label, data in (("DilationLangevin", first.dilation), ("NUTS", first.nuts)):
     loading = np.asarray(data.posterior["loading"])  # (chain, draw, item)
-    rows[label] = {f"chain {c}": loading[c, :, 0].mean() for c in range(loading.shape[0])}
-chain_means = pd.DataFrame(rows).T
-print("mean of loading[0] in each chain:")
-show(chain_means.round(2))
+    rows[label] = {f"chain {c}": (loading[c, :, 0] > 0).mean() for c in range(loading.shape[0])}
+positive_share = pd.DataFrame(rows).T
+print("share of each chain's draws with loading[0] > 0 (exact: 0.5):")
+show(positive_share.round(2))
 disagree = {
-    label: bool((row > 0).any() and (row < 0).any()) for label, row in chain_means.iterrows()
+    label: float((row.max() - row.min()).round(2)) for label, row in positive_share.iterrows()
 }
-print("chains disagree on the sign:", disagree)
+print("largest difference between two chains' shares:", disagree)
+print("largest R-hat of the loadings:", first.table["r_hat"].loc["loading[0]":"loading[4]"].max())
 
 # %% [markdown]
-# Trace and rank plots show the same thing graphically. In a trace plot, chains that sample the
-# same distribution overlap; in a rank plot (the ranks of each chain's draws among all draws),
-# chains that agree have uniform ranks. Here are the loadings of the run whose chains disagree
-# most (NUTS, unless all its chains happened to choose the same sign):
+# ## Which modes each chain visited
+#
+# `DilationLangevin` records the mode of its chain's map each draw lies in (`mode_index`), the
+# number of modes in the map (`n_modes`) and the outcome of each jump (`jump_acceptance`).
+# `mode_occupancy` tabulates them per chain and mode; here, a summary per chain: how many modes
+# its map holds, how many it visited, its largest share of one mode and its jump acceptance rate.
+# Chains that mix between the modes have maps of the same size, visit the same modes in the same
+# shares and accept jumps; a chain that accepts no jump stays where it started.
 
 # %%
-worst = first.nuts if disagree["NUTS"] or not disagree["DilationLangevin"] else first.dilation
+occupancy = mode_occupancy(first.dilation)
+per_chain = occupancy.groupby(level="chain").agg(
+    modes_in_map=("share", "size"),
+    modes_visited=("draws", lambda d: int((d > 0).sum())),
+    largest_share=("share", "max"),
+    jump_acceptance=("jump_acceptance", "first"),
+)
+show(per_chain.round(2))
+
+# %% [markdown]
+# `plot_mode_occupancy` draws the mode of every draw, chain by chain, and each chain's share of
+# each mode. Modes are numbered by location, so chains that found the same modes number them
+# alike:
+
+# %%
+axes = plot_mode_occupancy(first.dilation)
+
+# %% [markdown]
+# Trace and rank plots show the chains graphically. In a trace plot, chains that sample the
+# same distribution overlap; in a rank plot (the ranks of each chain's draws among all draws),
+# chains that agree have uniform ranks. Here are the loadings of the run whose chains disagree
+# most on the sign:
+
+# %%
+worst = first.nuts if disagree["NUTS"] >= disagree["DilationLangevin"] else first.dilation
 fig = plot_trace(worst, var_names=["loading"])
 
 # %%
@@ -166,24 +202,29 @@ fig = plot_rank(worst, var_names=["loading"])
 # ## What to do when chains disagree
 #
 # Chains that settle in different places are the most important warning MCMC gives. Do not
-# average them, and do not just run longer: independent chains of a gradient-based sampler
-# rarely cross between well separated modes, however long they run. Instead:
+# average them, and do not just run longer: chains of a gradient-based sampler such as NUTS
+# rarely cross between well separated modes, however long they run (a `DilationLangevin` chain
+# crosses only between the modes of its map, and only as often as its jumps are accepted).
+# Instead:
 #
 # 1. **Find out how they differ.** Per-chain means (above), trace plots and pair plots show which
 #    parameters differ and how.
-# 2. **Ask whether the modes are the same model in disguise.** Here each chain's loadings and
-#    abilities are the negatives of another's: `theta * loading` does not change when both flip
-#    sign, so the likelihood cannot tell the two apart. The log density confirms it:
+# 2. **Ask whether the modes are the same model in disguise.** Here the draws with negative
+#    loadings are the mirror images of those with positive ones: `theta * loading` does not
+#    change when both flip sign, so the likelihood cannot tell the two apart. The log density
+#    confirms it, at the last draw of the first chain and at its mirror image:
 
 # %%
 logp = model.compile_logp()
-chain_means_theta = np.asarray(first.dilation.posterior["theta"]).mean(axis=1)[0]
-chain_means_loading = np.asarray(first.dilation.posterior["loading"]).mean(axis=1)[0]
+last = {
+    name: np.asarray(first.dilation.posterior[name])[0, -1]
+    for name in ("theta", "loading", "alpha", "sigma")
+}
 point = {
-    "theta": chain_means_theta,
-    "loading": chain_means_loading,
-    "alpha": np.asarray(first.dilation.posterior["alpha"]).mean(axis=(0, 1)),
-    "sigma_log__": np.log(np.asarray(first.dilation.posterior["sigma"]).mean(axis=(0, 1))),
+    "theta": last["theta"],
+    "loading": last["loading"],
+    "alpha": last["alpha"],
+    "sigma_log__": np.log(last["sigma"]),
 }
 mirror = {**point, "theta": -point["theta"], "loading": -point["loading"]}
 print(f"log density at a point: {logp(point):.6f}, at its mirror image: {logp(mirror):.6f}")
@@ -198,9 +239,10 @@ print(f"log density at a point: {logp(point):.6f}, at its mirror image: {logp(mi
 # 4. **If the modes are genuinely different explanations** (different parameter values that fit
 #    the data differently), the posterior really is multimodal. Then the share of chains in each
 #    mode is *not* an estimate of its probability. Compare the explanations with posterior
-#    predictive checks, reconsider the model, or use a sampler that weighs modes: `pm.sample_smc`
-#    or `sample_dilation` (see the [tuning guide](tuning_guide)). `DilationLangevin` helps to
-#    *find* modes, by sending each chain from the center of the path into the posterior.
+#    predictive checks, reconsider the model, or use a sampler that weighs modes:
+#    `DilationLangevin` when its chains visit the same modes in the same shares (check with
+#    `mode_occupancy` as above), `sample_dilation` (which also estimates each mode's weight and
+#    the evidence) or `pm.sample_smc` (see the [tuning guide](tuning_guide)).
 #
 # ## The identified model
 
@@ -223,39 +265,51 @@ print("true loadings:", true_loading, " true alpha:", true_alpha)
 for label, data in (("DilationLangevin", second.dilation), ("NUTS", second.nuts)):
     loading = np.asarray(data.posterior["loading"])
     print(f"{label}: mean of loading[0] in each chain: {loading[:, :, 0].mean(axis=1).round(2)}")
-print("largest R-hat:", second.table["r_hat"].max().round(3).to_dict())
+largest_rhat = second.table["r_hat"].max()
+print("largest R-hat:", largest_rhat.round(3).to_dict())
+trusted = "dilation" if largest_rhat["dilation"] <= largest_rhat["nuts"] else "nuts"
+best = getattr(second, trusted)
+print(
+    "the run with the smaller largest R-hat:",
+    {"dilation": "DilationLangevin", "nuts": "NUTS"}[trusted],
+)
 
 # %% [markdown]
-# The chains now agree with each other, both samplers give the same posterior, and the loadings
-# are close to the values the data were simulated with. With short runs (as in the fast mode of
-# the documentation build, 200 draws per chain) R-hat can still be noticeably above 1.01 for the
+# With the sign fixed there is one mode, and the chains of a sampler that works on this model
+# agree with each other, with loadings close to the values the data were simulated with. Check
+# each sampler's largest R-hat above before reading its means: a sampler whose chains still
+# disagree on a unimodal posterior has not converged (too few iterations, or a posterior it is
+# not suited for), and its draws should not be used. With short runs (as in the fast mode of the
+# documentation build, 200 draws per chain) R-hat can be noticeably above 1.01 for the
 # slower-mixing parameters, here the intercepts `alpha`, which trade off against the students'
-# mean ability; run longer before trusting the last digit. (`ess_per_s` in
-# `timing` is per second of wall time, compilation included; for short runs compilation
-# dominates.) The marginal posteriors of the two samplers, overlaid:
+# mean ability; run longer before trusting the last digit. (`ess_per_s` in `timing` is per
+# second of wall time, compilation included; for short runs compilation dominates.) The
+# marginal posteriors of the two samplers, overlaid, then the trace and rank plots of the run
+# with the smaller largest R-hat:
 
 # %%
 fig = second.plot(var_names=["loading"])
 
 # %%
-fig = plot_trace(second.dilation, var_names=["loading"])
+fig = plot_trace(best, var_names=["loading"])
 
 # %%
-fig = plot_rank(second.dilation, var_names=["loading"])
+fig = plot_rank(best, var_names=["loading"])
 
 # %% [markdown]
 # ## Posterior predictive check
 #
-# Replicate the data from the posterior and compare with the observed scores, first as a whole,
-# then on what a factor model is about: the correlations between items.
+# Replicate the data from the posterior (the run with the smaller largest R-hat) and compare
+# with the observed scores, first as a whole, then on what a factor model is about: the
+# correlations between items.
 
 # %%
 with identified:
     pm.sample_posterior_predictive(
-        second.dilation, random_seed=2, progressbar=False, extend_inferencedata=True
+        best, random_seed=2, progressbar=False, extend_inferencedata=True
     )
-fig = plot_ppc(second.dilation, num_samples=50)
-replicated = np.asarray(second.dilation.posterior_predictive["y"])  # (chain, draw, student, item)
+fig = plot_ppc(best, num_samples=50)
+replicated = np.asarray(best.posterior_predictive["y"])  # (chain, draw, student, item)
 
 # %%
 flat = replicated.reshape(-1, N_STUDENTS, N_ITEMS)[:: max(1, replicated.shape[1] // 50)]

@@ -27,20 +27,27 @@ import sys
 import arviz as az
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pymc as pm
 
-from pymc_dilation import DilationLangevin, sample_dilation
+from pymc_dilation import (
+    DilationLangevin,
+    check_mode_maps,
+    mode_occupancy,
+    plot_mode_occupancy,
+    sample_dilation,
+)
 
 FAST = os.environ.get("PYMC_DILATION_FAST") == "1" or "--fast" in sys.argv[1:]
 PROGRESS = sys.stdout.isatty()  # progress bars in a terminal, not in the rendered docs
-DRAWS, CHAINS = (200, 8) if FAST else (1000, 16)
+DRAWS, CHAINS = (200, 8) if FAST else (1000, 8)
 
 # %% [markdown]
 # ## A posterior with two modes
 #
 # A scalar with a wide normal prior and a likelihood with two bumps, at −2 and +10. The modes
 # are 12 standard deviations apart: a gradient-based chain that starts in one never visits the
-# other.
+# other by its own steps.
 
 # %%
 with pm.Model() as model:
@@ -72,21 +79,29 @@ def true_density(grid):
 # %% [markdown]
 # ## Sampling
 #
-# `DilationLangevin` is an ordinary PyMC step method. `cores=1` runs the chains one after the
-# other (the model is compiled with Numba once, when the step is built).
-# `discard_tuned_samples=False` keeps the warm-up, where the annealing happens.
+# `DilationLangevin` is an ordinary PyMC step method. At the first tuning iteration each chain
+# sends a small population of particles (`particles`) along the dilation path, each from its own
+# center (prior draws, and a cloud about the mode nearest the chain's start), maps the modes they
+# reach, gives each a local Gaussian and estimates its weight by importance sampling; the chain
+# starts from a particle drawn by those weights. Every iteration then takes `steps_per_draw`
+# Metropolis-adjusted Langevin steps within a mode and proposes a jump from the mixture of the
+# modes' Gaussians, accepted or rejected by an exact Metropolis–Hastings ratio. So a single
+# chain moves between the modes, and its draws are exact whatever the map found.
+#
+# `cores=1` runs the chains one after the other (the model is compiled with Numba once, when the
+# step is built).
 
 # %%
 with model:
+    step = DilationLangevin()
     dilation = pm.sample(
         draws=DRAWS,
         chains=CHAINS,
         cores=1,
-        step=DilationLangevin(),
+        step=step,
         random_seed=1,
         progressbar=PROGRESS,
         compute_convergence_checks=False,
-        discard_tuned_samples=False,
     )
     nuts = pm.sample(
         draws=DRAWS,
@@ -102,38 +117,56 @@ with model:
 # %% [markdown]
 # ## Where the draws went
 #
-# Each MCMC chain ends up in one mode, so the share of chains in a mode is at best a rough
-# estimate of its weight. `DilationLangevin` starts every chain at the center of the path (the
-# model's initial point, here 0) and walks it out into the posterior while λ rises to 1; then it
-# tunes the step size at λ = 1. From a center on one mode's side, the chains follow the
-# gradient into that mode and stay there (crossing between modes inside `pm.sample` is still
-# open work); a `center` between the modes sends them both ways. The cell below counts the
-# chains in the far mode at both moments. NUTS chains start near 0 and fall into whichever mode
-# is downhill.
-#
-# `sample_dilation` sends every particle along its own dilation path, maps the modes they reach
-# (the attribute `n_modes_found`, the table from `pymc_dilation.mode_table`), weighs them by
-# importance sampling and moves the particles between them with exact jumps, so its share of
-# particles in each mode estimates the weights, here with the far mode found although the
-# initial point (0) is on the near mode's side. The [mode-map tutorial](mode_map) reads the
-# map, the weights' standard errors and the evidence.
+# Each chain's share of draws in the far mode (x > 4), against the exact weight, with R-hat and
+# the bulk effective sample size over all chains:
 
 # %%
-warm_x = np.asarray(dilation.warmup_posterior["x"])
-lam = np.asarray(dilation.warmup_sample_stats["dilation"])[0]
-end_of_annealing = int(np.argmax(lam >= 1.0))
-print(
-    f"DilationLangevin: chains in the far mode (x > 4) when λ reaches 1: "
-    f"{int((warm_x[:, end_of_annealing] > 4).sum())}/{CHAINS}, "
-    f"at the end of tuning: {int((warm_x[:, -1] > 4).sum())}/{CHAINS}"
-)
+shares = pd.DataFrame(
+    {
+        label: (np.asarray(data.posterior["x"]) > 4.0).mean(axis=1)
+        for label, data in (("DilationLangevin", dilation), ("NUTS", nuts))
+    }
+).rename_axis("chain")
+print(f"share of draws in the far mode, per chain (exact weight {true_weights[1]:.3f}):")
+print(shares.T.round(2).to_string())
+print()
 for label, data in (("DilationLangevin", dilation), ("NUTS", nuts)):
-    far = (np.asarray(data.posterior["x"]) > 4.0).mean(axis=1)
-    print(f"{label}: chains with most draws in the far mode: {int((far > 0.5).sum())}/{CHAINS}")
-far_share = float((np.asarray(population.posterior["x"]) > 4.0).mean())
-n_modes = population.sample_stats.attrs["n_modes_found"]
-print(f"sample_dilation: modes found {n_modes}, share of particles in the far mode {far_share:.2f}")
-print(f"exact weight of the far mode: {true_weights[1]:.2f}")
+    pooled = float((np.asarray(data.posterior["x"]) > 4.0).mean())
+    rhat = float(az.rhat(data)["x"])
+    ess = float(az.ess(data, method="bulk")["x"])
+    print(f"{label:>16}: pooled far share {pooled:.3f}, R-hat {rhat:.3f}, bulk ESS {ess:.0f}")
+
+# %% [markdown]
+# Every `DilationLangevin` chain visits both modes, each in about the exact proportion, so
+# R-hat is near 1 because the chains agree on the right answer. NUTS chains start near 0 and
+# fall into the mode downhill from there, and never leave it: each chain's share is 0 or 1.
+# When they split between the modes, R-hat is far above 1; when they all fall into the same
+# mode (the near one, from this start), R-hat is near 1 too and the far mode is simply missing:
+# R-hat compares chains with each other, and chains that agree on a wrong answer pass it.
+#
+# `plot_mode_occupancy` shows the mode of every draw, chain by chain (left), and each chain's
+# share of each mode (right). Modes are numbered by location, so mode 1 is the far one:
+
+# %%
+axes = plot_mode_occupancy(dilation)
+
+# %% [markdown]
+# `mode_occupancy` gives the same as a table, one row per chain and mode: the share of the
+# chain's draws in the mode, the mode's weight as the chain's tuning population estimated it,
+# and the chain's acceptance rate of the jumps. The shares, not the estimated weights, are the
+# posterior: the estimates only shape the jump proposals, and the Metropolis–Hastings ratio
+# corrects for them. `check_mode_maps` warns when chains found different modes or disagree on
+# their shares (`compare_with_nuts` runs it); here it finds nothing:
+
+# %%
+print(mode_occupancy(dilation).round(3).head(6).to_string())
+print("check_mode_maps:", check_mode_maps(dilation))
+
+# %% [markdown]
+# The histograms of all draws against the exact density. `sample_dilation` sends every particle
+# along its own dilation path, maps the modes they reach (the attribute `n_modes_found`, the table
+# from `pymc_dilation.mode_table`), weighs them by importance sampling and moves the particles
+# between them with exact jumps; its draws are particles, as `pm.sample_smc`'s are.
 
 # %%
 grid = np.linspace(-8, 16, 400)
@@ -147,23 +180,50 @@ axes[0].set_ylabel("density (black: exact)")
 fig.tight_layout()
 
 # %% [markdown]
+# ## The mode map and the evidence
+#
+# Each chain keeps its map in the step method's `mode_map` (with `cores=1`, as here, the step
+# object holds the last chain's map after `pm.sample` returns): the modes' locations, local
+# Gaussians, estimated weights with standard errors and an importance-sampling estimate of the
+# log evidence. `sample_dilation` reports its own evidence, one value per chain, under the name
+# `pm.sample_smc` uses. Both against the exact value (the model is a mixture of normal integrals):
+
+# %%
+sd = np.sqrt(101.0)  # x ~ N(0, 10²) times N(x; m, 1) integrates to N(m; 0, 101)
+exact_log_evidence = np.log(0.5) + np.logaddexp.reduce(
+    -0.5 * np.array([-2.0, 10.0]) ** 2 / sd**2 - np.log(sd * np.sqrt(2 * np.pi))
+)
+chain_map = step.mode_map
+print("last chain's map: locations", chain_map.locations.ravel().round(2))
+print("  weights", chain_map.weights.round(3), "±", chain_map.weights_se.round(3))
+print(f"  log evidence {chain_map.log_marginal_likelihood:.3f}")
+n_modes = population.sample_stats.attrs["n_modes_found"]
+far_share = float((np.asarray(population.posterior["x"]) > 4.0).mean())
+lml = float(np.asarray(population.sample_stats["log_marginal_likelihood"]).ravel()[0])
+print(f"sample_dilation: modes found {n_modes}, far share {far_share:.3f}, log evidence {lml:.3f}")
+print(f"exact: far weight {true_weights[1]:.3f}, log evidence {exact_log_evidence:.3f}")
+
+# %% [markdown]
+# The [mode-map tutorial](mode_map) reads `sample_dilation`'s map, the weights' standard errors
+# and its warnings.
+#
 # ## Summary and sample stats
 #
-# The usual ArviZ tools work on the result. With chains in different modes, R-hat is far above
-# 1 and the ESS is small: that is the honest verdict on a multimodal posterior sampled by
-# independent chains.
+# The usual ArviZ tools work on the result:
 
 # %%
 print(az.summary(dilation, var_names=["x"]))
 
 # %% [markdown]
-# `sample_stats` carries `dilation` (λ), `step_size`, `acceptance_rate`, `diverging`, `lp` and
-# `n_steps`, named as for NUTS. The draws are taken at λ = 1; pass
-# `discard_tuned_samples=False` to `pm.sample` to see the annealing in `warmup_sample_stats`
-# (the demo, `python -m pymc_dilation demo`, plots it).
+# `sample_stats` carries `step_size`, `step_size_bar`, `acceptance_rate` (of the Langevin
+# steps), `diverging`, `divergences`, `lp`, `n_steps` (gradient evaluations; the first tuning
+# iteration's include the population's) and `perf_counter_diff`, named as for NUTS, and
+# `mode_index`, `n_modes`, `mode_weight` and `jump_acceptance` (1 or 0 when a jump was proposed,
+# NaN otherwise) for the modes.
 
 # %%
 stats = dilation.sample_stats
 print("variables:", sorted(stats.data_vars))
 print("mean acceptance rate:", round(float(np.asarray(stats["acceptance_rate"]).mean()), 3))
+print("mean jump acceptance:", round(float(np.nanmean(np.asarray(stats["jump_acceptance"]))), 3))
 print("step size per chain:", np.asarray(stats["step_size"])[:, -1].round(3))

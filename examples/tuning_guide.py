@@ -57,10 +57,12 @@ PARTICLES = 500 if FAST else 2000
 # | `schedule` | the λ levels: `"geometric"`, `"power"` or an explicit array |
 # | `n_levels` | number of levels of a named schedule |
 # | `lambda_min` | first level of a named schedule |
-# | `center` | the center of the path, in unconstrained space (default: the initial point) |
-# | `precondition` | `sample_dilation`: Laplace whitening (`"laplace"`) or none (`"none"`) |
+# | `center` | one center for every particle's path (default: each particle has its own) |
+# | `particles` | particles of each chain's tuning population (`DilationLangevin`, DL) |
+# | `precondition` | `"laplace"` or `"none"` (`sample_dilation`); `"dense"` or `"diagonal"` (DL) |
+# | `mode_jumps` | a jump between the modes of the map every iteration (`DilationLangevin`) |
 # | `steps_per_draw` | Langevin steps per iteration of `pm.sample` (`DilationLangevin`) |
-# | `steps_per_level` | Langevin steps per level (`sample_dilation`) |
+# | `steps_per_level` | Langevin steps per particle and level of the population |
 # | `target_accept` | target Metropolis acceptance rate of the step-size adaptation |
 # | `anneal_metropolis` | accept/reject during the annealing (MALA) or not (ULA) |
 # | `refine_sweeps`, `refine_steps` | exact refinement at λ = 1 (`sample_dilation`) |
@@ -75,6 +77,8 @@ def defaults(function, names):
 
 
 OPTIONS = [
+    "particles",
+    "mode_jumps",
     "schedule",
     "n_levels",
     "lambda_min",
@@ -96,10 +100,13 @@ show(
 )
 
 # %% [markdown]
-# `DilationLangevin` spends **one tuning iteration per level**: the first `n_levels` of
-# `pm.sample`'s `tune` iterations walk the path, the rest tune the step size and a diagonal
-# preconditioner at λ = 1. If `tune` is shorter than twice `n_levels`, the schedule is thinned to
-# half the tuning iterations. On PyMC 5 pass `tune=` to `DilationLangevin` as well (PyMC 6 tells
+# `DilationLangevin` walks the path at the **first tuning iteration** of each chain: a
+# population of `particles` particles, each from its own center, takes `steps_per_level`
+# Langevin steps at each of the `n_levels` levels in batched compiled calls; the modes they reach
+# become the chain's mode map (local Gaussians and importance-sampling weights), and the chain
+# starts from a particle drawn by those weights. The rest of `pm.sample`'s `tune` iterations
+# adapt the step size and the preconditioner at the posterior, and the map gains a mode if the
+# chain reaches one it lacks. On PyMC 5 pass `tune=` to `DilationLangevin` as well (PyMC 6 tells
 # the step method itself) so that the adaptation windows end where tuning ends.
 
 # %% [markdown]
@@ -130,27 +137,17 @@ axes[0].legend()
 fig.tight_layout()
 
 # %% [markdown]
-# ## Where the chains go: the center and the start
+# ## Where the chains go: the mode map and the jumps
 #
-# The quick start's posterior has modes at −2 and +10 with weights 0.62 and 0.38. How does a
-# chain of `DilationLangevin` pick its mode? In target coordinates
-# `y = c + (x − c) / sqrt(λ)`, each level of the annealing is a few Langevin steps on the
-# posterior itself, followed by a contraction of `y` towards the center `c` when λ moves to the
-# next level (see [How the dilation path works](../dilation_path.md)). So a chain settles in the
-# basin that Langevin dynamics started from its *starting point* falls into, while the
-# contractions keep pulling it back towards the center. Two consequences:
-#
-# - A `center` you pass is where every chain starts its annealing (`initvals` play no part in
-#   it then). Without one, each chain starts from the model's initial point (or from
-#   `initvals`), and the center is the model's initial point.
-# - From a point inside one mode's basin nearly every chain chooses that mode; from a point on
-#   the ridge between two basins each chain chooses by chance, whatever the modes' masses.
-#
-# After λ reaches 1 the chains stay in their modes: the step-size adaptation restarts at the
-# step it has reached. (It used to restart at ten times that step, whose proposals were
-# rejected, and which now and then threw a chain across to the other mode.) The helper below
-# runs `pm.sample` with some options and reports the share of chains in the far mode when λ
-# reaches 1 and in the draws, with the mean acceptance rate and the time (compilation included).
+# The quick start's posterior has modes at −2 and +10 with weights 0.62 and 0.38. A chain of
+# `DilationLangevin` moves between them by jumps: every iteration, after its Langevin steps, it
+# proposes a point from the mixture of the local Gaussians of its map's modes and accepts it
+# with the exact Metropolis–Hastings probability. The map decides how often the chain crosses,
+# never where the draws go on average: a mode missing from the map is proposed by no jump, and
+# a chain visits it only if its Langevin steps find it. The helper below runs `pm.sample` with
+# some options and reports the modes in the chains' maps, each chain's share of draws in the far
+# mode (smallest and largest), the pooled share, the jump acceptance rate, the largest R-hat and
+# the time (compilation included).
 
 # %%
 with pm.Model() as model:
@@ -176,38 +173,42 @@ def run(label, initvals=None, **options):
             random_seed=3,
             progressbar=False,
             compute_convergence_checks=False,
-            discard_tuned_samples=False,
         )
     seconds = time.perf_counter() - start
-    warm = np.asarray(data.warmup_posterior["x"])
-    lam = np.asarray(data.warmup_sample_stats["dilation"])[0]
-    end = int(np.argmax(lam >= 1.0))
-    draws = np.asarray(data.posterior["x"])
+    far = (np.asarray(data.posterior["x"]) > 4).mean(axis=1)
+    n_modes = np.asarray(data.sample_stats["n_modes"])[:, -1]
+    jumps = np.asarray(data.sample_stats["jump_acceptance"])
+    jumps = jumps[np.isfinite(jumps)]  # NaN where no jump was proposed
     return {
         "options": label,
-        "far at λ = 1": (warm[:, end] > 4).mean(),
-        "far in draws": ((draws > 4).mean(axis=1) > 0.5).mean(),
-        "acceptance": float(np.asarray(data.sample_stats["acceptance_rate"]).mean()),
+        "modes in map": f"{n_modes.min()}-{n_modes.max()}",
+        "far, chains": f"{far.min():.2f}-{far.max():.2f}",
+        "far, pooled": far.mean(),
+        "jump acc.": jumps.mean() if jumps.size else np.nan,
+        "R-hat": float(az.rhat(data)["x"]),
         "seconds": seconds,
     }
 
 
-ridge = {"x": 4.0}  # between the modes' basins
 rows = [
-    run("defaults (center = initial point = 0)"),
-    run("center 4, initial point 0", center=ridge),
-    run("center 4, initvals 4", initvals=ridge, center=ridge),
-    run("center 4, initvals 4, power schedule", initvals=ridge, center=ridge, schedule="power"),
-    run("center 4, initvals 4, n_levels = 50", initvals=ridge, center=ridge, n_levels=50),
+    run("defaults"),
+    run("particles = 16", particles=16),
+    run("center 4 for every particle", center={"x": 4.0}),
+    run("mode_jumps = False", mode_jumps=False),
 ]
 table = pd.DataFrame(rows).set_index("options")
 print(f"exact weight of the far mode: {TRUE_FAR_WEIGHT}; {CHAINS} chains per run")
 show(table.round(2))
 
 # %% [markdown]
-# With a handful of chains these shares are coarse (8 chains can only say 0, 1/8, 2/8, …), and
-# they estimate the chance of each basin, not the mass of each mode. When the mode weights
-# matter, use a population sampler (below).
+# With jumps, each chain's share of the far mode is an estimate of its weight by itself, and
+# the chains agree (R-hat near 1). Without them (`mode_jumps=False`), a chain stays in the mode
+# it started in: the chains start from particles drawn by the estimated weights, so the share of
+# *chains* in each mode is still roughly right, but each chain's own share is 0 or 1 and R-hat
+# says so. A smaller population is cheaper (the population's gradients are counted in the first
+# tuning iteration's `n_steps`) and estimates the weights more roughly, which only makes jumps
+# less often accepted; one that misses a mode altogether leaves it to the Langevin steps. When
+# the chains' maps disagree, `check_mode_maps` (run by `compare_with_nuts`) warns.
 #
 # The center is named as `initvals` are, by the model's variables in their own space
 # (`{"sigma": 1.0}` for a positive `sigma`), or by value variables in **unconstrained** space
@@ -220,9 +221,10 @@ show(table.round(2))
 # ## Step size and `target_accept`
 #
 # The step size adapts by dual averaging towards `target_accept` (default 0.6, the usual optimum
-# for MALA; NUTS's 0.8 is tuned for long trajectories). During the annealing the step is
-# expressed in the posterior's scale, so one step size serves all levels. `sample_stats`
-# shows what happened:
+# for MALA; NUTS's 0.8 is tuned for long trajectories). The step is in the coordinates that
+# whiten the preconditioner, so a good one is of order 1. The tuning iterations' sample stats
+# show what happened (`jump_acceptance` is 1 or 0 for each proposed jump, here averaged over 25
+# iterations):
 
 # %%
 with model:
@@ -238,14 +240,28 @@ with model:
         discard_tuned_samples=False,
     )
 warm = data.warmup_sample_stats
+jumps = np.asarray(warm["jump_acceptance"])
+window = np.ones(25)
+jump_mean = np.array(
+    [
+        np.convolve(np.nan_to_num(chain), window, "same")
+        / np.maximum(np.convolve(np.isfinite(chain), window, "same"), 1)
+        for chain in jumps
+    ]
+)
 fig, axes = plt.subplots(3, 1, figsize=(9, 6), sharex=True)
-for ax, key in zip(axes, ("dilation", "step_size", "acceptance_rate")):
-    ax.plot(np.asarray(warm[key]).T, lw=0.6)
+for ax, key, values in zip(
+    axes,
+    ("step_size", "acceptance_rate", "jump acceptance\n(mean of 25)"),
+    (warm["step_size"], warm["acceptance_rate"], jump_mean),
+):
+    ax.plot(np.asarray(values).T, lw=0.6)
     ax.set_ylabel(key)
 axes[0].set_yscale("log")
-axes[1].set_yscale("log")
+axes[1].set_ylim(0, 1)
+axes[2].set_ylim(0, 1)
 axes[2].set_xlabel("tuning iteration")
-fig.suptitle("Warm-up of 4 chains: λ, step size and acceptance rate")
+fig.suptitle("Tuning of 4 chains: step size, Langevin and jump acceptance rates")
 fig.tight_layout()
 
 # %% [markdown]
@@ -255,8 +271,8 @@ fig.tight_layout()
 #
 # - Lower `target_accept` (e.g. 0.4) for larger steps when the acceptance is uniform over the
 #   posterior; raise it (0.7–0.8) when `diverging` draws appear.
-# - `anneal_metropolis=False` runs unadjusted Langevin during the annealing, as in the paper.
-#   It moves a little faster but is biased for a finite step; the draws are always
+# - `anneal_metropolis=False` runs unadjusted Langevin during the population's annealing, as in
+#   the paper. It moves a little faster but is biased for a finite step; the draws are always
 #   Metropolis-adjusted.
 
 # %% [markdown]
@@ -356,11 +372,13 @@ show(pd.DataFrame(rows).T)
 #   good reasons, and [nutpie](https://github.com/pymc-devs/nutpie) is the fast way to run it
 #   (`pm.sample(nuts_sampler="nutpie")`). `DilationLangevin` can be faster per effective draw on
 #   small models, because it does many cheap compiled steps per draw (see the benchmarks), but
-#   MALA needs smaller steps than HMC as the dimension grows and suffers more from strong
-#   correlations (its preconditioner is diagonal), and its divergence flags are noisier. Try it
-#   with `compare_with_nuts` and keep whichever is better on your model.
-# - **Multimodal posteriors where the mode weights matter**: independent MCMC chains, from any
-#   sampler, give mode weights only as a share of chains. Use a population sampler:
+#   MALA needs smaller steps than HMC as the dimension grows, and its divergence flags are
+#   noisier. Try it with `compare_with_nuts` and keep whichever is better on your model.
+# - **Multimodal posteriors where the mode weights matter**: chains of NUTS, or of any sampler
+#   that stays in the mode it reaches, give mode weights only as a share of chains.
+#   `DilationLangevin` chains jump between the modes of their maps (check with
+#   `mode_occupancy` that every chain visits the same modes in the same shares). For the
+#   weights themselves with standard errors, and the evidence, use a population sampler:
 #   `sample_dilation` matched or beat `pm.sample_smc`'s mode weights on the randomized
 #   benchmark mixtures and model families (see the benchmarks), and reports each mode's weight
 #   with a standard error (`mode_table`). Both miss modes whose basin no particle reaches: in
@@ -370,12 +388,9 @@ show(pd.DataFrame(rows).T)
 #   not described by Gaussians; `sample_dilation` then warns (Pareto k̂ above 0.7, or its own
 #   convergence checks, below) and its draws should not be trusted. Reparameterise
 #   (non-centered form) or use NUTS with a higher `target_accept`.
-# - **Exploring several modes with MCMC chains**: a `DilationLangevin` chain picks its mode as
-#   Langevin dynamics from its starting point would (see above), so the annealing by itself does
-#   not steer chains towards other modes: started inside one basin, the chains above all ended
-#   the annealing in that basin's mode. Pass a `center` between the modes, or start chains from
-#   dispersed `initvals` without one, and check the warm-up (`discard_tuned_samples=False`) to
-#   see where they went.
+# - **Modes the tuning population does not reach**: a `DilationLangevin` chain jumps only to
+#   modes of its map. Compare the chains' maps (`mode_occupancy`, `check_mode_maps`), raise
+#   `particles`, and compare with `sample_dilation` when a mode may be missing.
 # - **Discrete variables**: `DilationLangevin` samples the continuous ones inside a
 #   `CompoundStep` with PyMC's samplers for the discrete ones; `sample_dilation` needs a model
 #   with continuous variables only.

@@ -11,9 +11,11 @@ weights a sampler should find are 0.2 and 0.8.
 
 Run it with ``python -m pymc_dilation demo --output DIR`` (or ``pymc-dilation demo``). It prints a
 comparison table and writes PNG figures into ``DIR``: the draws of each sampler over the true
-density (``posterior.png``), the annealing of λ, step size and acceptance
-(``annealing.png``) and the warm-up trajectories of the DilationLangevin chains
-(``trajectories.png``).
+density (``posterior.png``), the tuning of the DilationLangevin chains (step size, acceptance
+rates of the Langevin steps and of the jumps between modes) beside the annealing of
+``sample_dilation`` (λ, step size and acceptance per stage) (``annealing.png``), and ``x[0]`` of
+two DilationLangevin chains over their first draws with the mode of every draw and each chain's
+share of each mode (``trajectories.png``).
 """
 
 from __future__ import annotations
@@ -120,10 +122,14 @@ class SamplerRun:
     wall_time : float
         Seconds from start to result, compilation included.
     annealing : dict of numpy.ndarray
-        ``dilation``, ``step_size``, ``acceptance_rate`` as ``(chains, iterations)``: the
-        warm-up of a step method, or the stages of a population run; empty for NUTS.
+        ``(chains, iterations)`` arrays: ``step_size``, ``acceptance_rate`` and
+        ``jump_acceptance`` of the tuning iterations of a step method, or ``dilation``,
+        ``step_size`` and ``acceptance_rate`` of the stages of a population run; empty for NUTS.
     warmup_draws : numpy.ndarray or None
         ``(chains, tune, 2)`` warm-up draws (DilationLangevin only).
+    idata : object or None
+        What ``pm.sample`` returned (DilationLangevin only), for
+        :func:`~pymc_dilation.plot_mode_occupancy`.
     """
 
     name: str
@@ -132,6 +138,7 @@ class SamplerRun:
     wall_time: float
     annealing: dict[str, np.ndarray] = field(default_factory=dict)
     warmup_draws: np.ndarray | None = None
+    idata: object | None = None
 
     @property
     def weight_right(self) -> float:
@@ -142,6 +149,20 @@ class SamplerRun:
     def chains_right(self) -> int:
         """Chains with most of their draws in the mode at ``(+5, 0)``."""
         return int(((self.draws[..., 0] > 0).mean(axis=1) > 0.5).sum())
+
+    @property
+    def chain_weights(self) -> np.ndarray:
+        """Each chain's share of its draws in the mode at ``(+5, 0)``."""
+        return (self.draws[..., 0] > 0).mean(axis=1)
+
+    @property
+    def max_rhat(self) -> float:
+        """Largest rank-normalized R-hat over the coordinates of ``x`` (NaN for one chain)."""
+        import arviz as az
+
+        if self.draws.shape[0] < 2:
+            return float("nan")
+        return float(max(az.rhat(self.draws[..., i]) for i in range(2)))
 
     @property
     def min_bulk_ess(self) -> float:
@@ -193,15 +214,16 @@ def _run_dilation_langevin(model, cfg, seed, progressbar) -> SamplerRun:
         )
     wall = time.perf_counter() - start
     warm = group_dataset(data, "warmup_sample_stats")
-    annealing = {k: np.asarray(warm[k]) for k in ("dilation", "step_size", "acceptance_rate")}
+    tuning = {k: np.asarray(warm[k]) for k in ("step_size", "acceptance_rate", "jump_acceptance")}
     warm_x = np.asarray(group_dataset(data, "warmup_posterior")["x"], dtype=float)
     return SamplerRun(
         "DilationLangevin",
         _posterior_x(data),
         float(data.posterior.attrs["sampling_time"]),
         wall,
-        annealing,
+        tuning,
         warm_x,
+        data,
     )
 
 
@@ -260,31 +282,37 @@ def format_table(runs: list[SamplerRun]) -> str:
     Returns
     -------
     str
-        A fixed-width text table: mode weight found vs true, its error, chains per mode, minimum
-        bulk ESS, ESS per second of sampling, sampling and wall time.
+        A fixed-width text table: mode weight found vs true, its error, chains with most of
+        their draws in the mode at ``(+5, 0)``, the range of the chains' own weights of that mode,
+        the largest R-hat, minimum bulk ESS, ESS per second of sampling, sampling and wall time.
     """
     true_right = float(posterior_mixture()[0][1])
     header = (
         f"{'sampler':<18} {'chains x draws':>14} {'w(+5,0)':>8} {'|err|':>6} "
-        f"{'chains in (+5,0)':>16} {'min ESS':>8} {'ESS/s':>8} {'sample s':>9} {'wall s':>7}"
+        f"{'chains in (+5,0)':>16} {'chain w(+5,0)':>13} {'R-hat':>6} {'min ESS':>8} "
+        f"{'ESS/s':>8} {'sample s':>9} {'wall s':>7}"
     )
     lines = [header, "-" * len(header)]
     for run in runs:
         chains, draws = run.draws.shape[:2]
         ess = run.min_bulk_ess
+        per_chain = run.chain_weights
         lines.append(
             f"{run.name:<18} {f'{chains} x {draws}':>14} {run.weight_right:>8.3f} "
             f"{abs(run.weight_right - true_right):>6.3f} {f'{run.chains_right}/{chains}':>16} "
+            f"{f'{per_chain.min():.2f}-{per_chain.max():.2f}':>13} {run.max_rhat:>6.2f} "
             f"{ess:>8.0f} {ess / run.sampling_time:>8.0f} {run.sampling_time:>9.2f} "
             f"{run.wall_time:>7.2f}"
         )
     lines += [
-        f"True weight of the mode at (+5, 0): {true_right:.3f}. 'wall s' includes compilation, "
-        "'ESS/s' uses 'sample s'.",
-        "MCMC chains mostly stay in the mode they reach: chains in different modes give a large "
-        "R-hat and a small bulk ESS;",
-        "sample_dilation's draws are particles (as pm.sample_smc's), so its ESS is close to their "
-        "number.",
+        f"True weight of the mode at (+5, 0): {true_right:.3f}. 'chain w(+5,0)': smallest-largest "
+        "weight of one chain's draws;",
+        "'wall s' includes compilation, 'ESS/s' uses 'sample s'. DilationLangevin chains jump "
+        "between the modes of their maps",
+        "(exact Metropolis-Hastings); NUTS chains stay in the mode they reach, so each chain's "
+        "weight is 0 or 1 (R-hat near 1",
+        "only if they all reach the same mode). sample_dilation's draws are the particles of one "
+        "chain (as pm.sample_smc's): no R-hat.",
     ]
     return "\n".join(lines)
 
@@ -328,45 +356,67 @@ def _plot_posteriors(runs: list[SamplerRun], path: Path) -> Path:
     return path
 
 
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the finite values in a trailing window along the last axis (NaN where none)."""
+    finite = np.isfinite(values)
+    total = np.cumsum(np.where(finite, values, 0.0), axis=-1)
+    count = np.cumsum(finite, axis=-1).astype(float)
+    total[..., window:] = total[..., window:] - total[..., :-window]
+    count[..., window:] = count[..., window:] - count[..., :-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
 def _plot_annealing(runs: list[SamplerRun], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    annealed = [run for run in runs if run.annealing]
-    rows = (
-        ("dilation", "λ (dilation)", True),
-        ("step_size", "step size", True),
-        ("acceptance_rate", "acceptance rate", False),
-    )
-    fig, axes = plt.subplots(
-        len(rows), len(annealed), figsize=(5.5 * len(annealed), 7), sharex="col", squeeze=False
-    )
-    for j, run in enumerate(annealed):
-        n_anneal = int(np.argmax(run.annealing["dilation"][0] >= 1.0))
+    shown = [run for run in runs if run.annealing]
+    fig, axes = plt.subplots(3, len(shown), figsize=(5.5 * len(shown), 7), squeeze=False)
+    for j, run in enumerate(shown):
+        tuning = run.warmup_draws is not None
+        if tuning:
+            rows = (
+                ("step_size", "step size (whitened)", True),
+                ("acceptance_rate", "acceptance rate (Langevin)", False),
+                ("jump_acceptance", "jump acceptance (mean of 25)", False),
+            )
+        else:
+            rows = (
+                ("dilation", "λ (dilation)", True),
+                ("step_size", "step size", True),
+                ("acceptance_rate", "acceptance rate", False),
+            )
         for i, (key, label, log) in enumerate(rows):
             ax = axes[i, j]
             values = run.annealing[key]
+            if key == "jump_acceptance":
+                values = _running_mean(values, 25)
             for chain in values:
                 ax.plot(chain, lw=0.6, alpha=0.5)
             if len(values) > 1:
-                ax.plot(np.median(values, axis=0), color="k", lw=1, label="median over chains")
+                with np.errstate(all="ignore"):
+                    median = np.nanmedian(values, axis=0)
+                ax.plot(median, color="k", lw=1, label="median over chains")
                 if i == len(rows) - 1:
                     ax.legend(loc="lower right", fontsize=8)
-            ax.axvline(n_anneal, color="k", ls=":", lw=1)
             if log:
                 ax.set_yscale("log")
-            if j == 0:
-                ax.set_ylabel(label)
-        kind = "warm-up iteration" if run.warmup_draws is not None else "stage"
-        axes[-1, j].set_xlabel(kind)
-        title = (
-            f"{run.name}: warm-up (one line per chain)"
-            if run.warmup_draws is not None
-            else f"{run.name}: annealing then refinement"
-        )
-        axes[0, j].set_title(title)
-        axes[0, j].text(
-            n_anneal, 1e-3, "  λ reaches 1", va="bottom", ha="left", fontsize=8, clip_on=True
-        )
+            if key != "step_size" and not log:
+                ax.set_ylim(-0.03, 1.03)
+            ax.set_ylabel(label)
+            if i < len(rows) - 1:
+                ax.tick_params(labelbottom=False)
+            else:
+                ax.set_xlabel("tuning iteration" if tuning else "stage")
+            ax.sharex(axes[0, j])
+        if tuning:
+            title = f"{run.name}: tuning, one line per chain\n(modes mapped at iteration 0)"
+        else:
+            n_anneal = int(np.argmax(run.annealing["dilation"][0] >= 1.0))
+            title = f"{run.name}: annealing, then refinement\n(λ reaches 1 at stage {n_anneal})"
+            for i in range(len(rows)):
+                axes[i, j].axvline(n_anneal, color="k", ls=":", lw=1)
+        axes[0, j].set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -376,31 +426,24 @@ def _plot_annealing(runs: list[SamplerRun], path: Path) -> Path:
 def _plot_trajectories(run: SamplerRun, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    warm = run.warmup_draws
-    lam = run.annealing["dilation"][0]
-    n_anneal = int(np.argmax(lam >= 1.0))
-    x0 = np.concatenate([warm[..., 0], run.draws[..., 0]], axis=1)
-    fig, (top, ax) = plt.subplots(
-        2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [1, 3]}
-    )
-    top.plot(np.arange(len(lam)), lam, color="k", lw=1.2)
-    top.set(yscale="log", ylabel="λ")
-    top.set_title(
-        f"{run.name}: x[0] of each chain through the warm-up (λ rises to 1 by iteration "
-        f"{n_anneal}), then the draws (from iteration {warm.shape[1]})",
-        fontsize=9,
-    )
-    for chain in x0:
-        ax.plot(chain, lw=0.6, alpha=0.8)
+    from pymc_dilation.occupancy import plot_mode_occupancy
+
+    shown_draws = min(300, run.draws.shape[1])
+    x0 = run.draws[:, :shown_draws, 0]
+    fig = plt.figure(figsize=(10, 6.4), layout="constrained")
+    grid = fig.add_gridspec(2, 4, height_ratios=[1.1, 1])
+    top = fig.add_subplot(grid[0, :])
+    shown = min(2, len(x0))
+    for chain in range(shown):
+        top.plot(x0[chain], lw=0.6, alpha=0.8, color=f"C{chain}", label=f"chain {chain}")
     weights, means, _ = posterior_mixture()
     for w, m in zip(weights, means):
-        ax.axhline(m[0], color="k", ls="--", lw=0.8)
-        ax.text(x0.shape[1], m[0], f" weight {w:.1f}", va="center", fontsize=8)
-    for a in (top, ax):
-        a.axvline(n_anneal, color="k", ls=":", lw=1)
-        a.axvline(warm.shape[1], color="k", ls="-", lw=1)
-    ax.set(xlabel="iteration (warm-up, then draws)", ylabel="x[0]")
-    fig.tight_layout()
+        top.axhline(m[0], color="k", ls="--", lw=0.8)
+        top.text(shown_draws, m[0], f" weight {w:.1f}", va="center", fontsize=8)
+    top.set(xlabel="draw", ylabel="x[0]")
+    top.set_title(f"{run.name}: x[0] of {shown} chains, first {shown_draws} draws", fontsize=10)
+    top.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=shown, fontsize=8, frameon=False)
+    plot_mode_occupancy(run.idata, axes=(fig.add_subplot(grid[1, :3]), fig.add_subplot(grid[1, 3])))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -159,5 +159,11 @@ def plot_mode_occupancy(idata, axes=None):
     bars.set_yticks(range(n_modes))
     bars.set_xlabel("share of draws")
     bars.set_title("Occupancy")
-    trace.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(n_chains, 8))
+    trace.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.25),
+        ncol=min(n_chains, 4),  # wider legends squeeze the panels
+        fontsize="small",
+        markerscale=3,
+    )
     return np.asarray(axes)
