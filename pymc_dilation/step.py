@@ -121,6 +121,10 @@ class ChainModeMap:
         Effective sample size of the importance weights.
     n_grad : int
         Gradient evaluations the population spent (all particles, the Laplace step included).
+    reliable : bool
+        False when the importance effective sample size was below
+        :data:`~pymc_dilation.engine.population.MIN_RESAMPLE_ESS` of the particles: the
+        chain then proposes no jumps and does not grow the map, and the weights mean little.
     """
 
     locations: np.ndarray
@@ -131,6 +135,7 @@ class ChainModeMap:
     log_marginal_likelihood: float
     importance_ess: float
     n_grad: int
+    reliable: bool = True
 
     @property
     def n_modes(self) -> int:
@@ -410,6 +415,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._last_growth_check = -GROWTH_INTERVAL
         self._coverage_radius = float(chi2.isf(1e-4, self._logp.dim))
         self._prior_covariance = None
+        self._prior_count = 0.0
         self._root = None
 
     def stop_tuning(self) -> None:
@@ -456,17 +462,35 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
         self._set_map(
             _in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,
-            n_grad,
+            n_grad, mapped.resampled,
         )  # fmt: skip
-        local = laplace.root @ mapped.local.root
-        self._prior_covariance = local @ local.T
-        self._root = shrunk_root(self._prior_covariance, self.dense)
+        if not mapped.resampled:
+            # The importance weights are too uneven to trust the map (measured on a 55-parameter
+            # factor model: importance ESS 1-4, annealed particles strewn over 17-22 "modes"
+            # that their ascents had not finished climbing). Their spread made a
+            # preconditioner 20 times too wide (the step size fell to 0.001), and the Laplace
+            # approximation from a chain's start can sit in a degenerate corner (variances
+            # 3e-5), and annealed particles in a corner where no step was accepted. So the
+            # chain ignores the map, as a plain adaptive MALA chain: it starts where pm.sample
+            # started it, with a unit preconditioner that the windows adapt as Stan's do
+            # (shrunk towards 1e-3 I with weight 5), and proposes no jumps.
+            self._proposal = None
+            self._prior_covariance, self._prior_count = 1e-3 * np.eye(dim), 5.0
+            self._root = np.eye(dim)
+            lp, grad = self._logp.logp_grad(x, extra)
+            return (x, float(lp), np.asarray(grad, float)), n_grad + 1
+        else:
+            local = laplace.root @ mapped.local.root
+            self._prior_covariance, self._prior_count = local @ local.T, dim + 5.0
+            self._root = shrunk_root(self._prior_covariance, self.dense)
         pick = self.rng.integers(len(mapped.start))
         x0 = laplace.to_density(mapped.start[pick])
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
         return (x0, float(mapped.lps[pick]), grad), n_grad
 
-    def _set_map(self, modes: ModeMap, estimate, log_jacobian: float, n_grad: int) -> None:
+    def _set_map(
+        self, modes: ModeMap, estimate, log_jacobian: float, n_grad: int, reliable: bool = True
+    ) -> None:
         """Adopt a map (density coordinates) and its weight estimate: order the modes, build
         the mixture of their Gaussians (labels, coverage) and the jump proposal."""
         modes, order = _ordered(modes)
@@ -481,6 +505,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             log_marginal_likelihood=estimate.log_evidence + log_jacobian,
             importance_ess=estimate.ess,
             n_grad=int(n_grad),
+            reliable=reliable,
         )
         self._mixture = mode_proposal(modes, weights, JUMP_FLOOR)
         jumps = self.mode_jumps and modes.n_modes > 1
@@ -493,7 +518,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         the checks are not spent (one per :data:`GROWTH_INTERVAL` iterations, at most
         :data:`MAX_GROWTH_CHECKS` per chain)."""
         if (
-            self._growth_checks >= MAX_GROWTH_CHECKS
+            not self.mode_map.reliable
+            or self._growth_checks >= MAX_GROWTH_CHECKS
             or self._iteration - self._last_growth_check < GROWTH_INTERVAL
         ):
             return False
@@ -629,7 +655,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         if self._iteration + 1 < self._window_end:
             return
         # End of a preconditioner window: adopt the covariance, restart the step-size averaging.
-        covariance = self._window.covariance(self._prior_covariance, self._logp.dim + 5.0)
+        covariance = self._window.covariance(self._prior_covariance, self._prior_count)
         self._root = shrunk_root(covariance, self.dense)
         self._cache = None  # the chain's coordinates changed; x itself did not
         self._window.reset()

@@ -334,14 +334,19 @@ def map_growing_population(
         state = _concatenate(states)
         modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
         total = len(state.ys)
-        if modes.n_modes <= max(n_modes_before, 1) or total >= most:
+        mapped = _weigh(target, state, modes, rng)
+        # Stop when doubling found nothing new, at the size limit, or when the modes' Gaussians
+        # do not describe the particles (importance weights too uneven): such "modes" are
+        # usually ascents that stopped short, and more particles only find more of them
+        # (measured on a 55-parameter factor model: 17-22 of them and 530 000 gradients per
+        # chain with the population grown to 1024).
+        if modes.n_modes <= max(n_modes_before, 1) or total >= most or not mapped.resampled:
             break
         n_modes_before = modes.n_modes
-        earlier_maps += modes.n_grad * total
+        earlier_maps += (modes.n_grad + 1) * total
         batch = min(total, most - total)
-    mapped = _weigh(target, state, modes, rng)
     n_grad = mapped.n_grad + -(-earlier_maps // total)
-    if diffusion_sweeps:
+    if diffusion_sweeps and mapped.resampled:
         mapped, more = _diffuse(target, mapped, state, rng, target_accept, diffusion_sweeps)
         n_grad += more
     return replace(mapped, n_grad=n_grad)
