@@ -45,8 +45,8 @@ def test_results_are_what_pm_sample_returns(comparison, normal_2d):
     assert comparison.nuts_sampler == "pymc"
     assert type(comparison.dilation) is type(reference)
     assert type(comparison.nuts) is type(reference)
-    assert "dilation" in comparison.dilation.sample_stats
-    assert "dilation" not in comparison.nuts.sample_stats
+    assert "mode_index" in comparison.dilation.sample_stats
+    assert "mode_index" not in comparison.nuts.sample_stats
 
 
 def test_table_has_one_row_per_element_and_samplers_side_by_side(comparison):
