@@ -477,6 +477,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._proposal = None
             self._prior_covariance, self._prior_count = 1e-3 * np.eye(dim), 5.0
             self._root = np.eye(dim)
+            # Unit coordinates are not whitened: start the step-size search at a tenth of the
+            # whitened initial step, without the tenfold push upwards of a fresh start.
+            self._step_adapt.restart(0.1 * self.initial_step, bias=1.0)
             lp, grad = self._logp.logp_grad(x, extra)
             return (x, float(lp), np.asarray(grad, float)), n_grad + 1
         else:
