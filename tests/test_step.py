@@ -245,3 +245,19 @@ def test_competence():
         pm.Poisson("n", 1.0)
     assert DilationLangevin.competence(model["x"], True) == Competence.PREFERRED
     assert DilationLangevin.competence(model["n"], False) == Competence.INCOMPATIBLE
+
+
+def test_centered_eight_schools_is_flagged_as_pymc_flags_it():
+    # A funnel: the chains cannot be right about tau and must say so through the statistics
+    # PyMC's own warnings read (divergences, R-hat), as NUTS does.
+    y = np.array([28, 8, -3, 7, -1, 1, 18, 12.0])
+    s = np.array([15, 10, 16, 11, 9, 11, 10, 18.0])
+    with pm.Model():
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta = pm.Normal("theta", mu, tau, shape=8)
+        pm.Normal("y", theta, s, observed=y)
+        idata = pm.sample(draws=500, tune=500, step=DilationLangevin(), random_seed=1, **SAMPLE)
+    divergent = int(np.asarray(idata.sample_stats["diverging"]).sum())
+    rhat = float(az.rhat(idata)["tau"])
+    assert divergent > 50 or rhat > 1.05, (divergent, rhat)
