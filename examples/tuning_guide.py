@@ -451,7 +451,7 @@ with centered, warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", UnreliableResultWarning)
     funnel = sample_dilation(PARTICLES, random_seed=1, progressbar=False)
 checks = ["stein_mean_z", "stein_cov_z", "subpopulation_rhat", "particle_ess", "stuck_share"]
-show(funnel.sample_stats[checks].to_dataframe().round(3))
+show(pd.DataFrame({name: np.asarray(funnel.sample_stats[name]) for name in checks}).round(3))
 print(f"tau: mean {float(funnel.posterior['tau'].mean()):.3g} (reference 3.60 ± 3.20)")
 for w in caught:
     if issubclass(w.category, UnreliableResultWarning):
