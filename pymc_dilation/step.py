@@ -11,7 +11,6 @@ from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.step_methods.compound import BlockedStep, Competence
 from pymc.util import get_random_generator
 from pymc.vartypes import continuous_types
-from scipy.stats import chi2
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
@@ -413,10 +412,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._modes: ModeMap | None = None
         self._growth_checks = 0
         self._last_growth_check = -GROWTH_INTERVAL
-        self._coverage_radius = float(chi2.isf(1e-4, self._logp.dim))
         self._prior_covariance = None
         self._prior_count = 0.0
-        self._root = None
+        self._root = self._root_inverse = None
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size and the preconditioner."""
@@ -476,7 +474,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # (shrunk towards 1e-3 I with weight 5), and proposes no jumps.
             self._proposal = None
             self._prior_covariance, self._prior_count = 1e-3 * np.eye(dim), 5.0
-            self._root = np.eye(dim)
+            self._set_root(np.eye(dim))
             # Unit coordinates are not whitened: start the step-size search at a tenth of the
             # whitened initial step, without the tenfold push upwards of a fresh start.
             self._step_adapt.restart(0.1 * self.initial_step, bias=1.0)
@@ -485,7 +483,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         else:
             local = laplace.root @ mapped.local.root
             self._prior_covariance, self._prior_count = local @ local.T, dim + 5.0
-            self._root = shrunk_root(self._prior_covariance, self.dense)
+            self._set_root(shrunk_root(self._prior_covariance, self.dense))
         pick = self.rng.integers(len(mapped.start))
         x0 = laplace.to_density(mapped.start[pick])
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
@@ -515,6 +513,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._proposal = self._mixture if jumps else None
         self._mode_means = modes.means
 
+    def _set_root(self, root: np.ndarray) -> None:
+        """Adopt the preconditioner's square root (``x = root @ u``), inverted once here rather
+        than solved against at every iteration."""
+        self._root, self._root_inverse = root, np.linalg.inv(root)
+
     def _uncovered(self, x: np.ndarray) -> bool:
         """Whether a tuning chain at ``x`` should look for a mode its map lacks: ``x`` lies
         beyond every mode's Gaussian (Mahalanobis distance past the 1 - 1e-4 quantile), and
@@ -526,8 +529,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             or self._iteration - self._last_growth_check < GROWTH_INTERVAL
         ):
             return False
-        squares, _ = self._mixture._quadratic_forms(x[None])
-        return bool(squares.min() > self._coverage_radius)
+        return bool(self._mixture.uncovered(x[None])[0])
 
     def _grow_map(self, x, lp, grad, extra) -> int:
         """Add the mode of ``x`` to the map when it is a new one, and weigh the modes again.
@@ -582,7 +584,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         target = PopulationTarget(
             self._logp.dim, self._logp.batch_callable(extra), self._logp.point_fn, extra
         ).whitened(LaplaceApproximation(np.zeros(self._logp.dim), root, 0, True))
-        us = np.linalg.solve(root, x)[None, :]
+        us = (self._root_inverse @ x)[None, :]
         lps = np.array([lp])
         grads = (grad @ root)[None, :]
         info = target.langevin(
@@ -591,7 +593,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         n_grad += self.steps_per_draw
         x_new = root @ us[0]
         lp_new = float(lps[0])
-        grad_new = np.linalg.solve(root.T, grads[0])
+        grad_new = self._root_inverse.T @ grads[0]
         jump = np.nan
         if self._proposal is not None:
             (x_new, lp_new, grad_new), jump = self._jump(x_new, lp_new, grad_new, extra)
@@ -659,7 +661,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             return
         # End of a preconditioner window: adopt the covariance, restart the step-size averaging.
         covariance = self._window.covariance(self._prior_covariance, self._prior_count)
-        self._root = shrunk_root(covariance, self.dense)
+        self._set_root(shrunk_root(covariance, self.dense))
         self._cache = None  # the chain's coordinates changed; x itself did not
         self._window.reset()
         self._step_adapt.restart(self._step_adapt.step_size_bar, bias=1.0)

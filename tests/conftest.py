@@ -1,4 +1,6 @@
-"""Shared fixtures: small models whose posteriors are known exactly."""
+"""Shared fixtures: small models whose posteriors are known exactly, and input-check helpers."""
+
+import re
 
 import numpy as np
 import pymc as pm
@@ -65,3 +67,26 @@ def bimodal_model(weight: float = 0.5, left: float = -4.0, right: float = 4.0):
         )
         pm.Potential("mixture", pm.math.logsumexp(components))
     return model
+
+
+@pytest.fixture(scope="module")
+def scale_model():
+    """mu ~ N(0, 5) (untransformed), sigma ~ HalfNormal (sigma_log__), w ~ Dirichlet (simplex)."""
+    y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        sigma = pm.HalfNormal("sigma", 5.0)
+        pm.Dirichlet("w", np.ones(3))
+        pm.Deterministic("twice_mu", 2 * mu)
+        pm.Normal("y", mu, sigma, observed=y)
+    return model
+
+
+def raises_with(exc, fn, *fragments):
+    """Call ``fn``; it must raise ``exc`` whose message contains every fragment."""
+    with pytest.raises(exc) as info:
+        fn()
+    message = str(info.value)
+    for fragment in fragments:
+        assert re.search(fragment, message), (fragment, message)
+    return message

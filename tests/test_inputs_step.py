@@ -4,38 +4,13 @@ Every case asserts the exception type and that the message names the option and 
 allowed. None of them compiles or samples anything (they fail before), so they are quick.
 """
 
-import re
-
 import numpy as np
 import pymc as pm
 import pytest
+from conftest import raises_with
 
 from pymc_dilation import DilationLangevin, compare_with_nuts
 from pymc_dilation.centers import resolve_center
-
-
-@pytest.fixture(scope="module")
-def scale_model():
-    """mu ~ N(0, 5) (untransformed), sigma ~ HalfNormal (sigma_log__), w ~ Dirichlet (simplex)."""
-    y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
-    with pm.Model() as model:
-        mu = pm.Normal("mu", 0.0, 5.0)
-        sigma = pm.HalfNormal("sigma", 5.0)
-        pm.Dirichlet("w", np.ones(3))
-        pm.Deterministic("twice_mu", 2 * mu)
-        pm.Normal("y", mu, sigma, observed=y)
-    return model
-
-
-def _raises(exc, fn, *fragments):
-    """Call ``fn``; it must raise ``exc`` whose message contains every fragment."""
-    with pytest.raises(exc) as info:
-        fn()
-    message = str(info.value)
-    for fragment in fragments:
-        assert re.search(fragment, message), (fragment, message)
-    return message
-
 
 # (kwargs of DilationLangevin, fragments the message must contain: the option, what is allowed)
 STEP_CASES = {
@@ -110,30 +85,30 @@ STEP_CASES = {
 @pytest.mark.parametrize("kwargs, fragments", STEP_CASES.values(), ids=STEP_CASES.keys())
 def test_dilation_langevin_refuses_invalid_options(scale_model, kwargs, fragments):
     with scale_model:
-        _raises(ValueError, lambda: DilationLangevin(**kwargs), *fragments)
+        raises_with(ValueError, lambda: DilationLangevin(**kwargs), *fragments)
 
 
 def test_an_unknown_keyword_is_a_type_error_as_python_raises(scale_model):
     with scale_model:
-        _raises(TypeError, lambda: DilationLangevin(centre={"mu": 1.0}), "centre")
+        raises_with(TypeError, lambda: DilationLangevin(centre={"mu": 1.0}), "centre")
 
 
 def test_no_model_names_the_function_called():
-    _raises(ValueError, DilationLangevin, "DilationLangevin needs a model", "with model")
-    _raises(ValueError, compare_with_nuts, "compare_with_nuts needs a model", "with model")
+    raises_with(ValueError, DilationLangevin, "DilationLangevin needs a model", "with model")
+    raises_with(ValueError, compare_with_nuts, "compare_with_nuts needs a model", "with model")
 
 
 @pytest.mark.parametrize("fn", [DilationLangevin, compare_with_nuts])
 def test_a_model_without_free_variables_names_the_function_called(fn):
     with pm.Model():
         pm.Normal("y", 0.0, 1.0, observed=[0.1, 0.2])
-        _raises(ValueError, fn, f"^{fn.__name__} samples continuous", "no free variables")
+        raises_with(ValueError, fn, f"^{fn.__name__} samples continuous", "no free variables")
 
 
 def test_a_model_with_only_discrete_variables_names_them():
     with pm.Model():
         pm.Poisson("n", 3.0)
-        _raises(ValueError, compare_with_nuts, "^compare_with_nuts", "only discrete", "'n'")
+        raises_with(ValueError, compare_with_nuts, "^compare_with_nuts", "only discrete", "'n'")
 
 
 # (kwargs of compare_with_nuts, exception, fragments of the message)
@@ -281,14 +256,14 @@ COMPARE_CASES = {
 def test_compare_with_nuts_refuses_invalid_options(scale_model, kwargs, exc, fragments):
     with scale_model:
         kwargs = {"nuts_sampler": "pymc", **kwargs}
-        _raises(exc, lambda: compare_with_nuts(**kwargs), *fragments)
+        raises_with(exc, lambda: compare_with_nuts(**kwargs), *fragments)
 
 
 def test_seeds_per_chain_are_refused_up_front_when_nuts_is_nutpie(scale_model, monkeypatch):
     # pm.sample hands nutpie one seed and fails on a list, after DilationLangevin has run.
     monkeypatch.setattr("pymc_dilation.compare._nutpie_available", lambda: True)
     with scale_model:
-        _raises(
+        raises_with(
             ValueError,
             lambda: compare_with_nuts(chains=2, random_seed=[1, 2], nuts_sampler="nutpie"),
             "random_seed must be None, one non-negative integer",

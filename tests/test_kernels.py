@@ -2,7 +2,7 @@ import numba
 import numpy as np
 import pytest
 
-from pymc_dilation.engine.adaptation import DiagonalVariance, DualAveraging
+from pymc_dilation.engine.adaptation import DualAveraging, WindowCovariance, shrunk_root
 from pymc_dilation.engine.kernels import (
     langevin_steps_compiled,
     langevin_steps_vectorized,
@@ -100,14 +100,17 @@ def test_dual_averaging_reaches_the_target_acceptance():
     assert abs(np.mean(accepts[1000:]) - 0.6) < 0.05
 
 
-def test_diagonal_variance_merges_batches_exactly():
+def test_window_covariance_is_the_sample_covariance_shrunk_towards_the_prior():
     rng = np.random.default_rng(6)
-    draws = rng.normal(size=(101, 4)) * [1, 2, 3, 4]
-    acc = DiagonalVariance(4)
-    acc.add(draws[:1])
-    acc.add(draws[1:50])
-    for row in draws[50:]:
+    draws = rng.normal(size=(101, 3)) @ np.array([[1, 0, 0], [0.5, 2, 0], [0, 1, 3.0]])
+    acc = WindowCovariance(3)
+    for row in draws:
         acc.add(row)
+    prior = np.eye(3)
     n = len(draws)
-    expected = (n / (n + 5)) * draws.var(axis=0, ddof=1) + 1e-3 * 5 / (n + 5)
-    np.testing.assert_allclose(acc.variance(), expected)
+    expected = (n * np.cov(draws.T) + 8.0 * prior) / (n + 8.0)
+    np.testing.assert_allclose(acc.covariance(prior, 8.0), expected)
+    root = shrunk_root(expected, dense=True)
+    np.testing.assert_allclose(root @ root.T, expected, rtol=1e-6)
+    diagonal = shrunk_root(expected, dense=False)
+    np.testing.assert_allclose(np.diag(diagonal) ** 2, np.diag(expected))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DualAveraging", "DiagonalVariance", "WindowCovariance", "shrunk_root"]
+__all__ = ["DualAveraging", "WindowCovariance", "shrunk_root"]
 
 
 class DualAveraging:
@@ -70,45 +70,6 @@ class DualAveraging:
         self.log_step = self.mu - np.sqrt(t) / self.gamma * self.hbar
         eta = t ** (-self.kappa)
         self.log_step_bar = eta * self.log_step + (1.0 - eta) * self.log_step_bar
-
-
-class DiagonalVariance:
-    """Running (Welford) per-coordinate variance of draws, regularised as Stan does.
-
-    Parameters
-    ----------
-    dim : int
-        Number of coordinates.
-    """
-
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every draw seen."""
-        self.n = 0
-        self.mean = np.zeros(self.dim)
-        self.m2 = np.zeros(self.dim)
-
-    def add(self, draws: np.ndarray) -> None:
-        """Add draws of shape ``(d,)`` or ``(n, d)`` (a population at once)."""
-        draws = np.atleast_2d(draws)
-        n_new = draws.shape[0]
-        mean_new = draws.mean(axis=0)
-        m2_new = ((draws - mean_new) ** 2).sum(axis=0)
-        n = self.n + n_new
-        delta = mean_new - self.mean
-        self.mean = self.mean + delta * n_new / n
-        self.m2 = self.m2 + m2_new + delta**2 * self.n * n_new / n
-        self.n = n
-
-    def variance(self) -> np.ndarray:
-        """The regularised variance ``n/(n+5) var + 1e-3 * 5/(n+5)`` (Stan's rule)."""
-        if self.n < 2:
-            return np.ones(self.dim)
-        var = self.m2 / (self.n - 1)
-        return (self.n / (self.n + 5.0)) * var + 1e-3 * (5.0 / (self.n + 5.0))
 
 
 class WindowCovariance:

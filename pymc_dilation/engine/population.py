@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.stats import chi2
 
 from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
@@ -367,9 +366,7 @@ def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_a
         target, ys, lps, grads, None, rng, float(np.median(state.step)), target_accept,
         sweeps, DIFFUSION_STEPS,
     )  # fmt: skip
-    dim = ys.shape[1]
-    squares, _ = mapped.jumps._quadratic_forms(ys)
-    far = squares.min(axis=1) > chi2.isf(1e-4, dim)
+    far = mapped.jumps.uncovered(ys)
     if not far.any():
         return mapped, n_grad
     modes, calls = add_modes(target.logp_grad_batch, mapped.modes, ys[far], lps[far], grads[far])

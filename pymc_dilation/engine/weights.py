@@ -103,6 +103,15 @@ class MixtureProposal:
             )
         return _logsumexp(parts, axis=1)
 
+    def uncovered(self, x: np.ndarray, tail: float = 1e-4) -> np.ndarray:
+        """``(n,)``: whether each row lies beyond every mode's Gaussian, past the ``1 - tail``
+        quantile of its squared Mahalanobis distance (χ² with ``d`` degrees of freedom): mass
+        the mixture does not describe."""
+        from scipy.stats import chi2
+
+        squares, _ = self._quadratic_forms(x)
+        return squares.min(axis=1) > chi2.isf(tail, x.shape[1])
+
     def nearest_mode(self, x: np.ndarray) -> np.ndarray:
         """``(n,)``: the mode whose own Gaussian gives ``x`` the highest density.
 
