@@ -190,7 +190,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     posterior invariant for any map, so the draws are exact (a Markov chain whose stationary
     law is the posterior) whatever the tuning found; what the map decides is how fast a chain
     moves between the modes it holds. A mode that no particle reached is proposed by no jump:
-    a chain visits it only if its Langevin steps find it.
+    a chain visits it only if its Langevin steps find it. When the population's importance
+    weights are too uneven to trust the map (``mode_map.reliable`` is False), the chain
+    ignores it: plain adaptive MALA from ``pm.sample``'s start point, with no jumps.
 
     Parameters
     ----------
