@@ -103,9 +103,14 @@ def overlay_posteriors(data: dict, var_names=None, **kwargs):
 
 
 try:  # PyTensor's disk cache for generated Numba functions (recent PyTensor releases)
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
+    from pytensor.link.numba.cache import (
+        CACHED_SRC_FUNCTIONS,
+        NUMBA_CACHE_PATH,
+        compile_numba_function_src,
+    )
 except ImportError:  # pragma: no cover - older PyTensor: wrappers are compiled every time
     CACHED_SRC_FUNCTIONS = None
+    NUMBA_CACHE_PATH = None
     compile_numba_function_src = None
 
 

@@ -41,6 +41,7 @@ from pymc_dilation._compat import (
     modelcontext,
 )
 from pymc_dilation.engine.kernels import PARALLEL_MIN_PARTICLES, POINT_SIGNATURE, PointFunction
+from pymc_dilation.graph_cache import graph_key, recall, remember
 
 __all__ = [
     "VarInfo",
@@ -141,9 +142,10 @@ class ModelLogp:
         is not cached (C fallback, PyTensor's Numba cache off, or a graph PyTensor cannot cache).
     """
 
-    def __init__(self, inputs, outputs, var_infos, extra_infos, backend: str = "numba"):
+    def __init__(self, inputs, logp, var_infos, extra_infos, backend: str = "numba"):
         self._inputs = inputs
-        self._outputs = outputs
+        self._logp_graph = logp
+        self._outputs_built = None
         self.var_infos = tuple(var_infos)
         self.extra_infos = tuple(extra_infos)
         self.dim = sum(info.size for info in self.var_infos)
@@ -154,11 +156,17 @@ class ModelLogp:
         self.point_fn = None
         self.cache_key = None
         if self.backend == "numba":
+            # The gradient's graph follows from the log density's: the key needs only that.
+            key = graph_key(self._inputs, [self._logp_graph], _KEY_MODE)
+            found = None if key is None else recall(key, self._load_point_function)
+            if found is not None:
+                self.point_fn, self.cache_key = found
+                return
             try:
-                fn = pytensor.function(
-                    self._inputs, self._outputs, mode=_mode("NUMBA"), on_unused_input="ignore"
-                )
+                fn = self._compile_numba()
                 self.point_fn, self.cache_key = _cached_point_function(fn)
+                if key is not None:
+                    remember(key, (self.point_fn, self.cache_key), self.cache_key)
             except Exception as err:  # any Op without a Numba implementation
                 _log.warning(
                     "The Numba backend cannot compile this model's log density (%s); "
@@ -169,10 +177,33 @@ class ModelLogp:
                 self.backend = "c"
         if self.point_fn is None:
             fn = pytensor.function(
-                self._inputs, self._outputs, mode=_mode(None), on_unused_input="ignore"
+                self._inputs, self._outputs(), mode=_mode(None), on_unused_input="ignore"
             )
             fn.trust_input = True
             self._c_fn = fn
+
+    def _outputs(self) -> list:
+        """``[logp, grad]``: the gradient's graph is built when first compiled."""
+        if self._outputs_built is None:
+            self._outputs_built = [self._logp_graph, pt.grad(self._logp_graph, self._inputs[0])]
+        return self._outputs_built
+
+    def _compile_numba(self):
+        return pytensor.function(
+            self._inputs, self._outputs(), mode=_mode("NUMBA"), on_unused_input="ignore"
+        )
+
+    def _load_point_function(self, cache_key: str):
+        """The point wrapper stored under ``cache_key``, loaded without compiling the graph.
+
+        Raises if it is not on disk any more (the caller then compiles). The model's own
+        function, called only to surface an error (see :class:`PointFunctionAddress`), is
+        compiled when first needed.
+        """
+        dispatcher = _compile_wrapper(_NOT_COMPILED, cache_key)
+        if not sum(dispatcher.stats.cache_hits.values()):
+            raise RuntimeError("the point wrapper was compiled, not loaded")
+        return PointFunctionAddress(dispatcher, _LazyModelFunction(self._compile_numba)), cache_key
 
     def __getstate__(self):
         # Compiled functions do not pickle; the graph does, and is recompiled on arrival.
@@ -284,6 +315,28 @@ class PointFunctionAddress(WrapperAddressProtocol):
         if not np.isfinite(lp) and self._logp_fn is not None:
             self._logp_fn(y, extra)  # raises the model's error, if it has one
         return lp
+
+
+class _LazyModelFunction:
+    """The model's compiled ``(y, extra) -> (logp, grad)``, compiled at the first call."""
+
+    def __init__(self, compile_fn):
+        self._compile_fn = compile_fn
+        self._fn = None
+
+    def __call__(self, y: np.ndarray, extra: np.ndarray):
+        if self._fn is None:
+            self._fn = self._compile_fn().vm.jit_fn
+        return self._fn(y, extra)
+
+
+_NOT_COMPILED = object()
+"""Stands for the model's function in the environment of a point wrapper that is loaded from
+the disk cache: Numba loads the compiled wrapper (which holds the model's code) without typing
+its globals, and a cache miss fails to type this object instead of compiling a wrong function."""
+
+_KEY_MODE = "NUMBA including local_check_parameter_to_ninf_switch, logp and its gradient"
+"""How the log density is compiled, for :func:`~pymc_dilation.graph_cache.graph_key`."""
 
 
 @typeof_impl.register(PointFunctionAddress)
@@ -448,8 +501,7 @@ def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = 
             replacements[frozen_values[info.name]] = piece.astype(info.dtype)
             start += info.size
     logp = graph_replace(frozen.logp(), replacements, strict=False)
-    grad = pt.grad(logp, x)
-    return ModelLogp([x, extra], [logp, grad], var_infos, extra_infos, backend)
+    return ModelLogp([x, extra], logp, var_infos, extra_infos, backend)
 
 
 def prior_sampler(model, var_infos: Sequence[VarInfo]):

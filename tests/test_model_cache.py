@@ -2,9 +2,11 @@
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
 
+from pymc_dilation import graph_cache
 from pymc_dilation import model as model_module
 from pymc_dilation.model import compile_model_logp
 
@@ -38,7 +40,9 @@ def _advance_name_counter() -> None:
     pm.pytensorf.compile([a], [pt.exp(a) * 2 + pt.abs(a) / 3])
 
 
-def test_rebuilt_graph_loads_from_disk_cache():
+def test_rebuilt_graph_loads_from_disk_cache(monkeypatch):
+    # PyTensor's key of the rewritten graph (the pre-rewrite key is tested below).
+    monkeypatch.setattr(model_module, "graph_key", lambda *args: None)
     first = compile_model_logp(_sign_model())
     _advance_name_counter()
     second = compile_model_logp(_sign_model())
@@ -67,6 +71,7 @@ def test_changed_constant_does_not_reuse_a_stale_function(changed):
 
 def test_uncached_graph_is_compiled_afresh(monkeypatch):
     monkeypatch.setattr(model_module, "_pytensor_cache_key", lambda fn: None)
+    monkeypatch.setattr(model_module, "graph_key", lambda *args: None)
     model = _sign_model(prior_sd=3.0)
     compiled = compile_model_logp(model)
     assert compiled.cache_key is None
@@ -92,3 +97,77 @@ def test_model_errors_reject_in_kernels_and_raise_from_python():
     assert np.isnan(lps[1]) and np.isnan(grads[1]).all()
     with pytest.raises(np.linalg.LinAlgError):
         compiled.logp_grad(np.array([2.0]), np.zeros(0))
+
+
+# ---------------------------------------------------------------- the pre-rewrite graph key
+
+
+def _shared_data_model() -> pm.Model:
+    """A model whose data stays a shared variable: its value may change, so no key."""
+    with pm.Model() as model:
+        data = pytensor.shared(Y)
+        b = pm.Normal("b", 0.0, 1.0)
+        pm.Potential("fit", -0.5 * pt.sum((data - b * X) ** 2))
+    return model
+
+
+def _key(model) -> str | None:
+    compiled = compile_model_logp(model)
+    return graph_cache.graph_key(compiled._inputs, [compiled._logp_graph], "test")
+
+
+def test_graph_key_is_the_same_for_a_rebuilt_model_and_differs_for_a_changed_one():
+    base = _key(_sign_model())
+    _advance_name_counter()
+    assert _key(_sign_model()) == base
+    assert _key(_sign_model(y=Y + 1e-12)) != base  # data
+    assert _key(_sign_model(prior_sd=2.0 + 1e-12)) != base  # a prior's constant
+    with pm.Model() as other_op:  # the same wiring with another distribution
+        b = pm.StudentT("b", nu=3.0, mu=0.3, sigma=2.0)
+        s = pm.HalfNormal("s", 1.0)
+        pm.Normal("y", pm.math.abs(b) * X, s, observed=Y)
+    assert _key(other_op) != base
+    assert _key(_shared_data_model()) is None
+
+
+def test_compiled_graph_is_loaded_without_rewriting(monkeypatch):
+    model = _sign_model(prior_sd=1.7)
+    first = compile_model_logp(model)
+    assert first.cache_key is not None
+    graph_cache._memory.clear()  # as in a fresh process: only the disk remembers
+
+    def no_rewrites(self):
+        raise AssertionError("the graph was rewritten and compiled again")
+
+    monkeypatch.setattr(model_module.ModelLogp, "_compile_numba", no_rewrites)
+    loaded = compile_model_logp(model)
+    assert loaded.cache_key == first.cache_key
+    x = np.array([0.4, -0.3])
+    logp, grad = loaded.logp_grad(x, np.zeros(0))
+    ref_logp, ref_grad = _reference(model, x)
+    assert logp == pytest.approx(ref_logp, rel=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10)
+    lps, _ = loaded.logp_grad_batch(np.stack([x, -x]), np.zeros(0))
+    assert lps[1] == pytest.approx(_reference(model, -x)[0], rel=1e-10)
+
+
+def test_loaded_function_still_raises_the_models_error():
+    compile_model_logp(_cholesky_model())
+    graph_cache._memory.clear()
+    loaded = compile_model_logp(_cholesky_model())
+    assert np.isnan(loaded.logp_grad_batch(np.array([[2.0]]), np.zeros(0))[0][0])
+    with pytest.raises(np.linalg.LinAlgError):
+        loaded.logp_grad(np.array([2.0]), np.zeros(0))
+
+
+def test_stale_disk_entry_is_compiled_afresh():
+    model = _sign_model(prior_sd=1.9)
+    compile_model_logp(model)
+    compiled = compile_model_logp(model)
+    key = graph_cache.graph_key(compiled._inputs, [compiled._logp_graph], model_module._KEY_MODE)
+    graph_cache._memory.clear()
+    graph_cache._path(key).write_text("pymc_dilation_point_no_such_function")
+    fresh = compile_model_logp(model)
+    x = np.array([-0.6, 0.2])
+    assert fresh.logp_grad(x, np.zeros(0))[0] == pytest.approx(_reference(model, x)[0])
+    assert graph_cache._path(key).read_text() == fresh.cache_key  # repaired
