@@ -103,7 +103,7 @@ def graph_key(inputs: Sequence[Variable], outputs: Sequence[Variable], mode: str
     try:
         coords: dict[Variable, str] = {var: f"in{i}" for i, var in enumerate(inputs)}
         parts = [f"v{KEY_VERSION}", pytensor.__version__, numba.__version__, mode]
-        parts += [f"{name}={getattr(pytensor.config, name)}" for name in _CONFIG]
+        parts += [f"{name}={getattr(pytensor.config, name, None)}" for name in _CONFIG]
         parts += [_key_of(var.type) for var in inputs]
         for i, node in enumerate(io_toposort(list(inputs), list(outputs))):
             wiring = []
