@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-__all__ = ["LaplaceApproximation", "laplace_approximation"]
+__all__ = ["LaplaceApproximation", "laplace_approximation", "newton_polish"]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -176,6 +176,101 @@ def laplace_approximation(
     if root is None:
         return LaplaceApproximation(start, np.eye(dim), counter[0], False)
     return LaplaceApproximation(mode, root, counter[0], bool(np.isfinite(neg_lp)))
+
+
+def _hessians(logp_grad: BatchLogpGrad, xs: np.ndarray) -> np.ndarray:
+    """Finite-difference Hessians ``(k, d, d)`` at the rows of ``xs`` in one batched call, as
+    :func:`_hessian` computes each (NaN where the stencil leaves the support)."""
+    k, dim = xs.shape
+    h = 1e-5 * np.maximum(1.0, np.abs(xs))  # (k, d)
+    steps = h[:, :, None] * np.eye(dim)[None]  # (k, d, d): row i moves coordinate i
+    rows = np.concatenate([xs[:, None, :] + steps, xs[:, None, :] - steps], axis=1)
+    with np.errstate(all="ignore"):
+        lps, grads = logp_grad(rows.reshape(-1, dim))
+    lps = np.asarray(lps, dtype=float).reshape(k, 2 * dim)
+    grads = np.asarray(grads, dtype=float).reshape(k, 2 * dim, dim)
+    hess = (grads[:, :dim] - grads[:, dim:]) / (2.0 * h[:, :, None])
+    hess = 0.5 * (hess + np.swapaxes(hess, 1, 2))
+    hess[~np.all(np.isfinite(lps), axis=1)] = np.nan
+    return hess
+
+
+def newton_polish(
+    logp_grad: BatchLogpGrad, starts: np.ndarray, newton_steps: int = 5, halvings: int = 30
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Newton steps from every row of ``starts`` at once, and the local Gaussians there.
+
+    The batched form of ``laplace_approximation(logp_grad, start, max_iter=0,
+    newton_steps=newton_steps)`` for each row (same steps, halvings and fallbacks), with one
+    batched call per Newton step for the Hessians and one per halving round for the
+    candidates, instead of a Python loop over the rows.
+
+    Returns
+    -------
+    modes : numpy.ndarray
+        ``(k, d)`` polished points (a row's start where no curvature was found).
+    roots : numpy.ndarray
+        ``(k, d, d)`` square roots of the inverse negative Hessians (the identity where no
+        curvature was found).
+    converged : numpy.ndarray
+        ``(k,)`` whether a finite curvature was found and the log density is finite.
+    calls : int
+        Log density and gradient evaluations, all rows together.
+    """
+    starts = np.asarray(starts, dtype=float)
+    k, dim = starts.shape
+    modes = starts.copy()
+    with np.errstate(all="ignore"):
+        lps, grads = logp_grad(modes)
+    lps = np.asarray(lps, dtype=float).copy()
+    grads = np.asarray(grads, dtype=float).copy()
+    bad = ~(np.isfinite(lps) & np.all(np.isfinite(grads), axis=1))
+    lps[bad], grads[bad] = -np.inf, 0.0
+    calls = k
+    roots = np.broadcast_to(np.eye(dim), (k, dim, dim)).copy()
+    found = np.zeros(k, dtype=bool)
+    active = np.ones(k, dtype=bool)
+    for newton_step in range(newton_steps + 1):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        hess = _hessians(logp_grad, modes[rows])
+        calls += 2 * dim * rows.size
+        usable = np.all(np.isfinite(hess), axis=(1, 2)) & np.any(hess != 0, axis=(1, 2))
+        active[rows[~usable]] = False
+        rows, hess = rows[usable], hess[usable]
+        if rows.size == 0:
+            break
+        curvature, vectors = np.linalg.eigh(-hess)  # as _root_covariance, row by row
+        curvature = np.abs(curvature)
+        floor = 1e-8 * np.maximum(curvature.max(axis=1, keepdims=True), 1e-300)
+        root = vectors / np.sqrt(np.maximum(curvature, floor))[:, None, :]
+        roots[rows], found[rows] = root, True
+        # Newton step on the negative log density: -R Rᵀ ∇(-lp) = R Rᵀ ∇lp
+        step = np.einsum("kij,kj->ki", root, np.einsum("kji,kj->ki", root, grads[rows]))
+        decrement = np.einsum("ki,ki->k", grads[rows], step)
+        done = (decrement < 1e-10) | (newton_step == newton_steps)
+        active[rows[done]] = False
+        rows, step = rows[~done], step[~done]
+        for _ in range(halvings):  # halve each row's step until it improves
+            if rows.size == 0:
+                break
+            candidates = modes[rows] + step
+            with np.errstate(all="ignore"):
+                cand_lp, cand_grad = logp_grad(candidates)
+            cand_lp = np.asarray(cand_lp, dtype=float)
+            cand_grad = np.asarray(cand_grad, dtype=float)
+            calls += rows.size
+            ok = np.isfinite(cand_lp) & np.all(np.isfinite(cand_grad), axis=1)
+            better = ok & (cand_lp >= lps[rows])
+            took = rows[better]
+            modes[took], lps[took] = candidates[better], cand_lp[better]
+            grads[took] = cand_grad[better]
+            rows, step = rows[~better], step[~better] / 2.0
+        active[rows] = False  # no improvement after every halving: stop there
+    modes[~found] = starts[~found]
+    converged = found & np.isfinite(lps)
+    return modes, roots, converged, calls
 
 
 FLAT_REACH = (1e3, 1e6)

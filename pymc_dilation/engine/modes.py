@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pymc_dilation.engine.laplace import laplace_approximation
+from pymc_dilation.engine.laplace import newton_polish
 
 __all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "add_modes", "VALLEY_DEPTH"]
 
@@ -201,12 +201,9 @@ def map_modes(
     optima, opt_lp, calls = ascend(logp_grad, ys, lps, grads, ascent_iter)
     heads, labels, merge_calls = merge_optima(logp_grad, optima, opt_lp, depth)
     calls += merge_calls * len(_SEGMENT)
-    polished = [laplace_approximation(logp_grad, optima[h], max_iter=0, newton_steps=5)
-                for h in heads]  # fmt: skip
-    hessian_grads = sum(local.n_grad for local in polished)
-    places = np.array([local.mode for local in polished])
+    places, head_roots, converged, hessian_grads = newton_polish(logp_grad, optima[heads])
     place_lp = logp_grad(places)[0]
-    stalled = ~np.array([local.converged for local in polished]) | ~(place_lp >= opt_lp[heads])
+    stalled = ~converged | ~(place_lp >= opt_lp[heads])
     places[stalled], place_lp[stalled] = optima[heads[stalled]], opt_lp[heads[stalled]]
     # Ascents that stopped short on a curved slope can look separated by a valley from their
     # own mode; polished, they land on its optimum, so the polished places are merged again.
@@ -222,7 +219,7 @@ def map_modes(
             cov = np.cov(bulk.T).reshape(dim, dim)
             root = np.linalg.cholesky(cov + 1e-10 * np.trace(cov) / dim * np.eye(dim))
         else:
-            mean, root = location, polished[head].root
+            mean, root = location, head_roots[head]
         locations.append(location)
         means.append(mean)
         roots.append(root)

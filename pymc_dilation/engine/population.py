@@ -316,10 +316,10 @@ def map_growing_population(
     at least :data:`GROWTH_WEIGHT`; modes of less are kept but not counted), that is the map.
     Otherwise the population doubles (new particles from ``draw_centers(n)``, all annealed
     particles mapped together) for as long as each doubling finds more such modes, up to
-    ``most`` particles. A unimodal posterior so pays for ``first`` particles only, and a posterior with
-    many modes gets the particles it needs to find them. With ``diffusion_sweeps``, the mapped
-    particles then diffuse by that many MALA sweeps and the modes they reach are added (see
-    :func:`_diffuse`).
+    ``most`` particles. A unimodal posterior so pays for ``first`` particles only, and a
+    posterior with many modes gets the particles it needs to find them. With
+    ``diffusion_sweeps``, the mapped particles then diffuse by that many MALA sweeps and the
+    modes they reach are added (see :func:`_diffuse`).
     """
     states: list[AnnealState] = []
     found_before = 0
