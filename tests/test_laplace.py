@@ -10,7 +10,7 @@ from pymc_dilation.engine.kernels import (
     langevin_steps_vectorized,
     point_function,
 )
-from pymc_dilation.engine.laplace import laplace_approximation
+from pymc_dilation.engine.laplace import laplace_approximation, newton_polish
 
 # A regression-like posterior: far from the origin, scales 1e-3..30, correlation -0.99.
 MEAN = np.array([26.0, 0.6, 2.9])
@@ -62,6 +62,39 @@ def test_laplace_falls_back_to_the_identity_without_finite_curvature():
     laplace = laplace_approximation(nowhere_finite_but_start, np.zeros(2))
     np.testing.assert_array_equal(laplace.root, np.eye(2))
     np.testing.assert_array_equal(laplace.mode, np.zeros(2))
+
+
+def _two_bumps(xs):
+    """Two quartic-Gaussian bumps, -inf where the first coordinate exceeds 7 (a support edge)."""
+    xs = np.atleast_2d(xs)
+    precision = np.array([[2.0, 0.6, 0.0], [0.6, 1.0, 0.2], [0.0, 0.2, 0.5]])
+    parts, grads = [], []
+    for center in (np.zeros(3), np.array([4.0, 4.0, 0.0])):
+        z = xs - center
+        parts.append(-0.5 * np.einsum("ni,ij,nj->n", z, precision, z) - 0.1 * (z**4).sum(1))
+        grads.append(-(z @ precision) - 0.4 * z**3)
+    parts = np.array(parts)
+    top = parts.max(axis=0)
+    share = np.exp(parts - top)
+    lp = top + np.log(share.sum(axis=0))
+    grad = (share[:, :, None] * np.array(grads)).sum(axis=0) / share.sum(axis=0)[:, None]
+    lp = np.where(xs[:, 0] > 7.0, -np.inf, lp)
+    return lp, grad
+
+
+def test_batched_newton_polish_matches_one_laplace_approximation_per_row():
+    starts = np.array(
+        [[0.3, -0.2, 0.1], [1.5, 1.0, -2.0], [3.0, 3.5, 0.4], [2.0, 2.0, 0.0], [8.0, 0.0, 0.0]]
+    )
+    modes, roots, converged, calls = newton_polish(_two_bumps, starts)
+    for i, start in enumerate(starts):
+        one = laplace_approximation(_two_bumps, start, max_iter=0, newton_steps=5)
+        np.testing.assert_allclose(modes[i], one.mode, atol=1e-10)
+        np.testing.assert_allclose(roots[i] @ roots[i].T, one.root @ one.root.T, atol=1e-8)
+        assert converged[i] == one.converged
+    assert not converged[-1]  # outside the support: no curvature, the start and the identity
+    np.testing.assert_array_equal(modes[-1], starts[-1])
+    assert calls > 0
 
 
 def test_compiled_driver_applies_the_affine_map_like_the_vectorized_one():
