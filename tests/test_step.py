@@ -89,8 +89,10 @@ def test_every_chain_visits_both_modes_in_proportion(seed):
     assert float(az.rhat(idata)["x"]) < 1.05
     assert np.nanmean(np.asarray(idata.sample_stats["jump_acceptance"])) > 0.3
     assert np.all(np.asarray(idata.sample_stats["n_modes"]) == 2)
+    # No NUTS chain crosses: each stays in the mode it started in (on PyMC 6.4 one chain of
+    # seed 1 starts in the far one).
     nuts_left = (np.asarray(nuts.posterior["x"]) < 4.0).mean(axis=1)
-    assert set(nuts_left) == {1.0}, nuts_left
+    assert set(nuts_left) <= {0.0, 1.0}, nuts_left
 
 
 def test_flat_prior_modes_are_found_without_prior_draws():
