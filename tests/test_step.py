@@ -75,7 +75,7 @@ def _left_weight(weight, left, right, prior_sd=10.0):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_every_chain_visits_both_modes_in_proportion(seed):
     # Modes at -2 and +10 with weights 0.3 / 0.7 (posterior weight of the left mode 0.408):
-    # NUTS chains started near 0 all stay in the nearer mode. Every DilationLangevin chain
+    # NUTS chains stay in the mode they start in. Every DilationLangevin chain
     # must visit both, in proportion: a chain stuck in one mode has share 0 or 1.
     model = bimodal_model(weight=0.3, left=-2.0, right=10.0)
     exact = _left_weight(0.3, -2.0, 10.0)
