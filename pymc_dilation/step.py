@@ -220,7 +220,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         Langevin steps per particle and level of the population.
     steps_per_draw : int
         Langevin steps per iteration of the chain (gradient evaluations per draw, one more for
-        a jump).
+        a jump). 8 was chosen by the end-to-end benchmark (``benchmarks/RESULTS.md``, issue
+        12): against 16 it gave about the same ESS per second on the posteriordb ports and
+        correlated regressions (twice the ESS per gradient) and the same mode weights on the
+        multimodal suite.
     target_accept : float
         Target mean Metropolis acceptance probability, in ``(0, 1)``.
     anneal_metropolis : bool
@@ -319,7 +322,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         n_levels: int = 20,
         lambda_min: float = 1e-3,
         steps_per_level: int = 4,
-        steps_per_draw: int = 16,
+        steps_per_draw: int = 8,
         target_accept: float = 0.6,
         anneal_metropolis: bool = True,
         precondition: str = "dense",
