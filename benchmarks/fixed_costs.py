@@ -13,9 +13,11 @@ changes for it:
 - ``model``: building the ``pm.Model``;
 - ``graph``: :func:`~pymc_dilation.model.compile_model_logp` minus compilation (freezing the
   model, its log density and gradient graphs, the initial point for shapes);
-- ``pytensor``: ``pytensor.function`` in ``ModelLogp._compile``: graph rewrites and PyTensor's
-  Numba linking (its own disk cache included);
-- ``wrapper``: compiling or loading the point wrapper (``_cached_point_function``);
+- ``pytensor``: the rest of ``ModelLogp._compile``: the graph's key and its lookup
+  (:mod:`pymc_dilation.graph_cache`), and when the graph is not found, ``pytensor.function``
+  (graph rewrites and PyTensor's Numba linking, its own disk cache included);
+- ``wrapper``: compiling or loading the point wrapper (``_cached_point_function``; 0 when the
+  graph key found the compiled function);
 - ``step_other``: the rest of ``DilationLangevin(...)`` (``initial_point``, the center and its
   check);
 - ``steps``: the step method's ``step`` calls, i.e. PyMC's per-iteration calls into it;
@@ -85,8 +87,8 @@ for call in range(spec["calls"]):
         "import": import_s if call == 0 else 0.0,
         "model": model_s,
         "graph": acc["compile_model_logp"] - acc["compile"],
-        "pytensor": acc["compile"] - acc["wrapper"],
-        "wrapper": acc["wrapper"],
+        "pytensor": acc["compile"] - acc.get("wrapper", 0.0),
+        "wrapper": acc.get("wrapper", 0.0),
         "step_other": acc["init"] - acc["compile_model_logp"],
         "steps": acc["steps"],
         "pymc_other": total - acc["init"] - acc["steps"],
