@@ -29,6 +29,7 @@ a mixture over modes whose *defensive* wide part (share ``δ``) keeps the import
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -60,6 +61,15 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     top = np.max(a, axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+
+
+@functools.lru_cache(maxsize=64)
+def _chi2_quantile(tail: float, dim: int) -> float:
+    """The ``1 - tail`` quantile of χ² with ``dim`` degrees of freedom (cached: a tuning chain
+    asks at every iteration, and scipy's ``isf`` costs more than a gradient of small models)."""
+    from scipy.stats import chi2
+
+    return float(chi2.isf(tail, dim))
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,8 @@ class MixtureProposal:
         """``(n,)``: whether each row lies beyond every mode's Gaussian, past the ``1 - tail``
         quantile of its squared Mahalanobis distance (χ² with ``d`` degrees of freedom): mass
         the mixture does not describe."""
-        from scipy.stats import chi2
-
         squares, _ = self._quadratic_forms(x)
-        return squares.min(axis=1) > chi2.isf(tail, x.shape[1])
+        return squares.min(axis=1) > _chi2_quantile(tail, x.shape[1])
 
     def nearest_mode(self, x: np.ndarray) -> np.ndarray:
         """``(n,)``: the mode whose own Gaussian gives ``x`` the highest density.
