@@ -157,7 +157,7 @@ class ModelLogp:
         self.cache_key = None
         if self.backend == "numba":
             # The gradient's graph follows from the log density's: the key needs only that.
-            key = graph_key(self._inputs, [self._logp_graph], _KEY_MODE)
+            key = graph_key(self._inputs, [self._logp_graph], _key_mode())
             found = None if key is None else recall(key, self._load_point_function)
             if found is not None:
                 self.point_fn, self.cache_key = found
@@ -335,8 +335,13 @@ _NOT_COMPILED = object()
 the disk cache: Numba loads the compiled wrapper (which holds the model's code) without typing
 its globals, and a cache miss fails to type this object instead of compiling a wrong function."""
 
-_KEY_MODE = "NUMBA including local_check_parameter_to_ninf_switch, logp and its gradient"
-"""How the log density is compiled, for :func:`~pymc_dilation.graph_cache.graph_key`."""
+
+def _key_mode() -> str:
+    """How the log density is compiled, for :func:`~pymc_dilation.graph_cache.graph_key`: the
+    point wrapper's source and signature are part of it, so a changed wrapper is never loaded
+    stale."""
+    wrapper = hashlib.sha256(f"{_POINT_WRAPPER_SRC} {POINT_SIGNATURE}".encode()).hexdigest()
+    return f"NUMBA with parameter checks as -inf, logp and its gradient, wrapper {wrapper}"
 
 
 @typeof_impl.register(PointFunctionAddress)

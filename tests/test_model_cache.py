@@ -151,6 +151,21 @@ def test_compiled_graph_is_loaded_without_rewriting(monkeypatch):
     assert lps[1] == pytest.approx(_reference(model, -x)[0], rel=1e-10)
 
 
+def test_changed_wrapper_source_is_not_loaded_stale(monkeypatch):
+    model = _sign_model(prior_sd=2.2)
+    compiled = compile_model_logp(model)
+    inputs, graph = compiled._inputs, [compiled._logp_graph]
+    before = graph_cache.graph_key(inputs, graph, model_module._key_mode())
+    changed = model_module._POINT_WRAPPER_SRC + "\n# a changed wrapper\n"
+    monkeypatch.setattr(model_module, "_POINT_WRAPPER_SRC", changed)
+    assert graph_cache.graph_key(inputs, graph, model_module._key_mode()) != before
+    graph_cache._memory.clear()
+    fresh = compile_model_logp(model)
+    assert fresh.cache_key != compiled.cache_key  # compiled from the changed source
+    x = np.array([0.2, 0.1])
+    assert fresh.logp_grad(x, np.zeros(0))[0] == pytest.approx(_reference(model, x)[0])
+
+
 def test_loaded_function_still_raises_the_models_error():
     compile_model_logp(_cholesky_model())
     graph_cache._memory.clear()
@@ -164,7 +179,7 @@ def test_stale_disk_entry_is_compiled_afresh():
     model = _sign_model(prior_sd=1.9)
     compile_model_logp(model)
     compiled = compile_model_logp(model)
-    key = graph_cache.graph_key(compiled._inputs, [compiled._logp_graph], model_module._KEY_MODE)
+    key = graph_cache.graph_key(compiled._inputs, [compiled._logp_graph], model_module._key_mode())
     graph_cache._memory.clear()
     graph_cache._path(key).write_text("pymc_dilation_point_no_such_function")
     fresh = compile_model_logp(model)
