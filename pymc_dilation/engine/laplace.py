@@ -89,23 +89,17 @@ def _negative_logp(logp_grad: BatchLogpGrad, counter: list[int]):
 
 
 def _hessian(logp_grad: BatchLogpGrad, x: np.ndarray) -> np.ndarray:
-    dim = x.size
-    h = 1e-5 * np.maximum(1.0, np.abs(x))
-    rows = np.concatenate([x + np.diag(h), x - np.diag(h)])
-    lps, grads = logp_grad(rows)
-    grads = np.asarray(grads, dtype=float)
-    if not np.all(np.isfinite(lps)):  # the stencil leaves the support: no curvature here
-        return np.full((dim, dim), np.nan)
-    hess = (grads[:dim] - grads[dim:]) / (2.0 * h[:, None])
-    return 0.5 * (hess + hess.T)
+    """The finite-difference Hessian at one point (see :func:`_hessians`)."""
+    return _hessians(logp_grad, x[None, :])[0]
 
 
 def _root_covariance(hess: np.ndarray) -> np.ndarray:
-    """A square root of ``(-hess)^-1``, curvatures made positive and floored."""
+    """A square root of ``(-hess)^-1``, curvatures made positive and floored; ``hess`` may be
+    one ``(d, d)`` matrix or a stack ``(k, d, d)``."""
     curvature, vectors = np.linalg.eigh(-hess)
     curvature = np.abs(curvature)
-    curvature = np.maximum(curvature, 1e-8 * max(curvature.max(), 1e-300))
-    return vectors / np.sqrt(curvature)
+    floor = 1e-8 * np.maximum(curvature.max(axis=-1, keepdims=True), 1e-300)
+    return vectors / np.sqrt(np.maximum(curvature, floor))[..., None, :]
 
 
 def laplace_approximation(
@@ -179,8 +173,8 @@ def laplace_approximation(
 
 
 def _hessians(logp_grad: BatchLogpGrad, xs: np.ndarray) -> np.ndarray:
-    """Finite-difference Hessians ``(k, d, d)`` at the rows of ``xs`` in one batched call, as
-    :func:`_hessian` computes each (NaN where the stencil leaves the support)."""
+    """Central finite-difference Hessians ``(k, d, d)`` of the gradient at the rows of ``xs``,
+    in one batched call (all NaN for a row whose stencil leaves the support)."""
     k, dim = xs.shape
     h = 1e-5 * np.maximum(1.0, np.abs(xs))  # (k, d)
     steps = h[:, :, None] * np.eye(dim)[None]  # (k, d, d): row i moves coordinate i
@@ -241,10 +235,7 @@ def newton_polish(
         rows, hess = rows[usable], hess[usable]
         if rows.size == 0:
             break
-        curvature, vectors = np.linalg.eigh(-hess)  # as _root_covariance, row by row
-        curvature = np.abs(curvature)
-        floor = 1e-8 * np.maximum(curvature.max(axis=1, keepdims=True), 1e-300)
-        root = vectors / np.sqrt(np.maximum(curvature, floor))[:, None, :]
+        root = _root_covariance(hess)
         roots[rows], found[rows] = root, True
         # Newton step on the negative log density: -R Rᵀ ∇(-lp) = R Rᵀ ∇lp
         step = np.einsum("kij,kj->ki", root, np.einsum("kji,kj->ki", root, grads[rows]))
