@@ -12,7 +12,9 @@ Commands:
 - ``end-to-end``: the whole ``pm.sample`` call, cold and warm, DilationLangevin vs NUTS vs
   nutpie on the ports and held-out regressions (:mod:`benchmarks.end_to_end`);
 - ``fixed-costs``: a DilationLangevin call's seconds per stage, cold and warm
-  (:mod:`benchmarks.fixed_costs`).
+  (:mod:`benchmarks.fixed_costs`);
+- ``chain-seeds``: DilationLangevin chains on many seeds of multimodal targets, chain by
+  chain (:mod:`benchmarks.chain_seeds`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ COMMANDS = {
     "check-ports": "benchmarks.check_ports",
     "end-to-end": "benchmarks.end_to_end",
     "fixed-costs": "benchmarks.fixed_costs",
+    "chain-seeds": "benchmarks.chain_seeds",
 }
 
 

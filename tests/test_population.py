@@ -518,3 +518,77 @@ def test_sample_stats_use_the_step_methods_names(conjugate_normal):
     assert stats["diverging"].dtype == bool
     assert np.all(np.diff(np.asarray(stats["divergences"][0])) >= 0)  # a running count
     np.testing.assert_allclose(np.asarray(stats["dilation"][0])[-1], 1.0)
+
+
+def _bumps(means, sds, weights):
+    """Normalised isotropic Gaussian mixture: batched log density and gradient."""
+    means, sds, weights = map(np.asarray, (means, sds, weights))
+
+    def logp_grad(ys):
+        dim = ys.shape[1]
+        diff = ys[:, None, :] - means[None]
+        comp = (
+            np.log(weights)
+            - dim * np.log(sds)
+            - 0.5 * dim * np.log(2 * np.pi)
+            - 0.5 * (diff**2).sum(-1) / sds**2
+        )
+        top = comp.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
+        resp = np.exp(comp - lse[:, None])
+        return lse, -(resp[:, :, None] * diff / sds[None, :, None] ** 2).sum(axis=1)
+
+    return logp_grad
+
+
+def _one_mode_state(logp_grad, location, root, n, rng):
+    from pymc_dilation.engine.explore import AnnealState
+
+    ys = location + rng.normal(size=(n, len(location))) @ root.T
+    lps, grads = logp_grad(ys)
+    modes = ModeMap(
+        locations=location[None], means=location[None], roots=root[None],
+        logp=logp_grad(location[None])[0], labels=np.zeros(n, dtype=int), n_grad=0,
+    )  # fmt: skip
+    state = AnnealState(ys, lps, grads, np.full(n, 0.5), 0)
+    return modes, state
+
+
+def test_uneven_importance_weights_reveal_a_mode_the_map_lacks():
+    # A narrow mode of half the mass 3.5 sds beside a wide one; the map holds only the wide
+    # one. A few importance draws land on the narrow peak with huge weights: they climb to
+    # it, it joins the map, and the weights are estimated again. Without that the map keeps
+    # one mode of weight 1 (and a chain of the step method would never visit the other).
+    from pymc_dilation.engine.population import _weigh
+
+    logp_grad = _bumps([[0.0, 0.0], [3.5, 0.0]], [1.0, 0.3], [0.5, 0.5])
+    rng = np.random.default_rng(3)
+    modes, state = _one_mode_state(logp_grad, np.zeros(2), np.eye(2), 512, rng)
+    mapped = _weigh(PopulationTarget(2, logp_grad), state, modes, rng)
+    assert mapped.modes.n_modes == 2
+    np.testing.assert_allclose(mapped.modes.locations[1], [3.5, 0.0], atol=0.05)
+    np.testing.assert_allclose(mapped.estimate.weights, [0.5, 0.5], atol=0.05)
+    assert abs(mapped.estimate.log_evidence) < 0.05  # normalised target: log Z = 0
+    assert mapped.resampled
+
+
+def test_uneven_importance_weights_widen_a_mode_whose_gaussian_misses_a_shoulder():
+    # One mode with a shoulder (two overlapping bumps, one peak) mapped with a Gaussian far
+    # too narrow: the heavy draws climb back to the same peak, so the mode's Gaussian is
+    # widened towards the draws' importance-weighted moments until the weights are even
+    # enough to trust (without it the importance ESS stays below DISCOVERY_ESS).
+    from pymc_dilation.engine.population import DISCOVERY_ESS, _weigh
+
+    logp_grad = _bumps([[0.0, 0.0, 0.0], [1.6, 0.0, 0.0]], [1.0, 1.0], [0.7, 0.3])
+    rng = np.random.default_rng(4)
+    modes, state = _one_mode_state(logp_grad, np.zeros(3), 0.25 * np.eye(3), 512, rng)
+    before, _ = estimate_weights(logp_grad, mode_proposal(modes, np.ones(1), 0.5), 512, rng)
+    assert before.ess < DISCOVERY_ESS * 512
+    mapped = _weigh(PopulationTarget(3, logp_grad), state, modes, rng)
+    assert mapped.modes.n_modes == 1
+    root = mapped.modes.roots[0]
+    sds = np.sqrt(np.diag(root @ root.T))
+    exact = np.array([np.sqrt(1.0 + 0.7 * 0.3 * 1.6**2), 1.0, 1.0])
+    assert np.all((0.4 < sds) & (sds < 1.5 * exact)), sds  # widened from 0.25, not beyond
+    assert mapped.estimate.ess > DISCOVERY_ESS * 512
+    assert abs(mapped.estimate.log_evidence) < 3 * mapped.estimate.log_evidence_se  # log Z = 0

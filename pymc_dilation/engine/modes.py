@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import chi2
 
 from pymc_dilation.engine.laplace import newton_polish
 
@@ -241,6 +242,7 @@ def add_modes(
     lps: np.ndarray,
     grads: np.ndarray,
     depth: float = VALLEY_DEPTH,
+    widen: bool = False,
 ) -> tuple[ModeMap, int]:
     """``modes`` with the modes of the points ``xs`` that the map lacks added.
 
@@ -249,25 +251,68 @@ def add_modes(
     their modes is kept unless the hill–valley test joins it to a mode of ``modes``. Returns
     the map (``modes`` itself when nothing is new; ``labels`` are those of ``modes``) and the
     batched calls spent.
+
+    With ``widen``, an optimum that joins a mode of ``modes`` but lies beyond the bulk of its
+    Gaussian (past the 0.99 quantile of the squared Mahalanobis distance) widens that
+    Gaussian to the moments of the two, each weighed by its Laplace mass: a mode that is two
+    overlapping bumps, mapped from the particles of one, then has a Gaussian covering both.
     """
     own = map_modes(logp_grad, xs, lps, grads, depth)
     calls = own.n_grad
     new = []
+    means, roots, widened = modes.means.copy(), modes.roots.copy(), False
     for k in range(own.n_modes):
         joined = _connected(
             logp_grad, own.locations[k], float(own.logp[k]), modes.locations, modes.logp, depth
         )
         calls += len(_SEGMENT)
-        if not joined.any() and np.isfinite(own.logp[k]):
+        if not np.isfinite(own.logp[k]):
+            continue
+        if not joined.any():
             new.append(k)
-    if not new:
+        elif widen:
+            j = _closest(own.locations[k], means, roots, joined)
+            if j is not None:
+                means[j], roots[j] = _moment_match(
+                    (means[j], roots[j], float(modes.logp[j])),
+                    (own.locations[k], own.roots[k], float(own.logp[k])),
+                )
+                widened = True
+    if not new and not widened:
         return modes, calls
     extended = ModeMap(
         locations=np.vstack([modes.locations, own.locations[new]]),
-        means=np.vstack([modes.means, own.means[new]]),
-        roots=np.concatenate([modes.roots, own.roots[new]]),
+        means=np.vstack([means, own.means[new]]),
+        roots=np.concatenate([roots, own.roots[new]]),
         logp=np.append(modes.logp, own.logp[new]),
         labels=modes.labels,
         n_grad=modes.n_grad,
     )
     return extended, calls
+
+
+def _closest(location, means, roots, candidates) -> int | None:
+    """Among the modes ``candidates`` (a mask), the one whose Gaussian is nearest to
+    ``location`` by Mahalanobis distance, when ``location`` lies beyond that Gaussian's bulk;
+    otherwise None."""
+    rows = np.flatnonzero(candidates)
+    z = np.linalg.solve(roots[rows], (location - means[rows])[..., None])[..., 0]
+    squares = np.sum(z**2, axis=1)
+    best = int(np.argmin(squares))
+    if squares[best] <= chi2.isf(0.01, location.size):
+        return None
+    return int(rows[best])
+
+
+def _moment_match(first, second) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance root of the mixture of two Gaussians ``(mean, root, peak log
+    density)``, each weighed by its Laplace mass ``exp(peak) |det root|``."""
+    log_mass = np.array([lp + np.linalg.slogdet(root)[1] for _, root, lp in (first, second)])
+    share = np.exp(log_mass - log_mass.max())
+    share /= share.sum()
+    (m1, r1, _), (m2, r2, _) = first, second
+    diff = m1 - m2
+    cov = share[0] * r1 @ r1.T + share[1] * r2 @ r2.T + share[0] * share[1] * np.outer(diff, diff)
+    dim = cov.shape[0]
+    jitter = 1e-10 * max(float(np.trace(cov)) / dim, 1e-300)
+    return share[0] * m1 + share[1] * m2, np.linalg.cholesky(cov + jitter * np.eye(dim))

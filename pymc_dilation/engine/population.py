@@ -166,6 +166,16 @@ degenerate optima, 270 nats below the peak on posteriordb's low_dim_gauss_mix) a
 map, but finding more of them is no reason to double the population (it did so up to 1024
 particles and 140 000 gradients per chain there)."""
 
+DISCOVERY_ESS = 0.1
+"""Importance ESS, as a share of the draws, below which :func:`_weigh` looks among the
+heaviest draws for modes the map lacks."""
+
+DISCOVERY_DRAWS = 16
+"""Heaviest importance draws that climb to their modes when the weights are uneven."""
+
+DISCOVERY_ROUNDS = 2
+"""Times at most that :func:`_weigh` adds modes found by the heaviest draws and weighs again."""
+
 JUMP_FLOOR = 0.1
 """Share of the jump proposal spread evenly over the modes (the rest follows the estimated
 weights)."""
@@ -401,11 +411,38 @@ def _concatenate(states: list[AnnealState]) -> AnnealState:
 
 
 def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
-    """Importance weights from the map's Gaussians, and the particles to start from."""
+    """Importance weights from the map's Gaussians, and the particles to start from.
+
+    Uneven importance weights can mean a mode the map lacks: a draw of a neighbouring mode's
+    Gaussian that lands on its peak carries a weight far above the others. When the importance
+    ESS is below :data:`DISCOVERY_ESS` of the draws, the :data:`DISCOVERY_DRAWS` heaviest draws
+    climb to their modes; new ones join the map, and a known mode whose Gaussian misses the
+    optimum they reached (a mode of two overlapping bumps) is widened to cover it (see
+    :func:`~pymc_dilation.engine.modes.add_modes`). When they reach no optimum the map lacks,
+    the modes holding them are widened to their importance-weighted moments
+    (:func:`_widen_to_draws`). The modes are then weighed again, at most
+    :data:`DISCOVERY_ROUNDS` times.
+    """
     n = len(state.ys)
-    estimate, draws = estimate_weights(
-        target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
-    )
+    extra_grads = 0
+    for round_ in range(DISCOVERY_ROUNDS + 1):
+        estimate, draws = estimate_weights(
+            target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
+        )
+        if round_ == DISCOVERY_ROUNDS or estimate.ess >= DISCOVERY_ESS * n:
+            break
+        heavy = np.argsort(estimate.log_importance_weights)[-DISCOVERY_DRAWS:]
+        heavy = heavy[np.isfinite(estimate.log_importance_weights[heavy])]
+        grown, calls = add_modes(
+            target.logp_grad_batch, modes, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy],
+            widen=True,
+        )  # fmt: skip
+        extra_grads += -(-calls * len(heavy) // n) + 1
+        if grown is modes:
+            grown = _widen_to_draws(modes, estimate, draws, heavy)
+        if grown is modes:
+            break
+        modes = grown
     # Whiten by the modes' covariance averaged by their weights: the initial whitening came
     # from the mode nearest the initial point, which may be none of the posterior's main modes
     # (measured on a label-switching mixture: MALA acceptance 0). When the importance weights
@@ -428,8 +465,41 @@ def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
         resampled=bool(resampled),
         local=local,
         jumps=mode_proposal(modes, estimate.weights, JUMP_FLOOR),
-        n_grad=state.n_grad + modes.n_grad + 1,
+        n_grad=state.n_grad + modes.n_grad + 1 + extra_grads,
     )
+
+
+def _widen_to_draws(modes: ModeMap, estimate: WeightEstimate, draws, heavy) -> ModeMap:
+    """``modes`` with the Gaussian of each mode holding one of the ``heavy`` draws widened to
+    the 50/50 mixture of itself and the importance-weighted moments of the draws nearest that
+    mode (the mode's own moments, as the importance sample estimates them).
+
+    For heavy draws whose ascent only found known modes: the mode has mass its Gaussian
+    misses without a second peak (a shoulder, a skewed flank), and the weighted moments
+    describe it. The mixture keeps the Gaussian at least as wide as before.
+    """
+    proposal = mode_proposal(modes, np.ones(modes.n_modes), 1.0)
+    nearest = proposal.nearest_mode(draws.xs)
+    log_w = estimate.log_importance_weights
+    means, roots = modes.means.copy(), modes.roots.copy()
+    dim = means.shape[1]
+    for k in np.unique(nearest[heavy]):
+        own = (nearest == k) & np.isfinite(log_w)
+        if own.sum() < 2:
+            continue
+        w = np.exp(log_w[own] - log_w[own].max())
+        w /= w.sum()
+        xs = draws.xs[own]
+        mean = w @ xs
+        centered = xs - mean
+        cov = (w[:, None] * centered).T @ centered
+        old = roots[k] @ roots[k].T
+        shift = mean - means[k]
+        mixed = 0.5 * (old + cov) + 0.25 * np.outer(shift, shift)
+        jitter = 1e-10 * max(float(np.trace(mixed)) / dim, 1e-300)
+        roots[k] = np.linalg.cholesky(mixed + jitter * np.eye(dim))
+        means[k] = means[k] + 0.5 * shift
+    return replace(modes, means=means, roots=roots)
 
 
 def run_population(
