@@ -380,6 +380,31 @@ def test_growing_population_grows_only_while_it_finds_modes(logp_grad, modes, pa
     assert len(mapped.start) in particles
 
 
+@pytest.mark.parametrize(
+    "logp_grad, modes, annealed",
+    [
+        (lambda ys: (-0.5 * (ys**2).sum(1), -ys), 1, False),  # one mode: nothing annealed
+        (mixture_logp_grad, 2, True),  # the ascents find two: the annealing runs as before
+    ],
+)
+def test_probe_skips_the_annealing_only_when_the_ascents_find_one_mode(logp_grad, modes, annealed):
+    from pymc_dilation.engine.population import map_growing_population
+    from pymc_dilation.engine.schedules import make_schedule
+
+    levels = make_schedule("geometric", 10, 1e-3)
+    runs = {}
+    for probe in (False, True):
+        rng = np.random.default_rng(7)
+        runs[probe] = map_growing_population(
+            PopulationTarget(2, logp_grad), lambda n, rng=rng: rng.normal(scale=15.0, size=(n, 2)),
+            levels, rng, first=32, most=512, probe=probe,
+        )  # fmt: skip
+    assert runs[True].modes.n_modes == runs[False].modes.n_modes == modes
+    # The annealing costs 4 steps a level per particle; the probe costs far less.
+    assert (runs[True].n_grad >= 4 * len(levels)) == annealed
+    assert runs[False].n_grad >= 4 * len(levels)
+
+
 def _funnel_logp_grad(xs):
     """Neal's funnel: v ~ N(0, 3), x_i ~ N(0, exp(v / 2)), i = 1..8."""
     v, x = xs[:, 0], xs[:, 1:]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import arviz as az
 import numpy as np
 import pymc as pm
@@ -93,6 +95,113 @@ def test_every_chain_visits_both_modes_in_proportion(seed):
     # seed 1 starts in the far one).
     nuts_left = (np.asarray(nuts.posterior["x"]) < 4.0).mean(axis=1)
     assert set(nuts_left) <= {0.0, 1.0}, nuts_left
+
+
+def _tuned_two_mode_step():
+    model = bimodal_model(weight=0.3, left=-2.0, right=10.0)
+    with model:
+        step = DilationLangevin()
+        pm.sample(draws=5, tune=50, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
+    assert step.mode_map.n_modes == 2
+    return step
+
+
+def _exact_two_mode_draws(n, rng):
+    """Exact posterior draws of ``bimodal_model(0.3, -2, 10)``."""
+    var = 1.0 / (1.0 + 1.0 / 100.0)
+    left = rng.uniform(size=n) < _left_weight(0.3, -2.0, 10.0)
+    return np.where(left, -2.0 * var, 10.0 * var) + np.sqrt(var) * rng.normal(size=n)
+
+
+def _exact_two_mode_cdf(x):
+    from scipy.stats import norm
+
+    var = 1.0 / (1.0 + 1.0 / 100.0)
+    share = _left_weight(0.3, -2.0, 10.0)
+    sd = np.sqrt(var)
+    return share * norm.cdf(x, -2.0 * var, sd) + (1 - share) * norm.cdf(x, 10.0 * var, sd)
+
+
+def test_restricted_jumps_leave_the_posterior_invariant():
+    # Jumps only between points where w = π/q is at most c Z: with c made small, a good
+    # share of the mass lies outside (no jump from there, none into there), and exact draws
+    # must stay exact after several jumps each.
+    from scipy.stats import kstest
+
+    step = _tuned_two_mode_step()
+    step._log_cap = step.mode_map.log_marginal_likelihood + np.log(1.05)
+    rng = np.random.default_rng(2)
+    draws = _exact_two_mode_draws(3000, rng)
+    outside = 0
+    for i, value in enumerate(draws):
+        x = np.array([value])
+        lp, grad = step._logp.logp_grad(x, step._extra)
+        for _ in range(4):
+            (x, lp, grad), jump = step._jump(x, float(lp), grad, step._extra)
+            outside += np.isnan(jump)
+        draws[i] = x[0]
+    assert outside > 0.05 * 4 * len(draws)  # the restriction is at work
+    assert kstest(draws, _exact_two_mode_cdf).pvalue > 0.01
+
+
+def _fill_mode_draws(step, means, sds, n=400):
+    rng = np.random.default_rng(0)
+    for draws, mean, sd in zip(step._mode_draws, means, sds):
+        for x in rng.normal(mean, sd, size=(n, 1)):
+            draws.add(x)
+    step.tune = True
+
+
+def test_end_of_tuning_refits_a_misdescribed_mode_from_the_chains_draws():
+    # A mode Gaussian five times too narrow and weights far off: the chain's draws in that
+    # mode misfit it, so at the end of tuning they replace it and the modes are weighed
+    # again; the other mode's Gaussian, which fits its draws, is kept as it is.
+    step = _tuned_two_mode_step()
+    sd = np.sqrt(1.0 / (1.0 + 1.0 / 100.0))
+    means = np.array([-2.0, 10.0]) * sd**2
+    kept = step._modes.roots[0].copy()
+    step._modes = replace(
+        step._modes, roots=step._modes.roots * np.array([1.0, 0.2])[:, None, None]
+    )
+    step.mode_map = replace(step.mode_map, weights=np.array([0.9, 0.1]))
+    _fill_mode_draws(step, means, [sd, sd])
+    step.stop_tuning()
+    np.testing.assert_allclose(np.sqrt(step.mode_map.covariances[1, 0, 0]), sd, rtol=0.15)
+    np.testing.assert_allclose(step._modes.roots[0], kept)
+    assert abs(step.mode_map.weights[0] - _left_weight(0.3, -2.0, 10.0)) < 0.05
+    assert not step.tune
+
+
+def test_end_of_tuning_finds_mass_the_jump_proposal_misses():
+    # The map loses the middle one of three modes; the proposal's draws that land on it
+    # carry weights far above the mean, climb to it, and it is mapped again (with its
+    # weight) before the proposal is frozen. Without that, no jump would ever propose it.
+    from pymc_dilation.engine.weights import WeightEstimate
+
+    centers = np.array([-8.0, 0.0, 4.5])
+    with pm.Model():
+        x = pm.Normal("x", 0.0, 10.0)
+        parts = [pm.logp(pm.Normal.dist(c, 1.0), x) for c in centers]
+        pm.Potential("mixture", pm.math.logsumexp(pm.math.stack(parts)))
+        step = DilationLangevin()
+        pm.sample(draws=5, tune=50, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
+    assert step.mode_map.n_modes == 3
+    keep = np.abs(step._modes.locations[:, 0]) > 2.0
+    modes = replace(
+        step._modes, locations=step._modes.locations[keep], means=step._modes.means[keep],
+        roots=step._modes.roots[keep], logp=step._modes.logp[keep], labels=np.zeros(0, int),
+    )  # fmt: skip
+    estimate = WeightEstimate(
+        np.full(2, 0.5), np.zeros(2), step.mode_map.log_marginal_likelihood, 0.0, np.zeros(1), 1.0
+    )
+    step._set_map(modes, estimate, 0.0, 0)
+    step.tune = True
+    step.stop_tuning()
+    assert step.mode_map.n_modes == 3
+    order = np.argsort(step.mode_map.locations[:, 0])
+    np.testing.assert_allclose(step.mode_map.locations[order, 0], centers * 100 / 101, atol=0.1)
+    exact = np.exp(-(centers**2) / (2 * 101.0))
+    np.testing.assert_allclose(step.mode_map.weights[order], exact / exact.sum(), atol=0.05)
 
 
 def test_flat_prior_modes_are_found_without_prior_draws():

@@ -47,6 +47,7 @@ __all__ = [
     "map_growing_population",
     "run_population",
     "refine",
+    "weigh_and_discover",
 ]
 
 
@@ -171,10 +172,16 @@ DISCOVERY_ESS = 0.1
 heaviest draws for modes the map lacks."""
 
 DISCOVERY_DRAWS = 16
-"""Heaviest importance draws that climb to their modes when the weights are uneven."""
+"""Heaviest importance draws, at most, that climb to their modes (see :func:`_heavy_draws`)."""
 
 DISCOVERY_ROUNDS = 2
 """Times at most that :func:`_weigh` adds modes found by the heaviest draws and weighs again."""
+
+UNDERVALUED = 20.0
+"""Importance weight, relative to the mean, above which a draw shows mass the mode map's
+Gaussians undervalue (``π / (Z q)``; about a mode's weight over its share of the proposal
+where the Gaussians describe the posterior). There the independence jump is sticky: a jump
+out is accepted with probability ``w(x') / w(x)``."""
 
 JUMP_FLOOR = 0.1
 """Share of the jump proposal spread evenly over the modes (the rest follows the estimated
@@ -319,6 +326,7 @@ def map_growing_population(
     anneal_metropolis: bool = True,
     initial_step: float = 0.1,
     diffusion_sweeps: int = 0,
+    probe: bool = False,
 ) -> MappedPopulation:
     """:func:`map_population` with a population that grows while it finds new modes.
 
@@ -330,16 +338,27 @@ def map_growing_population(
     posterior with many modes gets the particles it needs to find them. With
     ``diffusion_sweeps``, the mapped particles then diffuse by that many MALA sweeps and the
     modes they reach are added (see :func:`_diffuse`).
+
+    With ``probe``, the first ``first`` centers climb straight to their optima before any
+    annealing (see :func:`_probe`); when they find one mode, with weights even enough to
+    trust, that is the map and nothing is annealed.
     """
     states: list[AnnealState] = []
     found_before = 0
     batch = first
     earlier_maps = 0  # gradient evaluations of the maps that more particles replaced
+    centers = draw_centers(batch)
+    if probe:
+        mapped, probe_grads = _probe(target, centers, rng)
+        if mapped is not None:
+            state = AnnealState(mapped.start, mapped.lps, mapped.grads, _probe_step(target), 0)
+            return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+        earlier_maps = probe_grads * batch
     while True:
         states.append(
             anneal(
                 target,
-                draw_centers(batch),
+                draw_centers(batch) if states else centers,
                 levels,
                 rng,
                 steps_per_level,
@@ -363,11 +382,45 @@ def map_growing_population(
         found_before = found
         earlier_maps += (modes.n_grad + 1) * total
         batch = min(total, most - total)
-    n_grad = mapped.n_grad + -(-earlier_maps // total)
-    if diffusion_sweeps and mapped.resampled:
-        mapped, more = _diffuse(target, mapped, state, rng, target_accept, diffusion_sweeps)
-        n_grad += more
-    return replace(mapped, n_grad=n_grad)
+    mapped = replace(mapped, n_grad=mapped.n_grad + -(-earlier_maps // total))
+    return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+
+
+def _finish(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
+    """The diffusion sweeps of :func:`map_growing_population`, when asked for."""
+    if not (sweeps and mapped.resampled):
+        return mapped
+    diffused, more = _diffuse(target, mapped, state, rng, target_accept, sweeps)
+    return replace(diffused, n_grad=mapped.n_grad + more)
+
+
+def _probe_step(target: PopulationTarget) -> np.ndarray:
+    """A MALA step size for whitened coordinates (unit posterior sd): ``d^(-1/3)``."""
+    return np.full(1, min(1.0, target.dim ** (-1.0 / 3.0)))
+
+
+def _probe(
+    target: PopulationTarget, centers: np.ndarray, rng
+) -> tuple[MappedPopulation | None, int]:
+    """Map by climbing from ``centers`` directly, without annealing. Returns the map when
+    it holds one mode of weight at least :data:`GROWTH_WEIGHT` and its importance weights are
+    even enough to resample (None otherwise), and the gradients per center spent.
+
+    Annealing from a center moves a particle much as a noisy ascent from it would: the basin
+    it ends in is mostly the one the center lies in. On a unimodal posterior every ascent
+    ends on the one optimum, and the annealing (80 steps per particle) only repeats that;
+    where the ascents find a second mode, the annealed population runs as before.
+    """
+    with np.errstate(all="ignore"):
+        lps, grads = target.logp_grad_batch(centers)
+    lps = np.where(np.isfinite(lps), lps, -np.inf)
+    grads = np.where(np.isfinite(grads), grads, 0.0)
+    modes = map_modes(target.logp_grad_batch, centers, lps, grads)
+    state = AnnealState(centers, lps, grads, _probe_step(target), 1)
+    mapped = _weigh(target, state, modes, rng)
+    if int(np.sum(mapped.estimate.weights >= GROWTH_WEIGHT)) != 1 or not mapped.resampled:
+        return None, mapped.n_grad
+    return mapped, mapped.n_grad
 
 
 def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
@@ -411,38 +464,13 @@ def _concatenate(states: list[AnnealState]) -> AnnealState:
 
 
 def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
-    """Importance weights from the map's Gaussians, and the particles to start from.
-
-    Uneven importance weights can mean a mode the map lacks: a draw of a neighbouring mode's
-    Gaussian that lands on its peak carries a weight far above the others. When the importance
-    ESS is below :data:`DISCOVERY_ESS` of the draws, the :data:`DISCOVERY_DRAWS` heaviest draws
-    climb to their modes; new ones join the map, and a known mode whose Gaussian misses the
-    optimum they reached (a mode of two overlapping bumps) is widened to cover it (see
-    :func:`~pymc_dilation.engine.modes.add_modes`). When they reach no optimum the map lacks,
-    the modes holding them are widened to their importance-weighted moments
-    (:func:`_widen_to_draws`). The modes are then weighed again, at most
-    :data:`DISCOVERY_ROUNDS` times.
-    """
+    """Importance weights from the map's Gaussians (with the discovery of
+    :func:`weigh_and_discover`), and the particles to start from."""
     n = len(state.ys)
-    extra_grads = 0
-    for round_ in range(DISCOVERY_ROUNDS + 1):
-        estimate, draws = estimate_weights(
-            target.logp_grad_batch, mode_proposal(modes, modes.counts(), PROPOSAL_FLOOR), n, rng
-        )
-        if round_ == DISCOVERY_ROUNDS or estimate.ess >= DISCOVERY_ESS * n:
-            break
-        heavy = np.argsort(estimate.log_importance_weights)[-DISCOVERY_DRAWS:]
-        heavy = heavy[np.isfinite(estimate.log_importance_weights[heavy])]
-        grown, calls = add_modes(
-            target.logp_grad_batch, modes, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy],
-            widen=True,
-        )  # fmt: skip
-        extra_grads += -(-calls * len(heavy) // n) + 1
-        if grown is modes:
-            grown = _widen_to_draws(modes, estimate, draws, heavy)
-        if grown is modes:
-            break
-        modes = grown
+    modes, estimate, draws, calls = weigh_and_discover(
+        target.logp_grad_batch, modes, modes.counts(), n, rng
+    )
+    extra_grads = -(-calls // n)
     # Whiten by the modes' covariance averaged by their weights: the initial whitening came
     # from the mode nearest the initial point, which may be none of the posterior's main modes
     # (measured on a label-switching mixture: MALA acceptance 0). When the importance weights
@@ -467,6 +495,68 @@ def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
         jumps=mode_proposal(modes, estimate.weights, JUMP_FLOOR),
         n_grad=state.n_grad + modes.n_grad + 1 + extra_grads,
     )
+
+
+def weigh_and_discover(
+    logp_grad: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    modes: ModeMap,
+    shares: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+) -> tuple[ModeMap, WeightEstimate, object, int]:
+    """Weigh ``modes`` by importance sampling, and look for what their Gaussians miss.
+
+    ``n`` draws from the mixture of the modes' Gaussians (in proportion to ``shares``, with
+    :data:`PROPOSAL_FLOOR` spread evenly) estimate the modes' weights. The heaviest draws
+    (see :func:`_heavy_draws`) climb to their modes. New ones join the map, and a known mode
+    whose Gaussian misses the optimum they reached (a mode of two overlapping bumps) is
+    widened to cover it (see :func:`~pymc_dilation.engine.modes.add_modes`). When they reach
+    no optimum the map lacks, the modes holding them are widened to their importance-weighted
+    moments (:func:`_widen_to_draws`). The modes are then weighed again (new modes get an
+    even share of the proposal), at most :data:`DISCOVERY_ROUNDS` times.
+
+    Returns the modes, the last estimate, its draws and the log density evaluations spent
+    beyond the first ``n`` draws.
+    """
+    shares = np.asarray(shares, dtype=float)
+    spent = 0
+    for round_ in range(DISCOVERY_ROUNDS + 1):
+        estimate, draws = estimate_weights(
+            logp_grad, mode_proposal(modes, shares, PROPOSAL_FLOOR), n, rng
+        )
+        spent += n if round_ else 0
+        heavy = _heavy_draws(estimate, n)
+        if round_ == DISCOVERY_ROUNDS or heavy.size == 0:
+            break
+        grown, calls = add_modes(
+            logp_grad, modes, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy], widen=True
+        )
+        spent += calls * len(heavy)
+        if grown is modes:
+            grown = _widen_to_draws(modes, estimate, draws, heavy)
+        if grown is modes:
+            break
+        added = grown.n_modes - modes.n_modes
+        shares = np.append(shares / shares.sum(), np.full(added, 1.0 / grown.n_modes))
+        modes = grown
+    return modes, estimate, draws, spent
+
+
+def _heavy_draws(estimate: WeightEstimate, n: int) -> np.ndarray:
+    """Indices of the importance draws worth climbing from: the :data:`DISCOVERY_DRAWS`
+    heaviest when the importance ESS is below :data:`DISCOVERY_ESS` of the ``n`` draws, and
+    otherwise those (as many at most) whose weight exceeds :data:`UNDERVALUED` times the
+    mean, where the proposal undervalues the posterior."""
+    log_w = estimate.log_importance_weights
+    finite = np.flatnonzero(np.isfinite(log_w))
+    if finite.size == 0:
+        return finite
+    order = finite[np.argsort(log_w[finite])][-DISCOVERY_DRAWS:]
+    if estimate.ess < DISCOVERY_ESS * n:
+        return order
+    top = log_w[finite].max()
+    log_mean = top + np.log(np.mean(np.exp(log_w[finite] - top)))
+    return order[log_w[order] > log_mean + np.log(UNDERVALUED)]
 
 
 def _widen_to_draws(modes: ModeMap, estimate: WeightEstimate, draws, heavy) -> ModeMap:
