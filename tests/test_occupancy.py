@@ -21,11 +21,11 @@ matplotlib.use("Agg")
 SAMPLE = dict(chains=4, cores=1, progressbar=False, compute_convergence_checks=False)
 
 
-def _run(mode_jumps: bool, seed: int):
+def _run(mode_jumps: bool, seed: int, chains: int = 4):
     with bimodal_model(weight=0.5, left=-4.0, right=8.0):
         return pm.sample(
             step=DilationLangevin(mode_jumps=mode_jumps), random_seed=seed, draws=400,
-            tune=300, **SAMPLE,
+            tune=300, **{**SAMPLE, "chains": chains},
         )  # fmt: skip
 
 
@@ -51,7 +51,7 @@ def test_chains_that_mix_raise_no_warning(mixing):
 
 
 def test_chains_stuck_in_their_modes_are_warned_about():
-    stuck = _run(False, 3)
+    stuck = _run(False, 3, chains=8)  # 8 chains of equal modes: all in one has odds 1/128
     shares = (np.asarray(stuck.posterior["x"]) > 2.0).mean(axis=1)
     assert 0 < shares.mean() < 1  # chains in both modes, each in one
     with pytest.warns(UnreliableResultWarning, match="not mixed"):
