@@ -244,7 +244,10 @@ def test_step_size_restarts_do_not_jump(conjugate_normal):
     step = np.asarray(warmup["step_size"])[:, 1:]  # after the first iteration's population
     accept = np.asarray(warmup["acceptance_rate"])[:, 1:]
     assert np.max(step[:, 1:] / step[:, :-1]) < 4.0
-    assert np.sum(accept < 0.05) <= 2
+    # After the first few iterations (the initial step-size search), an iteration whose 8
+    # steps are all rejected happens about once per 1000 at acceptance 0.6; the restart bug
+    # gave one at every window's end.
+    assert np.sum(accept[:, 5:] < 0.05) <= 6
 
 
 def test_compound_step_with_a_discrete_variable(draws_of):

@@ -511,9 +511,12 @@ def weigh_and_discover(
     (see :func:`_heavy_draws`) climb to their modes. New ones join the map, and a known mode
     whose Gaussian misses the optimum they reached (a mode of two overlapping bumps) is
     widened to cover it (see :func:`~pymc_dilation.engine.modes.add_modes`). When they reach
-    no optimum the map lacks, the modes holding them are widened to their importance-weighted
-    moments (:func:`_widen_to_draws`). The modes are then weighed again (new modes get an
-    even share of the proposal), at most :data:`DISCOVERY_ROUNDS` times.
+    no optimum the map lacks and the importance ESS is below :data:`DISCOVERY_ESS` of the
+    draws, the modes holding them are widened to their importance-weighted moments
+    (:func:`_widen_to_draws`); with even enough weights a few heavy draws in a mode's tails
+    (a curved or skewed mode) are no reason to widen it (measured: a banana's refinement
+    then mixed worse). The modes are then weighed again (new modes get an even share of the
+    proposal), at most :data:`DISCOVERY_ROUNDS` times.
 
     Returns the modes, the last estimate, its draws and the log density evaluations spent
     beyond the first ``n`` draws.
@@ -532,7 +535,7 @@ def weigh_and_discover(
             logp_grad, modes, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy], widen=True
         )
         spent += calls * len(heavy)
-        if grown is modes:
+        if grown is modes and estimate.ess < DISCOVERY_ESS * n:
             grown = _widen_to_draws(modes, estimate, draws, heavy)
         if grown is modes:
             break
