@@ -14,7 +14,9 @@ Commands:
 - ``fixed-costs``: a DilationLangevin call's seconds per stage, cold and warm
   (:mod:`benchmarks.fixed_costs`);
 - ``chain-seeds``: DilationLangevin chains on many seeds of multimodal targets, chain by
-  chain (:mod:`benchmarks.chain_seeds`).
+  chain (:mod:`benchmarks.chain_seeds`);
+- ``population-cost``: the tuning population's seconds and gradients per chain, with and
+  without the probe (:mod:`benchmarks.population_cost`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ COMMANDS = {
     "end-to-end": "benchmarks.end_to_end",
     "fixed-costs": "benchmarks.fixed_costs",
     "chain-seeds": "benchmarks.chain_seeds",
+    "population-cost": "benchmarks.population_cost",
 }
 
 
