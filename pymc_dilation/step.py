@@ -279,7 +279,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     ``perf_counter_diff``; and ``mode_index`` (the draw's mode in the chain's map: the mode
     whose local Gaussian gives the draw the highest density), ``n_modes`` (modes in the
     chain's map), ``mode_weight`` (the estimated weight of the draw's mode) and
-    ``jump_acceptance`` (1 or 0 when a jump was proposed, NaN otherwise). See
+    ``jump_acceptance`` (1 or 0 when a jump was proposed; NaN when none was: one mode, or a
+    draw where the proposal undervalues the posterior, see ``_jump``). See
     :func:`pymc_dilation.mode_occupancy` for a table of each chain's modes and
     :func:`pymc_dilation.plot_mode_occupancy` for a picture.
 
