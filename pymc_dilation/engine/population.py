@@ -168,14 +168,15 @@ map, but finding more of them is no reason to double the population (it did so u
 particles and 140 000 gradients per chain there)."""
 
 DISCOVERY_ESS = 0.1
-"""Importance ESS, as a share of the draws, below which :func:`_weigh` looks among the
-heaviest draws for modes the map lacks."""
+"""Importance ESS, as a share of the draws, below which :func:`weigh_and_discover` looks
+among the heaviest draws for modes the map lacks."""
 
 DISCOVERY_DRAWS = 16
 """Heaviest importance draws, at most, that climb to their modes (see :func:`_heavy_draws`)."""
 
 DISCOVERY_ROUNDS = 2
-"""Times at most that :func:`_weigh` adds modes found by the heaviest draws and weighs again."""
+"""Times at most that :func:`weigh_and_discover` adds what the heaviest draws found and weighs
+again."""
 
 UNDERVALUED = 20.0
 """Importance weight, relative to the mean, above which a draw shows mass the mode map's
