@@ -213,9 +213,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     exact (a Markov chain whose stationary law is the posterior) whatever the tuning found;
     what the map decides is how fast a chain moves between the modes it holds. A mode that no
     particle reached is proposed by no jump: a chain visits it only if its Langevin steps
-    find it. When the population's importance
-    weights are too uneven to trust the map (``mode_map.reliable`` is False), the chain
-    ignores it: plain adaptive MALA from ``pm.sample``'s start point, with no jumps.
+    find it. When the population's importance weights are too uneven to trust the map
+    (``mode_map.reliable`` is False), the chain ignores it: plain adaptive MALA from
+    ``pm.sample``'s start point, with no jumps.
 
     Parameters
     ----------
@@ -627,8 +627,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         0.0016, jump acceptance 0.21 and 0.40 against 0.70 elsewhere, worst chain's TV 0.50.
         A mode needs ``2d + 10`` draws; its new covariance is the draws', shrunk towards the
         old by that count. Modes whose Gaussian describes the draws are left as they are
-        (refitting every mode cost mixing on 2-D
-        mixtures). The proposal is fixed for the sampling, so the jumps stay exact.
+        (refitting every mode cost mixing on 2-D mixtures). The proposal is fixed for the
+        sampling, so the jumps stay exact.
         """
         dim = self._logp.dim
         need = 2 * dim + 10
@@ -642,12 +642,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             whitened = np.linalg.solve(roots[k], np.linalg.solve(roots[k], sample).T)
             if np.trace(whitened) / dim <= MISFIT and shift @ shift <= 1.0:
                 continue
-            covariance = draws.covariance(roots[k] @ roots[k].T, need)
-            jitter = 1e-10 * max(float(np.trace(covariance)) / dim, 1e-300)
-            try:
-                roots[k] = np.linalg.cholesky(covariance + jitter * np.eye(dim))
-            except np.linalg.LinAlgError:
-                continue
+            roots[k] = shrunk_root(draws.covariance(roots[k] @ roots[k].T, need), dense=True)
             means[k], refitted = draws.mean, True
         if not refitted:
             return
@@ -773,12 +768,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         log density or gradient is rejected.
         """
         proposal = self._proposal
-        if lp - proposal.log_density(x[None])[0] > self._log_cap:
+        log_w = lp - proposal.log_density(x[None])[0]
+        if log_w > self._log_cap:
             return (x, lp, grad), np.nan
         x_new = proposal.draw(self.rng, 1)[0]
         lp_new, grad_new = self._logp.logp_grad(x_new, extra)
         log_w_new = lp_new - proposal.log_density(x_new[None])[0]
-        log_ratio = log_w_new - (lp - proposal.log_density(x[None])[0])
+        log_ratio = log_w_new - log_w
         ok = np.isfinite(lp_new) and np.all(np.isfinite(grad_new)) and log_w_new <= self._log_cap
         if ok and np.log(self.rng.uniform()) < log_ratio:
             return (x_new, float(lp_new), np.asarray(grad_new, dtype=float)), 1.0

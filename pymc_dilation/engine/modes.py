@@ -32,9 +32,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
+from pymc_dilation.engine.adaptation import shrunk_root
 from pymc_dilation.engine.laplace import newton_polish
 
-__all__ = ["ModeMap", "ascend", "merge_optima", "map_modes", "add_modes", "VALLEY_DEPTH"]
+__all__ = [
+    "ModeMap",
+    "ascend",
+    "merge_optima",
+    "map_modes",
+    "add_modes",
+    "moment_match",
+    "VALLEY_DEPTH",
+]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -273,9 +282,18 @@ def add_modes(
         elif widen:
             j = _closest(own.locations[k], means, roots, joined)
             if j is not None:
-                means[j], roots[j] = _moment_match(
-                    (means[j], roots[j], float(modes.logp[j])),
-                    (own.locations[k], own.roots[k], float(own.logp[k])),
+                # Each bump weighed by its Laplace mass exp(peak) |det root|.
+                log_mass = np.array(
+                    [
+                        modes.logp[j] + np.linalg.slogdet(roots[j])[1],
+                        own.logp[k] + np.linalg.slogdet(own.roots[k])[1],
+                    ]
+                )
+                share = 1.0 / (1.0 + np.exp(log_mass[1] - log_mass[0]))
+                means[j], roots[j] = moment_match(
+                    (means[j], roots[j] @ roots[j].T),
+                    (own.locations[k], own.roots[k] @ own.roots[k].T),
+                    share,
                 )
                 widened = True
     if not new and not widened:
@@ -304,15 +322,10 @@ def _closest(location, means, roots, candidates) -> int | None:
     return int(rows[best])
 
 
-def _moment_match(first, second) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance root of the mixture of two Gaussians ``(mean, root, peak log
-    density)``, each weighed by its Laplace mass ``exp(peak) |det root|``."""
-    log_mass = np.array([lp + np.linalg.slogdet(root)[1] for _, root, lp in (first, second)])
-    share = np.exp(log_mass - log_mass.max())
-    share /= share.sum()
-    (m1, r1, _), (m2, r2, _) = first, second
+def moment_match(first, second, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance root of the mixture ``share · N(first) + (1 - share) · N(second)``,
+    each Gaussian given as ``(mean, covariance)``."""
+    (m1, c1), (m2, c2) = first, second
     diff = m1 - m2
-    cov = share[0] * r1 @ r1.T + share[1] * r2 @ r2.T + share[0] * share[1] * np.outer(diff, diff)
-    dim = cov.shape[0]
-    jitter = 1e-10 * max(float(np.trace(cov)) / dim, 1e-300)
-    return share[0] * m1 + share[1] * m2, np.linalg.cholesky(cov + jitter * np.eye(dim))
+    cov = share * c1 + (1.0 - share) * c2 + share * (1.0 - share) * np.outer(diff, diff)
+    return share * m1 + (1.0 - share) * m2, shrunk_root(cov, dense=True)

@@ -29,7 +29,7 @@ from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
 from pymc_dilation.engine.laplace import LaplaceApproximation
-from pymc_dilation.engine.modes import ModeMap, add_modes, map_modes
+from pymc_dilation.engine.modes import ModeMap, add_modes, map_modes, moment_match
 from pymc_dilation.engine.weights import (
     MixtureProposal,
     WeightEstimate,
@@ -576,7 +576,6 @@ def _widen_to_draws(modes: ModeMap, estimate: WeightEstimate, draws, heavy) -> M
     nearest = proposal.nearest_mode(draws.xs)
     log_w = estimate.log_importance_weights
     means, roots = modes.means.copy(), modes.roots.copy()
-    dim = means.shape[1]
     for k in np.unique(nearest[heavy]):
         own = (nearest == k) & np.isfinite(log_w)
         if own.sum() < 2:
@@ -587,12 +586,7 @@ def _widen_to_draws(modes: ModeMap, estimate: WeightEstimate, draws, heavy) -> M
         mean = w @ xs
         centered = xs - mean
         cov = (w[:, None] * centered).T @ centered
-        old = roots[k] @ roots[k].T
-        shift = mean - means[k]
-        mixed = 0.5 * (old + cov) + 0.25 * np.outer(shift, shift)
-        jitter = 1e-10 * max(float(np.trace(mixed)) / dim, 1e-300)
-        roots[k] = np.linalg.cholesky(mixed + jitter * np.eye(dim))
-        means[k] = means[k] + 0.5 * shift
+        means[k], roots[k] = moment_match((means[k], roots[k] @ roots[k].T), (mean, cov), 0.5)
     return replace(modes, means=means, roots=roots)
 
 
