@@ -520,6 +520,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             return (x, float(lp), np.asarray(grad, float)), n_grad + 1
         else:
             local = laplace.root @ mapped.local.root
+            if mapped.probed and mapped.modes.n_modes == 1 and laplace.converged:
+                # The probe's Gaussian is the spread of the path centers about the optimum (an
+                # overdispersed cloud), not the posterior's: the curvature there is the better
+                # first preconditioner (eight schools, 10 seeds: mean min bulk ESS 1154 ->
+                # 1334; kidiq, arK, sblrc unchanged within 3 %).
+                local = laplace.root
             self._prior_covariance, self._prior_count = local @ local.T, dim + 5.0
             self._set_root(shrunk_root(self._prior_covariance, self.dense))
         pick = self.rng.integers(len(mapped.start))
@@ -802,8 +808,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def _adapt(self, x: np.ndarray, accept: float, mode: int) -> None:
         self._step_adapt.update(accept)
         # Deviations from the draw's own mode: a chain that jumps between modes must not take
-        # the distance between them for the width of each.
-        self._window.add(x - self._mode_means[mode])
+        # the distance between them for the width of each. A chain that proposes no jumps
+        # moves by Langevin steps alone, and its "modes" may be ascents that stopped short
+        # (an unreliable map): deviations from their means would make the covariance up
+        # (centered eight schools, 4 chains, seeds 1-6: max R-hat 1.03-1.32, mean 1.12, against
+        # 1.03-1.54, mean 1.21, with them; PyMC's NUTS gets 1.01-1.29 on seeds 1-4).
+        self._window.add(x - self._mode_means[mode] if self._proposal is not None else x)
         if self._proposal is not None and 4 * self._iteration >= (self._tune_total or 0):
             self._mode_draws[mode].add(x)
         if self._iteration + 1 < self._window_end:

@@ -57,6 +57,37 @@ def test_tuning_maps_the_modes_with_a_population(conjugate_normal):
     assert step.mode_map.weights == pytest.approx([1.0])
 
 
+def test_probed_unimodal_map_preconditions_by_the_curvature():
+    # A correlated Gaussian: the probe finds its one mode by climbing from overdispersed
+    # centers, whose spread is no estimate of the posterior's; the first preconditioner is the
+    # curvature at the optimum, here the exact covariance.
+    cov = np.array([[2.0, 1.2, 0.0], [1.2, 1.0, -0.3], [0.0, -0.3, 0.5]])
+    with pm.Model():
+        pm.MvNormal("x", mu=np.zeros(3), cov=cov)
+        step = DilationLangevin()
+        pm.sample(draws=1, tune=1, step=step, random_seed=3, **{**SAMPLE, "chains": 1})
+    assert step.mode_map.n_modes == 1
+    np.testing.assert_allclose(step._prior_covariance, cov, atol=0.02 * np.trace(cov))
+
+
+def test_chain_without_jumps_adapts_to_its_draws_not_its_modes(conjugate_normal):
+    # An unreliable map's "modes" may be ascents that stopped short along one ridge: a chain
+    # that proposes no jumps must not measure its spread from their means.
+    model, _, _ = conjugate_normal
+    with model:
+        step = DilationLangevin(mode_jumps=False)
+        pm.sample(draws=1, tune=1, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
+    step._mode_means = np.array([[-1.0], [1.0]])
+    step._window.reset()
+    step._window_end = 10**9  # no window ends here
+    rng = np.random.default_rng(0)
+    draws = rng.normal(0.0, 1.0, size=(400, 1))
+    for x in draws:
+        step._adapt(x, 0.6, int(x[0] > 0))
+    variance = step._window.covariance(np.zeros((1, 1)), 0.0)[0, 0]
+    assert variance == pytest.approx(np.var(draws, ddof=1), rel=0.05)
+
+
 def test_same_seed_same_draws(conjugate_normal, draws_of):
     model, _, _ = conjugate_normal
     runs = []

@@ -277,6 +277,10 @@ class MappedPopulation:
         a floor of :data:`JUMP_FLOOR`.
     n_grad : int
         Gradient evaluations per particle so far.
+    probed : bool
+        Whether the map came from the probe's ascents alone, with nothing annealed (see
+        :func:`map_growing_population`): the modes' Gaussians then describe the spread of the
+        centers about each optimum (a safe importance proposal), not the posterior's.
     """
 
     modes: ModeMap
@@ -288,6 +292,7 @@ class MappedPopulation:
     local: LaplaceApproximation
     jumps: MixtureProposal
     n_grad: int
+    probed: bool = False
 
 
 def map_population(
@@ -353,7 +358,8 @@ def map_growing_population(
         mapped, probe_grads = _probe(target, centers, rng)
         if mapped is not None:
             state = AnnealState(mapped.start, mapped.lps, mapped.grads, _probe_step(target), 0)
-            return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+            mapped = _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+            return replace(mapped, probed=True)
         earlier_maps = probe_grads * batch
     while True:
         states.append(
