@@ -16,7 +16,9 @@ Commands:
 - ``chain-seeds``: DilationLangevin chains on many seeds of multimodal targets, chain by
   chain (:mod:`benchmarks.chain_seeds`);
 - ``population-cost``: the tuning population's seconds and gradients per chain, with and
-  without the probe (:mod:`benchmarks.population_cost`).
+  without the probe (:mod:`benchmarks.population_cost`);
+- ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
+  posteriors (:mod:`benchmarks.unimodal_overhead`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COMMANDS = {
     "fixed-costs": "benchmarks.fixed_costs",
     "chain-seeds": "benchmarks.chain_seeds",
     "population-cost": "benchmarks.population_cost",
+    "unimodal-overhead": "benchmarks.unimodal_overhead",
 }
 
 
