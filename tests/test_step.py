@@ -7,6 +7,7 @@ import pytest
 from conftest import bimodal_model
 
 from pymc_dilation import DilationLangevin
+from pymc_dilation.engine.weights import WeightEstimate
 
 SAMPLE = dict(chains=4, cores=1, progressbar=False, compute_convergence_checks=False)
 
@@ -54,6 +55,27 @@ def test_tuning_maps_the_modes_with_a_population(conjugate_normal):
     assert np.all(n_steps[1:] <= 9)
     (location,) = step.mode_map.locations
     assert abs(location[0] - mean) < 0.05 * sd
+    assert step.mode_map.weights == pytest.approx([1.0])
+
+
+def test_modes_of_negligible_weight_are_dropped_beside_a_single_mode():
+    # Ascents that stopped short on a slope come out as modes of weight ~0: beside one mode
+    # of weight they are dropped (no jumps to them); beside two they stay in the map.
+    step = _tuned_two_mode_step()
+    modes = step._modes
+    three = replace(
+        modes,
+        locations=np.vstack([modes.locations, [[30.0]]]),
+        means=np.vstack([modes.means, [[30.0]]]),
+        roots=np.concatenate([modes.roots, modes.roots[:1]]),
+        logp=np.append(modes.logp, -50.0),
+    )
+    for weights, kept in (([0.6, 0.3996, 0.0004], 3), ([0.9996, 0.0003, 0.0001], 1)):
+        estimate = WeightEstimate(np.array(weights), np.full(3, 1e-3), 0.0, 0.1, np.zeros(8), 99.0)
+        step._set_map(three, estimate, 0.0, 1)
+        assert step.mode_map.n_modes == kept
+        assert (step._proposal is None) == (kept == 1)
+    np.testing.assert_allclose(step.mode_map.locations, modes.locations[:1])
     assert step.mode_map.weights == pytest.approx([1.0])
 
 

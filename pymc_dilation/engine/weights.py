@@ -95,6 +95,17 @@ class MixtureProposal:
         object.__setattr__(self, "_inverse_roots", np.linalg.inv(self.roots))
         log_norm = np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
         object.__setattr__(self, "_log_norm", log_norm)
+        # The parts of log q that do not depend on the point: mixture weight, defensive share
+        # and normaliser of each mode's narrow and widened Gaussian (a chain evaluates q at
+        # one point per iteration, where these would cost more than the distances).
+        with np.errstate(divide="ignore"):
+            log_alphas = np.log(self.alphas)
+        object.__setattr__(self, "_log_narrow", log_alphas + np.log1p(-DEFENSIVE_SHARE) - log_norm)
+        object.__setattr__(
+            self,
+            "_log_wide",
+            log_alphas + np.log(DEFENSIVE_SHARE) - log_norm - dim * np.log(_WIDEN),
+        )
 
     def _quadratic_forms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, K)`` squared Mahalanobis distances to each mode and the ``(K,)`` log normalisers
@@ -104,13 +115,25 @@ class MixtureProposal:
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         """``log q(x)``, shape ``(n,)``."""
+        return self._log_density(*self._quadratic_forms(x), x.shape[1])
+
+    def log_density_and_uncovered(
+        self, x: np.ndarray, tail: float = 1e-4
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`log_density` and :meth:`uncovered` at once (one distance per mode and row:
+        a tuning chain asks both at every iteration)."""
         squares, log_norm = self._quadratic_forms(x)
-        narrow = -0.5 * squares - log_norm
-        wide = -0.5 * squares / _WIDEN**2 - log_norm - x.shape[1] * np.log(_WIDEN)
-        with np.errstate(divide="ignore"):
-            parts = np.log(self.alphas) + np.logaddexp(
-                np.log1p(-DEFENSIVE_SHARE) + narrow, np.log(DEFENSIVE_SHARE) + wide
-            )
+        return (
+            self._log_density(squares, log_norm, x.shape[1]),
+            squares.min(axis=1) > _chi2_quantile(tail, x.shape[1]),
+        )
+
+    def _log_density(self, squares: np.ndarray, log_norm: np.ndarray, dim: int) -> np.ndarray:
+        narrow = self._log_narrow - 0.5 * squares
+        wide = self._log_wide - (0.5 / _WIDEN**2) * squares
+        parts = np.logaddexp(narrow, wide)
+        if parts.shape[1] == 1:
+            return parts[:, 0]
         return _logsumexp(parts, axis=1)
 
     def uncovered(self, x: np.ndarray, tail: float = 1e-4) -> np.ndarray:
