@@ -130,3 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
