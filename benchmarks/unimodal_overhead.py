@@ -69,8 +69,6 @@ VARIANTS = {"DilationLangevin": DilationLangevin, "without mode map": WithoutMod
 
 def measure(model, step_class, seed: int, draws: int, tune: int, chains: int) -> dict:
     """One warm call: wall seconds, the step's own seconds and the smallest bulk ESS."""
-    from benchmarks.end_to_end import _min_bulk_ess
-
     start = time.perf_counter()
     with model:
         idata = pm.sample(
@@ -83,7 +81,7 @@ def measure(model, step_class, seed: int, draws: int, tune: int, chains: int) ->
         float(np.asarray(group_dataset(idata, group)["perf_counter_diff"]).sum())
         for group in ("warmup_sample_stats", "sample_stats")
     )
-    return {"wall": wall, "step": step_seconds, "ess": _min_bulk_ess(idata)}
+    return {"wall": wall, "step": step_seconds, "ess": end_to_end._min_bulk_ess(idata)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,20 +115,21 @@ class MixtureProposal:
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         """``log q(x)``, shape ``(n,)``."""
-        return self._log_density(*self._quadratic_forms(x), x.shape[1])
+        return self._log_density(self._quadratic_forms(x)[0])
 
     def log_density_and_uncovered(
         self, x: np.ndarray, tail: float = 1e-4
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`log_density` and :meth:`uncovered` at once (one distance per mode and row:
         a tuning chain asks both at every iteration)."""
-        squares, log_norm = self._quadratic_forms(x)
+        squares, _ = self._quadratic_forms(x)
         return (
-            self._log_density(squares, log_norm, x.shape[1]),
+            self._log_density(squares),
             squares.min(axis=1) > _chi2_quantile(tail, x.shape[1]),
         )
 
-    def _log_density(self, squares: np.ndarray, log_norm: np.ndarray, dim: int) -> np.ndarray:
+    def _log_density(self, squares: np.ndarray) -> np.ndarray:
+        """``log q`` from the ``(n, K)`` squared Mahalanobis distances."""
         narrow = self._log_narrow - 0.5 * squares
         wide = self._log_wide - (0.5 / _WIDEN**2) * squares
         parts = np.logaddexp(narrow, wide)
