@@ -10,7 +10,7 @@ import pytest
 from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
 from pymc_dilation.diagnostics import UnreliableResultWarning
-from pymc_dilation.engine.modes import ModeMap, map_modes, merge_optima
+from pymc_dilation.engine.modes import ModeMap, ascend, map_modes, merge_optima
 from pymc_dilation.engine.population import PopulationTarget, refine
 from pymc_dilation.engine.weights import (
     MixtureProposal,
@@ -122,6 +122,25 @@ def test_mode_map_of_a_unimodal_correlated_gaussian_has_one_mode():
     modes = map_modes(gaussian, ys, *gaussian(ys))
     assert modes.n_modes == 1
     np.testing.assert_allclose(modes.locations[0], 0.0, atol=1e-4)
+
+
+def test_ascents_stop_where_a_step_gains_almost_nothing():
+    def unit_gaussian(xs):
+        return -0.5 * np.sum(xs**2, axis=1), -xs
+
+    evaluated = []
+
+    def counted(xs):
+        evaluated.append(len(xs))
+        return unit_gaussian(xs)
+
+    ys = 3.0 * np.random.default_rng(6).standard_normal((128, 5))
+    optima, lps, per_row = ascend(counted, ys, *unit_gaussian(ys), n_iter=20)
+    # every row ends near the optimum (a step from 0.15 sd gains less than ASCENT_TOL)...
+    assert np.all(-lps < 0.05)
+    # ...and stops there: far fewer rows are evaluated than 20 per row
+    assert sum(evaluated) < 0.5 * 20 * len(ys)
+    assert per_row == -(-sum(evaluated) // len(ys))
 
 
 def test_mode_map_of_the_mixture_finds_both_modes_and_their_gaussians():
