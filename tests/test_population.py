@@ -424,6 +424,54 @@ def test_probe_skips_the_annealing_only_when_the_ascents_find_one_mode(logp_grad
     assert runs[False].n_grad >= 4 * len(levels)
 
 
+FAR_MEANS = np.array([-5.0, 5.0, 30.0])
+FAR_WEIGHTS = np.array([0.35, 0.35, 0.3])
+
+
+def _far_mode_logp_grad(xs):
+    """1-D unit mixture: modes at -5 and 5, and one of weight 0.3 at 30 whose basin (x above
+    about 17.5) holds 4 % of the centers' law N(0, 10²)."""
+    diff = xs - FAR_MEANS[None]
+    comp = np.log(FAR_WEIGHTS) - 0.5 * diff**2
+    top = comp.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
+    resp = np.exp(comp - lse[:, None])
+    return lse, -(resp * diff).sum(axis=1, keepdims=True)
+
+
+def test_more_climbs_find_a_heavy_mode_whose_basin_few_centers_reach():
+    from pymc_dilation.engine.population import map_growing_population
+    from pymc_dilation.engine.schedules import make_schedule
+
+    rng = np.random.default_rng(1)  # without the climbs, this population misses the far mode
+    mapped = map_growing_population(
+        PopulationTarget(1, _far_mode_logp_grad), lambda n: 10.0 * rng.standard_normal((n, 1)),
+        make_schedule("geometric", 10, 1e-3), rng, first=16, most=512, probe=True,
+    )  # fmt: skip
+    far = np.abs(mapped.modes.locations[:, 0] - 30.0) < 1e-3
+    assert far.sum() == 1
+    assert mapped.estimate.weights[far][0] == pytest.approx(0.3, abs=0.05)
+
+
+def test_more_climbs_stop_after_a_batch_that_adds_no_mode_of_mass():
+    from pymc_dilation.engine.population import _climb_more, _probe
+
+    target = PopulationTarget(2, mixture_logp_grad)
+    rng = np.random.default_rng(2)
+    probed, one_mode = _probe(target, exact_draws(64, rng, np.array([0.5, 0.5])), rng)
+    assert not one_mode and probed.modes.n_modes == 2
+    batches = []
+
+    def draw(n):
+        batches.append(n)
+        return 3.0 * rng.standard_normal((n, 2))
+
+    climbed, spent = _climb_more(target, probed.modes, draw, 64, 1024)
+    assert climbed.n_modes == 2
+    assert batches == [64]
+    assert 0 < spent <= 40 * 64  # an ascent and its merging; an annealed path costs 80
+
+
 def _funnel_logp_grad(xs):
     """Neal's funnel: v ~ N(0, 3), x_i ~ N(0, exp(v / 2)), i = 1..8."""
     v, x = xs[:, 0], xs[:, 1:]

@@ -347,22 +347,29 @@ def map_growing_population(
 
     With ``probe``, the first ``first`` centers climb straight to their optima before any
     annealing (see :func:`_probe`); when they find one mode, with weights even enough to
-    trust, that is the map and nothing is annealed or diffused.
+    trust, that is the map and nothing is annealed or diffused. When they find several,
+    more centers climb, the batch doubling while it finds modes of mass (see
+    :func:`_climb_more`, up to ``most`` centers in all), and the modes they found join the
+    annealed population's map.
     """
     states: list[AnnealState] = []
     found_before = 0
     batch = first
     earlier_maps = 0  # gradient evaluations of the maps that more particles replaced
+    climbed: ModeMap | None = None
     centers = draw_centers(batch)
     if probe:
-        mapped, probe_grads = _probe(target, centers, rng)
-        if mapped is not None:
+        probed, one_mode = _probe(target, centers, rng)
+        if one_mode:
             # No diffusion either: from draws of the one mode it found, a few MALA sweeps stay
             # in that mode (none added a mode on eight schools, garch, kidiq, sblrc: 2 seeds x 4
             # chains each), and cost 20 of the probe's ~50 gradients per particle; the
             # chain's own tuning looks further (DilationLangevin's map growth).
-            return replace(mapped, probed=True)
-        earlier_maps = probe_grads * batch
+            return replace(probed, probed=True)
+        earlier_maps = probed.n_grad * batch
+        if probed.resampled:
+            climbed, more = _climb_more(target, probed.modes, draw_centers, batch, most)
+            earlier_maps += more
     while True:
         states.append(
             anneal(
@@ -391,8 +398,76 @@ def map_growing_population(
         found_before = found
         earlier_maps += (modes.n_grad + 1) * total
         batch = min(total, most - total)
+    if climbed is not None:
+        mapped, more = _join_climbed(target, mapped, state, climbed, rng)
+        earlier_maps += more
     mapped = replace(mapped, n_grad=mapped.n_grad + -(-earlier_maps // total))
     return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+
+
+def _log_laplace_mass(modes: ModeMap) -> np.ndarray:
+    """``log`` of each mode's Laplace mass ``π(peak) |det root|`` (unnormalised)."""
+    return modes.logp + np.linalg.slogdet(modes.roots)[1]
+
+
+def _climb_more(
+    target: PopulationTarget,
+    modes: ModeMap,
+    draw_centers: Callable[[int], np.ndarray],
+    first: int,
+    most: int,
+) -> tuple[ModeMap, int]:
+    """Climb from more centers while they find modes of mass; returns the map and the
+    gradient evaluations spent (all centers together).
+
+    Batches of new centers (as many as climbed before, so the count doubles, up to ``most``
+    in all) climb to their optima, and the modes ``modes`` lacks join it (see
+    :func:`~pymc_dilation.engine.modes.add_modes`); it stops after a batch that added no
+    mode holding a share of at least :data:`GROWTH_WEIGHT` of the map's Laplace mass.
+
+    A center reaches a mode by gradient ascent with the probability that its basin holds
+    under the centers' law, which annealing along the dilation path does not change (the
+    path keeps the basins' shapes); an ascent costs 5-20 gradients, an annealed path about
+    80. Measured on a 2-D mixture of 40 components (rand2d-8): a mode of posterior weight
+    0.127 is reached from 2 % of prior draws, and a chain whose 128 + 256 annealed particles
+    had missed it lacked it for the whole run.
+    """
+    spent = 0
+    total = first
+    while total < most:
+        batch = min(total, most - total)
+        centers = draw_centers(batch)
+        with np.errstate(all="ignore"):
+            lps, grads = target.logp_grad_batch(centers)
+        lps = np.where(np.isfinite(lps), lps, -np.inf)
+        grads = np.where(np.isfinite(grads), grads, 0.0)
+        grown, calls = add_modes(target.logp_grad_batch, modes, centers, lps, grads)
+        spent += (calls + 1) * batch
+        total += batch
+        if grown is modes:
+            break
+        log_mass = _log_laplace_mass(grown)
+        share = np.exp(log_mass - log_mass.max())
+        added = share[modes.n_modes :] / share.sum()  # add_modes appends the new modes
+        modes = grown
+        if not np.any(added >= GROWTH_WEIGHT):
+            break
+    return modes, spent
+
+
+def _join_climbed(target, mapped: MappedPopulation, state: AnnealState, climbed: ModeMap, rng):
+    """``mapped`` with the modes of ``climbed`` (see :func:`_climb_more`) it lacks, weighed
+    again when there are any; returns it and the gradient evaluations spent."""
+    with np.errstate(all="ignore"):
+        lps, grads = target.logp_grad_batch(climbed.locations)
+    lps = np.where(np.isfinite(lps), lps, -np.inf)
+    grads = np.where(np.isfinite(grads), grads, 0.0)
+    modes, calls = add_modes(target.logp_grad_batch, mapped.modes, climbed.locations, lps, grads)
+    spent = (calls + 1) * climbed.n_modes
+    if modes is mapped.modes:
+        return mapped, spent
+    joined = _weigh(target, state, modes, rng)
+    return replace(joined, n_grad=mapped.n_grad + (joined.n_grad - mapped.n_grad)), spent
 
 
 def _finish(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
@@ -408,12 +483,10 @@ def _probe_step(target: PopulationTarget) -> np.ndarray:
     return np.full(1, min(1.0, target.dim ** (-1.0 / 3.0)))
 
 
-def _probe(
-    target: PopulationTarget, centers: np.ndarray, rng
-) -> tuple[MappedPopulation | None, int]:
-    """Map by climbing from ``centers`` directly, without annealing. Returns the map when
-    it holds one mode of weight at least :data:`GROWTH_WEIGHT` and its importance weights are
-    even enough to resample (None otherwise), and the gradients per center spent.
+def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPopulation, bool]:
+    """Map by climbing from ``centers`` directly, without annealing. Returns the map and
+    whether it holds one mode of weight at least :data:`GROWTH_WEIGHT` with importance
+    weights even enough to resample.
 
     Annealing from a center moves a particle much as a noisy ascent from it would: the basin
     it ends in is mostly the one the center lies in. On a unimodal posterior every ascent
@@ -427,9 +500,8 @@ def _probe(
     modes = map_modes(target.logp_grad_batch, centers, lps, grads)
     state = AnnealState(centers, lps, grads, _probe_step(target), 1)
     mapped = _weigh(target, state, modes, rng)
-    if int(np.sum(mapped.estimate.weights >= GROWTH_WEIGHT)) != 1 or not mapped.resampled:
-        return None, mapped.n_grad
-    return mapped, mapped.n_grad
+    one = int(np.sum(mapped.estimate.weights >= GROWTH_WEIGHT)) == 1 and mapped.resampled
+    return mapped, one
 
 
 def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
