@@ -204,7 +204,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     far heavier than the mean climb to modes the map lacks
     (:func:`~pymc_dilation.engine.population.weigh_and_discover`). The population first
     climbs straight from its centers, and anneals only when that finds more than one mode
-    (``PROBE``). The chain starts from one of the population's particles, resampled by the
+    (``PROBE``); then more centers climb too, up to ``particles`` of them, while they find
+    modes of mass, and their modes join the annealed population's map. The chain starts from one of the population's particles, resampled by the
     weights, and keeps the map. The rest of the tuning adapts the step size (dual averaging
     towards ``target_accept``) and the preconditioner (the within-mode covariance, in
     doubling windows) at the posterior, and grows the map where the chain finds mass it
