@@ -405,6 +405,14 @@ def map_growing_population(
     return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
 
 
+def _evaluate(target: PopulationTarget, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log densities and gradients at the rows of ``xs``, a non-finite log density made
+    ``-inf`` and a non-finite gradient zero (such a row climbs nowhere)."""
+    with np.errstate(all="ignore"):
+        lps, grads = target.logp_grad_batch(xs)
+    return np.where(np.isfinite(lps), lps, -np.inf), np.where(np.isfinite(grads), grads, 0.0)
+
+
 def _log_laplace_mass(modes: ModeMap) -> np.ndarray:
     """``log`` of each mode's Laplace mass ``π(peak) |det root|`` (unnormalised)."""
     return modes.logp + np.linalg.slogdet(modes.roots)[1]
@@ -437,10 +445,7 @@ def _climb_more(
     while total < most:
         batch = min(total, most - total)
         centers = draw_centers(batch)
-        with np.errstate(all="ignore"):
-            lps, grads = target.logp_grad_batch(centers)
-        lps = np.where(np.isfinite(lps), lps, -np.inf)
-        grads = np.where(np.isfinite(grads), grads, 0.0)
+        lps, grads = _evaluate(target, centers)
         grown, calls = add_modes(target.logp_grad_batch, modes, centers, lps, grads)
         spent += (calls + 1) * batch
         total += batch
@@ -458,16 +463,13 @@ def _climb_more(
 def _join_climbed(target, mapped: MappedPopulation, state: AnnealState, climbed: ModeMap, rng):
     """``mapped`` with the modes of ``climbed`` (see :func:`_climb_more`) it lacks, weighed
     again when there are any; returns it and the gradient evaluations spent."""
-    with np.errstate(all="ignore"):
-        lps, grads = target.logp_grad_batch(climbed.locations)
-    lps = np.where(np.isfinite(lps), lps, -np.inf)
-    grads = np.where(np.isfinite(grads), grads, 0.0)
+    lps, grads = _evaluate(target, climbed.locations)
     modes, calls = add_modes(target.logp_grad_batch, mapped.modes, climbed.locations, lps, grads)
     spent = (calls + 1) * climbed.n_modes
     if modes is mapped.modes:
         return mapped, spent
-    joined = _weigh(target, state, modes, rng)
-    return replace(joined, n_grad=mapped.n_grad + (joined.n_grad - mapped.n_grad)), spent
+    # Weighed again: the first weighing's draws are counted in n_grad, these are spent.
+    return _weigh(target, state, modes, rng), spent + len(state.ys)
 
 
 def _finish(target, mapped: MappedPopulation, state: AnnealState, rng, target_accept, sweeps):
@@ -493,10 +495,7 @@ def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPo
     ends on the one optimum, and the annealing (80 steps per particle) only repeats that;
     where the ascents find a second mode, the annealed population runs as before.
     """
-    with np.errstate(all="ignore"):
-        lps, grads = target.logp_grad_batch(centers)
-    lps = np.where(np.isfinite(lps), lps, -np.inf)
-    grads = np.where(np.isfinite(grads), grads, 0.0)
+    lps, grads = _evaluate(target, centers)
     modes = map_modes(target.logp_grad_batch, centers, lps, grads)
     state = AnnealState(centers, lps, grads, _probe_step(target), 1)
     mapped = _weigh(target, state, modes, rng)
