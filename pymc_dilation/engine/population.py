@@ -394,18 +394,17 @@ def map_growing_population(
         modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
         total = len(state.ys)
         mapped = _weigh(target, state, modes, rng)
-        # Stop when doubling found nothing new, at the size limit, or when the modes' Gaussians
-        # have never described the particles (importance weights too uneven): such "modes"
-        # are usually ascents that stopped short, and more particles only find more of them
-        # (measured on a 55-parameter factor model: 17-22 of them and 530 000 gradients per
-        # chain with the population grown to 1024). A map that was reliable and is not after
-        # a doubling has found modes its draws describe poorly yet (a 4-component
-        # NormalMixture: 28 modes, importance ESS 126, then 43 modes, ESS 8); the population
-        # grows on, and is judged by its last map.
-        # Modes the particles reached count, not those the importance draws added: with
-        # enough draws the first batch's discovery finds what a doubling's particles would
-        # (twelve modes on a circle: 9 reached by 32 particles, 2 discovered, and the
-        # doubling, reaching those 11, stopped short of the twelfth).
+        # Stop at the size limit, when a doubling's particles reached no more modes of weight,
+        # or when the modes' Gaussians have never described the particles:
+        # - only modes the particles reached count, not those the importance draws added
+        #   (twelve modes on a circle: 32 particles reached 9, discovery added 2, and the
+        #   doubling, reaching those 11, stopped short of the twelfth);
+        # - a map that was never reliable (importance weights too uneven) is of ascents that
+        #   stopped short, and more particles only find more of them (a 55-parameter factor
+        #   model: 17-22 of them and 530 000 gradients per chain at 1024 particles); one that
+        #   was reliable and is not after a doubling has found modes its draws do not
+        #   describe yet (a 4-component NormalMixture: 28 modes, ESS 126, then 43, ESS 8), so
+        #   the population grows on and is judged by its last map.
         reached = mapped.modes.counts() > 0
         found = int(np.sum((mapped.estimate.weights >= GROWTH_WEIGHT) & reached))
         reliable_before = reliable_before or mapped.resampled
