@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DualAveraging", "WindowCovariance", "shrunk_root"]
+__all__ = [
+    "DualAveraging",
+    "RunningMean",
+    "TrajectoryLength",
+    "WindowCovariance",
+    "WindowSamples",
+    "shrunk_root",
+]
 
 
 class DualAveraging:
@@ -124,3 +131,148 @@ def shrunk_root(covariance: np.ndarray, dense: bool) -> np.ndarray:
     except np.linalg.LinAlgError:
         return np.diag(scale)
     return scale[:, None] * root
+
+
+class WindowSamples:
+    """The draws and gradients of one adaptation window, kept for :func:`estimate_metric`.
+
+    Parameters
+    ----------
+    dim : int
+        Number of coordinates.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every draw seen."""
+        self._draws: list[np.ndarray] = []
+        self._grads: list[np.ndarray] = []
+
+    @property
+    def n(self) -> int:
+        return len(self._draws)
+
+    def add(self, draw: np.ndarray, grad: np.ndarray) -> None:
+        """Add one draw ``(d,)`` and the log density's gradient there, when both are finite."""
+        if np.all(np.isfinite(draw)) and np.all(np.isfinite(grad)):
+            self._draws.append(np.array(draw, dtype=float))
+            self._grads.append(np.array(grad, dtype=float))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(draws, grads)``, each ``(n, d)``."""
+        return np.array(self._draws).reshape(-1, self.dim), np.array(self._grads).reshape(
+            -1, self.dim
+        )
+
+
+class RunningMean:
+    """The mean of the draws since the last :meth:`restart`; until two have come, the mean
+    before it (or ``initial``).
+    """
+
+    def __init__(self, initial: np.ndarray):
+        self._previous = np.array(initial, dtype=float)
+        self._mean = self._previous.copy()
+        self.n = 0
+
+    def add(self, draw: np.ndarray) -> None:
+        if np.all(np.isfinite(draw)):
+            self.n += 1
+            self._mean = self._mean + (draw - self._mean) / self.n
+
+    def restart(self) -> None:
+        self._previous = self.mean
+        self.n = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._mean.copy() if self.n >= 2 else self._previous.copy()
+
+
+class TrajectoryLength:
+    """Adapt a jittered Hamiltonian trajectory's length by the ChEES criterion, on one chain.
+
+    ChEES (Hoffman, Radul & Sountsov 2021) chooses the trajectory length ``T`` that maximises
+    the expected change of the squared distance to the mean, ``E[(‖x' − m‖² − ‖x − m‖²)²]``,
+    a proxy for the autocorrelation of the slowest second moments. Its stochastic gradient
+    from one transition is ``α (‖x' − m‖² − ‖x − m‖²) ((x' − m) · p') h`` (``α`` the acceptance
+    probability, ``p'`` the end momentum, ``h`` the jitter: the trajectory was ``h T`` long);
+    Adam ascends it in ``log T``. ChEES averages it over many parallel chains; here one chain
+    averages it over iterations, with Adam's first moment, and ``m`` is the chain's own
+    estimate of the mean (in whitened coordinates).
+
+    Lengths are in whitened units; the number of leapfrog steps of a trajectory is
+    ``ceil(h T / step_size)`` with ``h`` uniform on ``(0, 1]``, capped at ``max_steps``.
+
+    Parameters
+    ----------
+    initial_length : float
+        ``T`` at the start.
+    max_steps : int
+        Most leapfrog steps of one trajectory.
+    learning_rate, beta1, beta2 : float
+        Adam's parameters on ``log T``.
+    """
+
+    def __init__(
+        self,
+        initial_length: float,
+        max_steps: int,
+        learning_rate: float = 0.05,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+    ):
+        self.log_length = float(np.log(initial_length))
+        self.log_length_bar = self.log_length
+        self.max_steps = max_steps
+        self.learning_rate = learning_rate
+        self.beta1, self.beta2 = beta1, beta2
+        self._m = 0.0
+        self._v = 0.0
+        self._count = 0
+
+    @property
+    def length(self) -> float:
+        """The current (tuning) trajectory length."""
+        return float(np.exp(self.log_length))
+
+    @property
+    def length_bar(self) -> float:
+        """The averaged length, used once tuning ends."""
+        return float(np.exp(self.log_length_bar))
+
+    def n_steps(self, length: float, step_size: float, jitter: float) -> int:
+        """Leapfrog steps of a trajectory of length ``jitter * length``."""
+        return int(min(self.max_steps, max(1, np.ceil(jitter * length / step_size))))
+
+    def update(
+        self,
+        start: np.ndarray,
+        end: np.ndarray,
+        end_momentum: np.ndarray,
+        mean: np.ndarray,
+        acceptance: float,
+        jitter: float,
+        step_size: float,
+    ) -> None:
+        """One Adam step on ``log T`` from one transition (whitened coordinates)."""
+        if not (np.isfinite(acceptance) and np.all(np.isfinite(end))):
+            acceptance, end, end_momentum = 0.0, start, np.zeros_like(start)
+        end_offset = end - mean
+        change = end_offset @ end_offset - (start - mean) @ (start - mean)
+        gradient = acceptance * change * (end_offset @ end_momentum) * jitter * self.length
+        if not np.isfinite(gradient):
+            return
+        self._count += 1
+        self._m = self.beta1 * self._m + (1.0 - self.beta1) * gradient
+        self._v = self.beta2 * self._v + (1.0 - self.beta2) * gradient * gradient
+        m_hat = self._m / (1.0 - self.beta1**self._count)
+        v_hat = self._v / (1.0 - self.beta2**self._count)
+        self.log_length += self.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-12)
+        low, high = np.log(step_size), np.log(self.max_steps * step_size)
+        self.log_length = float(np.clip(self.log_length, low, high))
+        weight = max(1.0 / self._count, 0.05)
+        self.log_length_bar = (1.0 - weight) * self.log_length_bar + weight * self.log_length

@@ -1,0 +1,244 @@
+"""The chain's preconditioner: a diagonal scale plus a low-rank correction, learned from draws
+*and* gradients.
+
+A :class:`Metric` is the linear map ``x = R u`` from whitened coordinates ``u`` (where the kernel
+moves with an identity mass matrix) to the density's coordinates ``x``, with
+
+``R = diag(scale) (I + B diag(coef) Bᵀ)``,
+
+``B`` a ``(d, k)`` matrix of orthonormal columns and ``coef > -1``. The covariance it stands
+for is ``R Rᵀ = diag(scale) (I + B diag((1 + coef)² − 1) Bᵀ) diag(scale)``: in the coordinates
+scaled by ``scale`` the covariance is the identity except along ``k`` directions, whose
+variances are ``(1 + coef)²``. Applying ``R``, ``R⁻¹`` or their transposes costs ``O(d k)``: a
+diagonal metric is ``k = 0``, a dense one ``k = d`` (``O(d²)``, as a Cholesky root), and in
+between the rank is what the draws and gradients show is needed.
+
+:func:`estimate_metric` is the estimator of nutpie's low-rank adaptation (Seyboldt et al.): for
+a Gaussian the covariance of the gradients is the inverse covariance of the draws, so the
+diagonal is ``(var(x) / var(∇ log p))^(1/4)`` (the geometric mean of both estimates of the
+variance), and in the space those scales whiten, the span of the draws and gradients carries
+the SPD geometric mean of the draws' covariance and the inverse of the gradients'; its
+eigenvalues far from 1 give the low-rank correction. A window of ``n`` draws thus pins down
+``2n`` directions, and the diagonal all of them, long before ``n`` reaches ``d``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Metric", "estimate_metric", "metric_from_covariance", "noise_cutoff"]
+
+EIGENVALUE_CUTOFF = 2.0
+"""Eigenvalues of the whitened covariance within ``[1 / c, c]`` are left at 1 (nutpie's
+default ``c``): a direction is corrected only when the diagonal misses it by a factor 2."""
+REGULARIZATION = 1e-5
+"""Added to both projected covariances before their geometric mean (nutpie's ``gamma``)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``x = R u`` with ``R = diag(scale) (I + basis diag(coef) basisᵀ)``.
+
+    Attributes
+    ----------
+    scale : numpy.ndarray
+        ``(d,)`` positive scales.
+    basis : numpy.ndarray
+        ``(d, k)`` orthonormal columns, ``k`` from 0 (diagonal) to ``d`` (dense).
+    coef : numpy.ndarray
+        ``(k,)``: the standard deviation along each basis direction, minus 1 (``> -1``).
+    """
+
+    scale: np.ndarray
+    basis: np.ndarray
+    coef: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.scale.shape[0]
+
+    @property
+    def rank(self) -> int:
+        """Number of corrected directions ``k``."""
+        return self.coef.shape[0]
+
+    @property
+    def _inverse_coef(self) -> np.ndarray:
+        return 1.0 / (1.0 + self.coef) - 1.0
+
+    def _mix(self, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """``(I + B diag(coef) Bᵀ) v`` for ``v`` of shape ``(..., d)``."""
+        if self.rank == 0:
+            return v
+        return v + ((v @ self.basis) * coef) @ self.basis.T
+
+    def to_density(self, u: np.ndarray) -> np.ndarray:
+        """``R u`` (whitened points ``(..., d)`` to the density's coordinates)."""
+        return self.scale * self._mix(u, self.coef)
+
+    def to_whitened(self, x: np.ndarray) -> np.ndarray:
+        """``R⁻¹ x``."""
+        return self._mix(x / self.scale, self._inverse_coef)
+
+    def gradient_to_whitened(self, grad: np.ndarray) -> np.ndarray:
+        """``Rᵀ g``: the gradient in ``u`` of a density whose gradient in ``x`` is ``g``."""
+        return self._mix(self.scale * grad, self.coef)
+
+    def gradient_to_density(self, grad_u: np.ndarray) -> np.ndarray:
+        """``R⁻ᵀ g_u``."""
+        return self._mix(grad_u, self._inverse_coef) / self.scale
+
+    def root(self) -> np.ndarray:
+        """The dense ``(d, d)`` matrix ``R``."""
+        return self.to_density(np.eye(self.dim)).T
+
+    def covariance(self) -> np.ndarray:
+        """The dense ``(d, d)`` covariance ``R Rᵀ``."""
+        root = self.root()
+        return root @ root.T
+
+    @property
+    def finite(self) -> bool:
+        """Whether every part is finite (and the scales positive)."""
+        return bool(
+            np.all(np.isfinite(self.scale))
+            and np.all(self.scale > 0)
+            and np.all(np.isfinite(self.basis))
+            and np.all(np.isfinite(self.coef))
+        )
+
+    @property
+    def log_det_root(self) -> float:
+        """``log |det R|``."""
+        return float(np.sum(np.log(self.scale)) + np.sum(np.log1p(self.coef)))
+
+    def refined(self, correction: Metric, max_rank: int, cutoff: float) -> Metric:
+        """The metric ``R R_c`` (``correction`` estimated in this metric's whitened
+        coordinates), refitted to the diagonal-plus-rank-``max_rank`` form.
+
+        Exact when nothing is cut (``max_rank = d``, ``cutoff = 1``). ``O(d³)``: it runs at
+        the end of an adaptation window, not per step.
+        """
+        root = self.root() @ correction.root()
+        inverse = np.linalg.inv(root)
+        covariance = root @ root.T
+        precision_diag = np.sum(inverse * inverse, axis=0)
+        return metric_from_covariance(covariance, np.diag(precision_diag), max_rank, cutoff)
+
+    @classmethod
+    def identity(cls, dim: int) -> Metric:
+        """The unit metric."""
+        return cls(np.ones(dim), np.zeros((dim, 0)), np.zeros(0))
+
+
+def _select(eigenvalues: np.ndarray, eigenvectors: np.ndarray, max_rank: int, cutoff: float):
+    """The eigenpairs furthest from 1 (in log), at most ``max_rank``, outside ``[1/c, c]``."""
+    eigenvalues = np.clip(eigenvalues, 1e-10, None)  # round-off makes a PSD matrix's negative
+    distance = np.abs(np.log(eigenvalues))
+    order = np.argsort(-distance)[:max_rank]
+    order = order[distance[order] > np.log(cutoff)]
+    return eigenvectors[:, order], np.sqrt(eigenvalues[order]) - 1.0
+
+
+def metric_from_covariance(
+    covariance: np.ndarray,
+    precision: np.ndarray | None = None,
+    max_rank: int | None = None,
+    cutoff: float = EIGENVALUE_CUTOFF,
+) -> Metric:
+    """The metric of a dense covariance (and its precision, when known), kept to ``max_rank``.
+
+    The diagonal is ``(Σ_ii / P_ii)^(1/4)`` when the precision ``P`` is given (as
+    :func:`estimate_metric` takes it from draws and gradients), ``√Σ_ii`` otherwise; the
+    covariance's eigenpairs in the space it scales, furthest from 1 first, make the correction.
+    With ``max_rank = d`` and ``cutoff = 1`` the metric is the covariance exactly.
+    """
+    dim = covariance.shape[0]
+    max_rank = dim if max_rank is None else max_rank
+    variances = np.clip(np.diag(covariance), 1e-300, None)
+    if precision is None:
+        scale = np.sqrt(variances)
+    else:
+        precision_diag = np.clip(np.diag(precision), 1e-300, None)
+        scale = (variances / precision_diag) ** 0.25
+    if max_rank == 0:
+        return Metric(scale, np.zeros((dim, 0)), np.zeros(0))
+    scaled = covariance / np.outer(scale, scale)
+    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (scaled + scaled.T))
+    basis, coef = _select(eigenvalues, eigenvectors, max_rank, cutoff)
+    return Metric(scale, np.ascontiguousarray(basis), coef)
+
+
+def _spd_mean(a: np.ndarray, b_inverse_of: np.ndarray) -> np.ndarray:
+    """The SPD geometric mean of ``a`` and ``b⁻¹``, given ``b``: the ``M`` with ``M b M = a``."""
+    values, vectors = np.linalg.eigh(b_inverse_of)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
+    inner_values, inner_vectors = np.linalg.eigh(root @ a @ root)
+    inner = (inner_vectors * np.sqrt(np.clip(inner_values, 0.0, None))) @ inner_vectors.T
+    return inverse_root @ inner @ inverse_root
+
+
+def noise_cutoff(n_draws: int, dim: int) -> float:
+    """The largest eigenvalue that sampling noise alone gives a covariance estimated from
+    ``n_draws`` draws of a ``dim``-dimensional standard normal: the Marchenko–Pastur edge
+    ``(1 + √(m / n))²``, with ``m = min(dim, 2 n)`` the dimension the draws and gradients span.
+
+    A correction estimated where the posterior is already whitened is applied only beyond it:
+    at the cutoff of 2 alone, 25-draw windows in 200-D turned an exact metric (whitened
+    eigenvalues within 2 %) into one 19 times off.
+    """
+    span = min(dim, 2 * n_draws)
+    return (1.0 + np.sqrt(span / max(n_draws, 1))) ** 2
+
+
+def estimate_metric(
+    draws: np.ndarray,
+    grads: np.ndarray,
+    max_rank: int,
+    cutoff: float = EIGENVALUE_CUTOFF,
+    regularization: float = REGULARIZATION,
+) -> Metric:
+    """A metric from draws and the log density's gradients at them (nutpie's estimator).
+
+    Parameters
+    ----------
+    draws, grads : numpy.ndarray
+        ``(n, d)`` points and the gradients of the log density there; ``n ≥ 2``.
+    max_rank : int
+        Directions corrected at most (0: diagonal only; ``d``: as dense as the data allow).
+    cutoff : float
+        Eigenvalues of the whitened estimate within ``[1/cutoff, cutoff]`` are left at 1.
+    regularization : float
+        Added to the projected covariances of draws and gradients.
+
+    Notes
+    -----
+    Exact for a Gaussian in the limit of many draws: ``Cov(x) = Σ`` and ``Cov(∇ log p) = Σ⁻¹``,
+    so both terms agree and their geometric mean is ``Σ``. With few draws it is a shrinkage
+    estimate: directions outside the span of the draws and gradients keep the diagonal.
+    """
+    n, dim = draws.shape
+    centered = draws - draws.mean(axis=0)
+    centered_grads = grads - grads.mean(axis=0)
+    var_x = np.mean(centered**2, axis=0)
+    var_g = np.mean(centered_grads**2, axis=0)
+    fallback = np.ones(dim)
+    ok = (var_x > 0) & (var_g > 0) & np.isfinite(var_x) & np.isfinite(var_g)
+    scale = np.where(ok, (np.where(ok, var_x, 1.0) / np.where(ok, var_g, 1.0)) ** 0.25, fallback)
+    if max_rank == 0:
+        return Metric(scale, np.zeros((dim, 0)), np.zeros(0))
+    x = centered / scale
+    g = centered_grads * scale
+    q, _ = np.linalg.qr(np.concatenate([x, g]).T)  # (d, m) orthonormal, m = min(d, 2n)
+    x_proj = x @ q
+    g_proj = g @ q
+    m = q.shape[1]
+    cov_x = x_proj.T @ x_proj / n + regularization * np.eye(m)
+    cov_g = g_proj.T @ g_proj / n + regularization * np.eye(m)
+    mean = _spd_mean(cov_x, cov_g)
+    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (mean + mean.T))
+    vectors, coef = _select(eigenvalues, eigenvectors, max_rank, cutoff)
+    return Metric(scale, np.ascontiguousarray(q @ vectors), coef)
