@@ -80,12 +80,13 @@ class Settings:
 
 
 def _groups() -> dict[str, list[str]]:
-    from benchmarks import posteriordb, regressions
+    from benchmarks import dimension, posteriordb, regressions
 
     return {
         "eight_schools": [EIGHT_SCHOOLS],
         "ports": list(posteriordb.POSTERIOR_NAMES),
         "regressions": list(regressions.SUITE),
+        "dimension": list(dimension.SUITE),
     }
 
 
@@ -95,35 +96,46 @@ def expand_targets(names: Sequence[str]) -> list[str]:
     Any ``corr_regression-SEED`` is accepted, so held-out seeds need no code change. Duplicates
     are dropped, order kept.
     """
-    from benchmarks import posteriordb, regressions
+    from benchmarks import dimension, posteriordb, regressions
 
     groups = _groups()
     out: list[str] = []
     for name in names:
         if name in groups:
             out += groups[name]
-        elif name in posteriordb.POSTERIOR_NAMES or regressions.is_regression(name):
+        elif (
+            name in posteriordb.POSTERIOR_NAMES
+            or regressions.is_regression(name)
+            or dimension.is_target(name)
+        ):
             out.append(name)
         else:
-            choices = [*groups, *posteriordb.POSTERIOR_NAMES, "corr_regression-<seed>"]
+            choices = [
+                *groups, *posteriordb.POSTERIOR_NAMES, "corr_regression-<seed>",
+                "gauss_regression-d<D>-<seed>", "hierarchical-g<G>-<seed>",
+            ]  # fmt: skip
             raise ValueError(f"Unknown target {name!r}; choose from {', '.join(choices)}.")
     return list(dict.fromkeys(out))
 
 
 def build_model(target: str):
     """The ``pm.Model`` of a target."""
-    from benchmarks import posteriordb, regressions
+    from benchmarks import dimension, posteriordb, regressions
 
     if regressions.is_regression(target):
         return regressions.build_model(target)
+    if dimension.is_target(target):
+        return dimension.build_model(target)
     return posteriordb.build_model(target)
 
 
 def _moment_errors(target: str, idata) -> dict[str, float]:
-    from benchmarks import posteriordb, regressions
+    from benchmarks import dimension, posteriordb, regressions
 
     if regressions.is_regression(target):
         return regressions.moment_errors(idata, target)
+    if dimension.is_target(target):
+        return dimension.moment_errors(idata, target)
     rows = posteriordb.moment_errors(idata, target)
     return {
         "mean_err": max(r["mean_err"] for r in rows),

@@ -55,6 +55,12 @@ class Metric:
     basis: np.ndarray
     coef: np.ndarray
 
+    def __post_init__(self):
+        object.__setattr__(self, "scale", np.ascontiguousarray(self.scale, dtype=float))
+        object.__setattr__(self, "coef", np.ascontiguousarray(self.coef, dtype=float))
+        # (k, d) rows, contiguous: what the compiled kernels multiply with
+        object.__setattr__(self, "basis_rows", np.ascontiguousarray(self.basis.T, dtype=float))
+
     @property
     def dim(self) -> int:
         return self.scale.shape[0]

@@ -60,37 +60,32 @@ class TrajectoryInfo(NamedTuple):
 
 
 @numba.njit(cache=True)
-def _mix(v, basis, coef, out):
-    """``out = (I + basis diag(coef) basisᵀ) v``."""
-    dim, rank = basis.shape
-    for i in range(dim):
-        out[i] = v[i]
-    for r in range(rank):
-        acc = 0.0
-        for i in range(dim):
-            acc += basis[i, r] * v[i]
-        acc *= coef[r]
-        for i in range(dim):
-            out[i] += basis[i, r] * acc
+def _mix(v, basis_rows, coef, out):
+    """``out = (I + Bᵀ diag(coef) B) v`` with ``B = basis_rows`` of shape ``(k, d)`` (two
+    BLAS matrix-vector products)."""
+    out[:] = v
+    if basis_rows.shape[0] > 0:
+        projection = np.dot(basis_rows, v) * coef
+        out += np.dot(projection, basis_rows)
 
 
 @numba.njit(cache=True)
-def _evaluate(logp_fn, extra, u, scale, basis, coef, x, grad_x, grad_u, scratch):
+def _evaluate(logp_fn, extra, u, scale, basis_rows, coef, x, grad_x, grad_u, scratch):
     """``logp_fn`` at ``x = R u``; its gradient in ``u`` (``Rᵀ ∇``) written to ``grad_u``."""
     dim = u.shape[0]
-    _mix(u, basis, coef, x)
+    _mix(u, basis_rows, coef, x)
     for i in range(dim):
         x[i] *= scale[i]
     lp = logp_fn(x, extra, grad_x)
     for i in range(dim):
         scratch[i] = scale[i] * grad_x[i]
-    _mix(scratch, basis, coef, grad_u)
+    _mix(scratch, basis_rows, coef, grad_u)
     return lp
 
 
 @numba.njit(cache=True)
 def _trajectory(
-    logp_fn, extra, u, grad_u, lp, eps, n_steps, momentum, log_uniform, scale, basis, coef
+    logp_fn, extra, u, grad_u, lp, eps, n_steps, momentum, log_uniform, scale, basis_rows, coef
 ):
     """One leapfrog trajectory from ``(u, momentum)``. Returns ``(lp_end, accept_prob,
     accepted, diverging, energy_error, n_grad, end_u, end_momentum, end_x, end_grad_x)``, the
@@ -112,7 +107,7 @@ def _trajectory(
         for i in range(dim):
             p[i] += 0.5 * eps * g[i]
             q[i] += eps * p[i]
-        lp_new = _evaluate(logp_fn, extra, q, scale, basis, coef, x, grad_x, g, scratch)
+        lp_new = _evaluate(logp_fn, extra, q, scale, basis_rows, coef, x, grad_x, g, scratch)
         taken += 1
         finite = np.isfinite(lp_new)
         for i in range(dim):
@@ -188,12 +183,13 @@ def hmc_trajectory(
             momentum,
             log_uniform,
             metric.scale,
-            metric.basis,
+            metric.basis_rows,
             metric.coef,
         )  # fmt: skip
     )
-    info = TrajectoryInfo(float(accept), bool(diverging), float(energy_error), int(taken), end_u,
-                          end_p)  # fmt: skip
+    info = TrajectoryInfo(
+        float(accept), bool(diverging), float(energy_error), int(taken), end_u, end_p
+    )
     if not accepted:
         return x, float(lp), grad, info
     return end_x, float(lp_new), end_grad_x, info

@@ -1,0 +1,172 @@
+"""The preconditioner (diagonal plus low rank, from draws and gradients) and the HMC kernel."""
+
+import numba
+import numpy as np
+import pytest
+
+from pymc_dilation.engine.adaptation import DualAveraging, TrajectoryLength
+from pymc_dilation.engine.kernels import point_function
+from pymc_dilation.engine.metric import (
+    Metric,
+    estimate_metric,
+    metric_from_covariance,
+    noise_cutoff,
+)
+from pymc_dilation.engine.trajectory import hmc_trajectory
+
+
+def _correlated_gaussian(dim, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((dim, dim))
+    covariance = a @ a.T / dim + np.diag(np.exp(rng.normal(0.0, 2.0, dim)))
+    return covariance, np.linalg.inv(covariance), np.linalg.cholesky(covariance)
+
+
+def _ar1_gaussian(dim, rho, seed):
+    """Strongly correlated (AR(1)) coordinates on scales spread over two orders of magnitude."""
+    scales = np.exp(np.random.default_rng(seed).normal(0.0, 1.0, dim))
+    lags = np.abs(np.subtract.outer(np.arange(dim), np.arange(dim)))
+    covariance = rho**lags * np.outer(scales, scales)
+    return covariance, np.linalg.inv(covariance), np.linalg.cholesky(covariance)
+
+
+def _whitened_eigenvalues(metric, covariance):
+    root = metric.root()
+    whitened = np.linalg.solve(root, np.linalg.solve(root, covariance).T)
+    return np.linalg.eigvalsh(whitened)
+
+
+def test_metric_maps_are_consistent():
+    covariance, _, _ = _correlated_gaussian(12, 0)
+    metric = metric_from_covariance(covariance, max_rank=5)
+    rng = np.random.default_rng(1)
+    u = rng.standard_normal((4, 12))
+    root = metric.root()
+    np.testing.assert_allclose(metric.to_density(u), u @ root.T, atol=1e-12)
+    np.testing.assert_allclose(metric.to_whitened(metric.to_density(u)), u, atol=1e-12)
+    np.testing.assert_allclose(metric.gradient_to_whitened(u), u @ root, atol=1e-12)
+    np.testing.assert_allclose(
+        metric.gradient_to_density(metric.gradient_to_whitened(u)), u, atol=1e-12
+    )
+    assert metric.log_det_root == pytest.approx(np.linalg.slogdet(root)[1])
+    assert metric.rank <= 5  # eigenvalues within the cutoff of 1 are not corrected
+
+
+def test_dense_metric_is_the_covariance_and_low_rank_bounds_the_whitened_spectrum():
+    covariance, precision, _ = _correlated_gaussian(30, 2)
+    exact = metric_from_covariance(covariance, cutoff=1.0)
+    np.testing.assert_allclose(exact.covariance(), covariance, atol=1e-10)
+    low_rank = metric_from_covariance(covariance, precision, max_rank=30, cutoff=2.0)
+    eigenvalues = _whitened_eigenvalues(low_rank, covariance)
+    assert eigenvalues.min() > 0.45 and eigenvalues.max() < 2.2
+    diagonal = metric_from_covariance(covariance, precision, max_rank=0)
+    assert diagonal.rank == 0
+    spread = _whitened_eigenvalues(diagonal, covariance)
+    assert spread.max() / spread.min() > 5  # the correlations a diagonal cannot describe
+
+
+def test_estimate_from_draws_and_gradients_learns_more_directions_than_draws():
+    # 40 draws of a 60-D AR(1) Gaussian (condition number ~10^4 after scaling): the draws
+    # alone span 39 directions (their dense covariance leaves a whitened spread of ~10^6),
+    # their variances leave ~1500; with the gradients the spread is ~30.
+    covariance, precision, chol = _ar1_gaussian(60, 0.95, 3)
+    rng = np.random.default_rng(4)
+    draws = rng.standard_normal((40, 60)) @ chol.T
+    grads = -draws @ precision
+    estimate = estimate_metric(draws, grads, max_rank=60)
+    eigenvalues = _whitened_eigenvalues(estimate, covariance)
+    assert eigenvalues.max() / eigenvalues.min() < 60
+    only_draws = metric_from_covariance(np.diag(draws.var(axis=0)), max_rank=0)
+    spread = _whitened_eigenvalues(only_draws, covariance)
+    assert spread.max() / spread.min() > 500
+
+
+def test_a_correction_in_whitened_coordinates_keeps_an_exact_metric():
+    # Where the metric already whitens the posterior, a window of few draws must not spoil it:
+    # the noise cutoff leaves the correction at the identity.
+    covariance, precision, chol = _correlated_gaussian(200, 5)
+    metric = metric_from_covariance(covariance, cutoff=1.0)
+    rng = np.random.default_rng(6)
+    draws = rng.standard_normal((25, 200)) @ chol.T
+    grads = -draws @ precision
+    cutoff = noise_cutoff(25, 200)
+    assert 5.0 < cutoff < 6.0
+    correction = estimate_metric(
+        metric.to_whitened(draws), metric.gradient_to_whitened(grads), 200, cutoff
+    )
+    refined = metric.refined(correction, 200, 1.0)
+    eigenvalues = _whitened_eigenvalues(refined, covariance)
+    assert eigenvalues.min() > 0.7 and eigenvalues.max() < 1.4
+
+
+SCALES = np.exp(np.linspace(-1.0, 1.0, 20))
+
+
+@numba.njit
+def _independent_gaussian(y, extra):
+    grad = -y / extra**2
+    return np.array(0.5 * np.sum(y * grad)), grad
+
+
+gaussian_point = point_function(_independent_gaussian)
+
+
+def test_hmc_trajectory_samples_a_gaussian_exactly():
+    # The kernel with a metric that does not whiten the target (unit scale against sds of
+    # 0.37-2.7) and a step large enough to reject often: exact moments all the same.
+    rng = np.random.default_rng(7)
+    metric = Metric.identity(20)
+    x = rng.standard_normal(20) * SCALES
+    lp, grad = _independent_gaussian(x, SCALES)
+    lp = float(lp)
+    draws, accept = [], []
+    for _ in range(6000):
+        n_steps = int(rng.integers(1, 12))
+        x, lp, grad, info = hmc_trajectory(
+            gaussian_point, SCALES, metric, x, lp, grad, 0.35, n_steps, rng
+        )
+        draws.append(x)
+        accept.append(info.acceptance_rate)
+    draws = np.array(draws)[500:]
+    assert 0.4 < np.mean(accept) < 0.95
+    np.testing.assert_allclose(draws.std(axis=0) / SCALES, 1.0, atol=0.12)
+    assert np.max(np.abs(draws.mean(axis=0) / SCALES)) < 0.15
+
+
+def test_hmc_trajectory_reports_a_divergence_and_stays():
+    rng = np.random.default_rng(8)
+    metric = Metric.identity(20)
+    x = np.ones(20)
+    lp, grad = _independent_gaussian(x, SCALES)
+    x_new, lp_new, _, info = hmc_trajectory(
+        gaussian_point, SCALES, metric, x, float(lp), grad, 50.0, 10, rng
+    )
+    assert info.diverging and info.acceptance_rate == 0.0
+    np.testing.assert_array_equal(x_new, x)
+    assert lp_new == float(lp)
+
+
+def test_trajectory_length_grows_from_too_short_on_a_gaussian():
+    # ChEES on a whitened Gaussian: from T = 0.2 the adapted length reaches the range where
+    # jittered trajectories decorrelate (about 1-4 for unit sds).
+    dim = 50
+    scales = np.ones(dim)
+    rng = np.random.default_rng(9)
+    metric = Metric.identity(dim)
+    x = rng.standard_normal(dim)
+    lp, grad = _independent_gaussian(x, scales)
+    lp = float(lp)
+    length = TrajectoryLength(0.2, 1024)
+    step = DualAveraging(0.5, 0.8)
+    for _ in range(600):
+        eps, jitter = step.step_size, rng.uniform()
+        start = x.copy()
+        x, lp, grad, info = hmc_trajectory(
+            gaussian_point, scales, metric, x, lp, grad, eps,
+            length.n_steps(length.length, eps, jitter), rng,
+        )  # fmt: skip
+        step.update(info.acceptance_rate)
+        length.update(
+            start, info.end_u, info.end_momentum, np.zeros(dim), info.acceptance_rate, jitter, eps
+        )
+    assert 1.0 < length.length_bar < 5.0
