@@ -242,10 +242,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     Gaussian misdescribes the chain's draws in them are refitted, and the proposal is tested
     with fresh draws before it is frozen.
 
-    **Every iteration** runs ``steps_per_draw`` Metropolis-adjusted Langevin (MALA) steps in
-    one compiled call, in coordinates that whiten the preconditioner, then, when the map holds
-    more than one mode, one independence Metropolis–Hastings jump whose proposal is the
-    mixture of the modes' local Gaussians (weights as estimated, with a floor of
+    **Every iteration** runs one Metropolis-adjusted Hamiltonian trajectory (underdamped
+    Langevin dynamics with full momentum refresh, discretised by leapfrog steps: HMC; see
+    :mod:`~pymc_dilation.engine.trajectory`) in one compiled call, in coordinates that whiten
+    the preconditioner, its length jittered uniformly and adapted during tuning by the ChEES
+    criterion (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`); or, with
+    ``kernel="mala"``, ``steps_per_draw`` Metropolis-adjusted Langevin steps. A trajectory of
+    ``L`` leapfrog steps moves about ``L`` step lengths where ``L`` MALA steps move about
+    ``√L``, which is what keeps the chain mixing as the dimension grows (200-D regression: min
+    ESS 2 with MALA, 1200 with HMC). Then, when the map holds more than one mode, one
+    independence Metropolis–Hastings jump whose proposal is the mixture of the modes' local
+    Gaussians (weights as estimated, with a floor of
     :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly). Jumps run only
     between points the proposal does not undervalue (see ``_jump``), so mass the map missed
     is no trap. Both kernels leave the posterior invariant for any map, so the draws are
@@ -253,8 +260,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     what the map decides is how fast a chain moves between the modes it holds. A mode that no
     particle reached is proposed by no jump: a chain visits it only if its Langevin steps
     find it. When the population's importance weights are too uneven to trust the map
-    (``mode_map.reliable`` is False), the chain ignores it: plain adaptive MALA from
-    ``pm.sample``'s start point, with no jumps.
+    (``mode_map.reliable`` is False; in high dimension one importance-sampling step is
+    degenerate even for a right map), the chain proposes no jumps but keeps the curvature: it
+    starts at the optimum, preconditioned by the Laplace approximation there.
+
+    **The preconditioner** is a diagonal scale plus a low-rank correction
+    (:class:`~pymc_dilation.engine.metric.Metric`), ``O(d k)`` per gradient. It starts from the
+    curvature at the chain's mode; at the end of each window (Stan's: 25 iterations, then
+    doubling) a correction is estimated from the window's draws *and* gradients, in the
+    coordinates the current metric whitens (nutpie's estimator,
+    :func:`~pymc_dilation.engine.metric.estimate_metric`), and only directions off by more
+    than sampling noise explains (the Marchenko–Pastur edge) are corrected.
 
     Parameters
     ----------
@@ -280,20 +296,26 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         First level of a named schedule, in ``(0, 1)``.
     steps_per_level : int
         Langevin steps per particle and level of the population.
-    steps_per_draw : int
-        Langevin steps per iteration of the chain (gradient evaluations per draw, one more for
-        a jump). 8 was chosen by the end-to-end benchmark (``benchmarks/RESULTS.md``, issue
-        12): against 16 it gave about the same ESS per second on the posteriordb ports and
-        correlated regressions (twice the ESS per gradient) and the same mode weights on the
-        multimodal suite.
-    target_accept : float
-        Target mean Metropolis acceptance probability, in ``(0, 1)``.
+    kernel : {"hmc", "mala"}
+        The within-mode kernel: Metropolis-adjusted Hamiltonian trajectories (default) or
+        ``steps_per_draw`` MALA steps per draw. Both are exact (Metropolis-adjusted).
+    steps_per_draw : int, optional
+        With ``kernel="mala"``: Langevin steps per iteration (default 8, chosen by the
+        end-to-end benchmark of an earlier release). With ``kernel="hmc"``: a fixed mean number
+        of leapfrog steps (uniform on ``1 .. 2 steps_per_draw - 1``) instead of the adapted
+        trajectory length. Gradient evaluations per draw are reported in ``n_steps``.
+    target_accept : float, optional
+        Target mean Metropolis acceptance probability, in ``(0, 1)``; default 0.8 for HMC (as
+        PyMC's NUTS) and 0.6 for MALA (near its optimum 0.574). The tuning population's
+        annealing aims at 0.6 whatever the chain's kernel.
     anneal_metropolis : bool
         Accept/reject during the population's annealing (MALA) or not (unadjusted Langevin).
         The chain's steps are always Metropolis-adjusted.
-    precondition : {"dense", "diagonal"}
-        The preconditioner: the dense within-mode covariance (default; ``O(d^2)`` work per
-        step, which matters only when the model's gradient costs less), or its diagonal.
+    precondition : {"low-rank", "dense", "diagonal"}
+        The preconditioner: a diagonal plus the directions that need a correction (default;
+        eigenvalues of the whitened covariance beyond a factor 2, as nutpie's low-rank
+        adaptation; ``O(d k)`` per gradient for ``k`` such directions), every direction
+        (``"dense"``, ``O(d²)``), or the diagonal only (``O(d)``).
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
     initial_step : float
