@@ -59,9 +59,10 @@ PARTICLES = 500 if FAST else 2000
 # | `lambda_min` | first level of a named schedule |
 # | `center` | one center for every particle's path (default: each particle has its own) |
 # | `particles` | particles of each chain's tuning population (`DilationLangevin`, DL) |
-# | `precondition` | `"laplace"` or `"none"` (`sample_dilation`); `"dense"` or `"diagonal"` (DL) |
+# | `precondition` | `"laplace"`/`"none"` (population); `"low-rank"`/`"dense"`/`"diagonal"` (DL) |
 # | `mode_jumps` | a jump between the modes of the map every iteration (`DilationLangevin`) |
-# | `steps_per_draw` | Langevin steps per iteration of `pm.sample` (`DilationLangevin`) |
+# | `kernel` | `"hmc"` (Hamiltonian trajectories, default) or `"mala"` (`DilationLangevin`) |
+# | `steps_per_draw` | MALA steps per draw, or HMC's mean leapfrog steps (not adapted) (DL) |
 # | `steps_per_level` | Langevin steps per particle and level of the population |
 # | `target_accept` | target Metropolis acceptance rate of the step-size adaptation |
 # | `anneal_metropolis` | accept/reject during the annealing (MALA) or not (ULA) |
@@ -82,6 +83,7 @@ OPTIONS = [
     "schedule",
     "n_levels",
     "lambda_min",
+    "kernel",
     "steps_per_draw",
     "steps_per_level",
     "target_accept",
@@ -220,11 +222,11 @@ show(table.round(2))
 # %% [markdown]
 # ## Step size and `target_accept`
 #
-# The step size adapts by dual averaging towards `target_accept` (default 0.6, the usual optimum
-# for MALA; NUTS's 0.8 is tuned for long trajectories). The step is in the coordinates that
-# whiten the preconditioner, so a good one is of order 1. The tuning iterations' sample stats
-# show what happened (`jump_acceptance` is 1 or 0 for each proposed jump, here averaged over 25
-# iterations):
+# The step size adapts by dual averaging towards `target_accept` (default 0.8 for the HMC
+# kernel, as PyMC's NUTS; 0.6 with `kernel="mala"`, the usual optimum for MALA). The step is in
+# the coordinates that whiten the preconditioner, so a good one is of order 1. The tuning
+# iterations' sample stats show what happened (`jump_acceptance` is 1 or 0 for each proposed
+# jump, here averaged over 25 iterations):
 
 # %%
 with model:
@@ -261,7 +263,7 @@ axes[0].set_yscale("log")
 axes[1].set_ylim(0, 1)
 axes[2].set_ylim(0, 1)
 axes[2].set_xlabel("tuning iteration")
-fig.suptitle("Tuning of 4 chains: step size, Langevin and jump acceptance rates")
+fig.suptitle("Tuning of 4 chains: step size, trajectory and jump acceptance rates")
 fig.tight_layout()
 
 # %% [markdown]
@@ -269,22 +271,25 @@ fig.tight_layout()
 # restarts: from the averaged step it reached, adapting to the new preconditioner within a few
 # iterations. `step_size_bar` holds the averaged step that the draws use.
 #
-# - Lower `target_accept` (e.g. 0.4) for larger steps when the acceptance is uniform over the
-#   posterior; raise it (0.7–0.8) when `diverging` draws appear.
+# - Raise `target_accept` (0.9–0.95) when `diverging` draws appear; lower it for larger steps
+#   when the acceptance is uniform over the posterior.
 # - `anneal_metropolis=False` runs unadjusted Langevin during the population's annealing, as in
 #   the paper. It moves a little faster but is biased for a finite step; the draws are always
 #   Metropolis-adjusted.
 
 # %% [markdown]
-# ## `steps_per_draw`
+# ## `kernel` and `steps_per_draw`
 #
-# Each iteration of `pm.sample` runs `steps_per_draw` Langevin steps in one compiled call and
-# records the last. PyMC's own per-draw overhead (the trace, the Python loop) is much larger than
-# one gradient of a small model, so more steps per draw cost little time and cut the
-# autocorrelation. The end-to-end benchmark settled on 8 (see [Benchmarks](../benchmarks.md)):
-# against 16, the same ESS per second of the whole `pm.sample` call on the posteriordb ports,
-# twice the ESS per gradient, and the same mode weights on multimodal posteriors. On a
-# unimodal model, here a 10-dimensional normal with scales from 0.1 to 10:
+# Each iteration of `pm.sample` runs one Hamiltonian trajectory in one compiled call (underdamped
+# Langevin dynamics, Metropolis-adjusted per trajectory): its length is jittered and adapted
+# during tuning (the ChEES criterion), so a draw costs as many gradients as the posterior's
+# geometry asks (`n_steps` in `sample_stats`). `kernel="mala"` runs `steps_per_draw` MALA steps
+# instead (8 by default): a run of `L` MALA steps moves like a diffusion, about `√L` step
+# lengths, where a trajectory of `L` leapfrog steps moves about `L`, and MALA's step must shrink
+# faster with the dimension, so MALA suits small models only (a 200-dimensional regression:
+# min ESS 2 with MALA, about 1200 with HMC). With the HMC kernel, `steps_per_draw` fixes the
+# mean number of leapfrog steps instead of adapting the length. On a unimodal model, here a
+# 10-dimensional normal with scales from 0.1 to 10:
 
 # %%
 with pm.Model() as scales_model:
@@ -312,10 +317,10 @@ def ess_per_second(step=None, **kwargs):
 
 
 rows = {
-    f"DilationLangevin, steps_per_draw={n}": ess_per_second(
-        lambda n=n: DilationLangevin(tune=TUNE, steps_per_draw=n)
-    )
-    for n in (8, 16)
+    "DilationLangevin (HMC, adapted length)": ess_per_second(lambda: DilationLangevin(tune=TUNE)),
+    "DilationLangevin, kernel='mala'": ess_per_second(
+        lambda: DilationLangevin(tune=TUNE, kernel="mala")
+    ),
 }
 rows["NUTS (PyMC)"] = ess_per_second(nuts_sampler="pymc")
 show(pd.DataFrame(rows).T.round(1))
@@ -373,9 +378,8 @@ show(pd.DataFrame(rows).T)
 # - **Unimodal posteriors** (most regression and hierarchical models): NUTS is the default for
 #   good reasons, and [nutpie](https://github.com/pymc-devs/nutpie) is the fast way to run it
 #   (`pm.sample(nuts_sampler="nutpie")`). `DilationLangevin` can be faster per effective draw on
-#   small models, because it does many cheap compiled steps per draw (see the benchmarks), but
-#   MALA needs smaller steps than HMC as the dimension grows, and its divergence flags are
-#   noisier. Try it with `compare_with_nuts` and keep whichever is better on your model.
+#   small models, because a whole trajectory runs in one compiled call (see the benchmarks).
+#   Try it with `compare_with_nuts` and keep whichever is better on your model.
 # - **Multimodal posteriors where the mode weights matter**: chains of NUTS, or of any sampler
 #   that stays in the mode it reaches, give mode weights only as a share of chains.
 #   `DilationLangevin` chains jump between the modes of their maps (check with
@@ -419,14 +423,14 @@ show(pd.DataFrame(rows).T)
 #
 # **`DilationLangevin` is not for:**
 #
-# - **Funnels**: its diagonal preconditioner mixes slowly in the scale parameters
-#   (`gp_pois_regr`'s rho and alpha were off by 0.10 to 0.29 reference sd after 4 × 5000
-#   draws). Use the non-centered form, or NUTS with a higher `target_accept`.
-# - **Strongly correlated posteriors**: MALA with a diagonal preconditioner takes steps as small
-#   as the narrowest direction (on collinear regressions its ESS per second fell to 0.07–0.2 of
-#   NUTS's). Use NUTS (nutpie), or `sample_dilation`, whose Laplace map is dense.
-# - **Mode weights**: a chain stays in the mode it found, so chains give weights only as a
-#   share of chains. Use `sample_dilation`.
+# - **Funnels**: no constant preconditioner fits a funnel's neck and mouth
+#   (`gp_pois_regr`'s scale parameters mix slowly; where the optimum is the neck, as in a
+#   centered random walk's scale, chains stay there). Use the non-centered form, or NUTS with a
+#   higher `target_accept`.
+# - **Mode weights with standard errors and the evidence**: its chains visit the modes of their
+#   maps in proportion to their mass (check with `mode_occupancy`), but the map's own weights
+#   are an importance-sampling estimate that degenerates in high dimension. Use
+#   `sample_dilation` for weights and evidence.
 # - **Discrete variables** on their own: it samples continuous variables; PyMC's samplers take
 #   the discrete ones in a `CompoundStep`.
 #
