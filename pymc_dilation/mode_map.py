@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pymc_dilation._compat import group_dataset
+from pymc_dilation.validation import check_positive_int
 
 __all__ = ["mode_table", "plot_modes"]
 
@@ -68,7 +69,13 @@ def _posterior(data, chain: int):
     return {name: np.asarray(posterior[name][chain]) for name in posterior.data_vars}
 
 
-def mode_table(data, chain: int | None = None) -> pd.DataFrame:
+LOCATION_COLUMNS = 8
+"""Location columns :func:`mode_table` shows by default."""
+
+
+def mode_table(
+    data, chain: int | None = None, location_columns: int | None = LOCATION_COLUMNS
+) -> pd.DataFrame:
     """One row per mode found: weight, its Monte Carlo error, particles, peak and location.
 
     Parameters
@@ -78,6 +85,10 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
         :func:`~pymc_dilation.sample_logdensity` returned.
     chain : int, optional
         One chain; default: all, indexed by ``(chain, mode)``.
+    location_columns : int or None
+        Location columns at most: those along which the modes' peaks differ most (the first
+        parameters when they do not differ), so that a model with hundreds of parameters gives
+        a readable table. ``None`` shows every parameter.
 
     Returns
     -------
@@ -85,9 +96,11 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
         Columns ``weight`` and ``weight_se`` (importance-sampling estimate of the mode's
         posterior mass and its standard error), ``particles`` and ``share`` (the final
         particles in the mode), ``log_density`` (at the mode's peak, unconstrained space), and
-        one column per unconstrained parameter with the peak's location. Modes are sorted by
-        weight within each chain.
+        one column per unconstrained parameter (up to ``location_columns``) with the peak's
+        location. Modes are sorted by weight within each chain.
     """
+    if location_columns is not None:
+        location_columns = check_positive_int("location_columns", location_columns)
     stats = _stats(data, "mode_table")
     chains = range(stats.sizes["chain"]) if chain is None else [_check_chain(chain, stats)]
     params = [str(p) for p in np.asarray(stats["param"])]
@@ -111,7 +124,12 @@ def mode_table(data, chain: int | None = None) -> pd.DataFrame:
             np.asarray(stats["mode_location"][c])[found], index=frame.index, columns=params
         )
         frames.append(pd.concat([frame, location], axis=1).sort_values("weight", ascending=False))
-    return pd.concat(frames)
+    table = pd.concat(frames)
+    if location_columns is None or len(params) <= location_columns:
+        return table
+    spread = table[params].std(axis=0, ddof=0).fillna(0.0).to_numpy()
+    keep = np.sort(np.argsort(-spread, kind="stable")[:location_columns])
+    return table[[*table.columns[: -len(params)], *(params[i] for i in keep)]]
 
 
 TITLE_CHARS = 32

@@ -228,6 +228,11 @@ READERS = {
     "mode_table-chain-negative": (mode_table, {"chain": -1}, ["chain", "0..0"]),
     "mode_table-chain-string": (mode_table, {"chain": "0"}, ["chain", "integer"]),
     "mode_table-chain-float": (mode_table, {"chain": 0.0}, ["chain", "integer"]),
+    "mode_table-location_columns-zero": (
+        mode_table,
+        {"location_columns": 0},
+        ["location_columns", "positive integer"],
+    ),
     "plot_modes-data-int": (plot_modes, {"data": 5}, ["plot_modes reads", "int"]),
     "plot_modes-var_names-unknown": (
         plot_modes,

@@ -284,6 +284,9 @@ def test_mode_table_and_plot(draws_of):
     assert abs(top["weight"] - mass[1] / mass.sum()) < 0.03
     assert abs(top["x[0]"] - 8.0 * 100 / 101) < 0.05
     assert len(mode_table(idata, chain=1)) == 2
+    # A table for a model with hundreds of parameters keeps the columns where the modes differ.
+    assert list(mode_table(idata, location_columns=1).columns)[-1] == "x[0]"
+    assert len(mode_table(idata, location_columns=None).columns) == 7
     figure = plot_modes(idata)
     assert figure.axes
     with pytest.raises(ValueError, match="chain"):
