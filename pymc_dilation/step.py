@@ -14,23 +14,10 @@ from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
-from pymc_dilation.engine.adaptation import (
-    DualAveraging,
-    RunningMean,
-    TrajectoryLength,
-    WindowCovariance,
-    WindowSamples,
-    shrunk_root,
-)
+from pymc_dilation.engine.adaptation import WindowCovariance, shrunk_root
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
-from pymc_dilation.engine.metric import (
-    EIGENVALUE_CUTOFF,
-    Metric,
-    estimate_metric,
-    metric_from_covariance,
-    noise_cutoff,
-)
+from pymc_dilation.engine.metric import Metric
 from pymc_dilation.engine.modes import ModeMap, add_modes
 from pymc_dilation.engine.population import (
     GROWTH_WEIGHT,
@@ -43,6 +30,7 @@ from pymc_dilation.engine.population import (
 )
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.trajectory import hmc_trajectory
+from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
 from pymc_dilation.engine.weights import MixtureProposal, estimate_weights, mode_proposal
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
@@ -59,23 +47,12 @@ from pymc_dilation.validation import (
 
 __all__ = ["DilationLangevin", "ChainModeMap"]
 
-FIRST_WINDOW = 25
-FINAL_STEP_WINDOW = 50
-PRECONDITIONERS = ("low-rank", "dense", "diagonal")
 KERNELS = ("hmc", "mala")
-LOW_RANK_MAX = 100_000
-"""Directions the ``"low-rank"`` preconditioner corrects at most (each costs ``O(d)`` per
-gradient evaluation, as a dense preconditioner costs ``O(d²)``)."""
 TARGET_ACCEPT = {"hmc": 0.8, "mala": 0.6}
 """Default ``target_accept`` per kernel (HMC: as PyMC's NUTS; MALA: near its optimum 0.574)."""
 MALA_STEPS_PER_DRAW = 8
 ANNEAL_TARGET_ACCEPT = 0.6
 """The tuning population's MALA steps aim at this acceptance, whatever the chain's kernel."""
-INITIAL_LENGTH = 1.0
-"""Trajectory length (whitened units) at the start of tuning: the chain starts whitened by
-the curvature at its mode, where the posterior's sds are about 1."""
-MAX_LEAPFROG = 1024
-"""Most leapfrog steps of one trajectory (PyMC's NUTS: 2^max_treedepth = 1024)."""
 PRIOR_POOL_SEED = 20241001
 FIRST_PARTICLES = 128
 """Particles of the first population batch; more only when it finds several modes."""
@@ -499,14 +476,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.rng = get_random_generator(rng, copy=False)
         self._tune_total = self.tune_iterations if tune is None else tune
         self._iteration = 0
-        self._step_adapt = DualAveraging(self.initial_step, self.target_accept)
-        self._window = WindowSamples(self._logp.dim)
-        self._length_adapt = TrajectoryLength(INITIAL_LENGTH, MAX_LEAPFROG)
-        self._length = INITIAL_LENGTH
-        self._running_mean: RunningMean | None = None
-        self._window_end = FIRST_WINDOW
-        self._window_length = FIRST_WINDOW
-        self._step_size = self.initial_step
+        self._tuning = ChainTuning(
+            self._logp.dim, self.precondition, self.target_accept, self.initial_step,
+            self._tune_total,
+        )  # fmt: skip
         self._cache = None
         self._divergences = 0
         self.mode_map: ChainModeMap | None = None
@@ -517,7 +490,6 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._growth_checks = 0
         self._growth_interval = GROWTH_INTERVAL
         self._last_growth_check = -GROWTH_INTERVAL
-        self._metric: Metric | None = None
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
@@ -526,8 +498,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """End tuning: freeze the averaged step size, the preconditioner and the jump
         proposal (after refitting the modes' Gaussians that misdescribe the chain's draws)."""
         if self.tune:
-            self._step_size = self._step_adapt.step_size_bar
-            self._length = self._length_adapt.length_bar
+            self._tuning.freeze()
             if self._proposal is not None and self._extra is not None:
                 self._refit_misfits()
                 self._check_proposal()
@@ -593,11 +564,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # sd at 6e-7) neither start works: see the funnel issue.
             self._proposal = None
             if laplace.converged:
-                self._set_metric(self._initial_metric(laplace.root @ laplace.root.T))
+                self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
                 x = laplace.mode
             else:
                 self._set_metric(Metric.identity(dim))
-                self._step_adapt.restart(0.1 * self.initial_step, bias=1.0)
+                self._tuning.step.restart(0.1 * self.initial_step, bias=1.0)
             lp, grad = self._logp.logp_grad(x, extra)
             return (x, float(lp), np.asarray(grad, float)), n_grad + 1
         else:
@@ -608,7 +579,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 # first preconditioner (eight schools, 10 seeds: mean min bulk ESS 1154 ->
                 # 1334; kidiq, arK, sblrc unchanged within 3 %).
                 local = laplace.root
-            self._set_metric(self._initial_metric(local @ local.T))
+            self._set_metric(self._tuning.initial_metric(local @ local.T))
         pick = self.rng.integers(len(mapped.start))
         x0 = laplace.to_density(mapped.start[pick])
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
@@ -664,27 +635,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         offset = np.linalg.solve(self._modes.roots[0], laplace.mode - self._modes.locations[0])
         return bool(offset @ offset <= 1.0)
 
-    @property
-    def _max_rank(self) -> int:
-        """Directions the preconditioner corrects beyond its diagonal, at most."""
-        dim = self._logp.dim
-        return {"dense": dim, "diagonal": 0, "low-rank": min(dim, LOW_RANK_MAX)}[self.precondition]
-
-    def _initial_metric(self, covariance: np.ndarray) -> Metric:
-        """The first preconditioner, from the map's covariance (the curvature at the mode)."""
-        return metric_from_covariance(covariance, max_rank=self._max_rank, cutoff=self._cutoff)
-
-    @property
-    def _cutoff(self) -> float:
-        """Eigenvalues of a covariance within this factor of the diagonal's are not corrected
-        (all are, for ``"dense"``)."""
-        return 1.0 if self.precondition == "dense" else EIGENVALUE_CUTOFF
-
     def _set_metric(self, metric: Metric) -> None:
         """Adopt a preconditioner (for MALA, its dense root too, inverted once here rather
         than solved against at every iteration)."""
-        self._metric = metric
+        self._tuning.metric = metric
+        self._on_new_metric()
+
+    def _on_new_metric(self) -> None:
+        """The chain's coordinates changed (its point did not): for MALA, the dense root of the
+        metric and its inverse, computed once here rather than solved against every
+        iteration."""
+        self._cache = None
         if self.kernel == "mala":
+            metric = self._tuning.metric
             root = metric.root()
             self._mala_root, self._mala_root_inverse = root, np.linalg.inv(root)
 
@@ -835,7 +798,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         x, lp, grad, fresh = self._state_at(x, extra)
         n_grad += fresh
         self._extra = extra
-        eps = self._step_adapt.step_size if self.tune else self._step_size
+        eps = self._tuning.step_size(self.tune)
         if self.kernel == "hmc":
             x_new, lp_new, grad_new, accept, n_div, spent = self._trajectory(
                 x, lp, grad, extra, eps
@@ -859,7 +822,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         stats = {
             "tune": self.tune,
             "step_size": eps,
-            "step_size_bar": self._step_adapt.step_size_bar,
+            "step_size_bar": self._tuning.step.step_size_bar,
             "mean_tree_accept": accept,
             "diverging": n_div > 0,
             "divergences": self._divergences,
@@ -875,21 +838,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     def _trajectory(self, x, lp, grad, extra, eps):
         """One HMC trajectory, jittered in length; during tuning its length adapts (ChEES)."""
-        length = self._length_adapt.length if self.tune else self._length
+        tuning = self._tuning
         jitter = float(self.rng.uniform())
         if self.steps_per_draw is not None:  # a fixed mean number of leapfrog steps
             n_steps = int(self.rng.integers(1, 2 * self.steps_per_draw))
         else:
-            n_steps = self._length_adapt.n_steps(length, eps, jitter)
-        metric = self._metric
+            n_steps = tuning.length.n_steps(tuning.trajectory_length(self.tune), eps, jitter)
         x_new, lp_new, grad_new, info = hmc_trajectory(
-            self._logp.point_fn, extra, metric, x, lp, grad, eps, n_steps, self.rng
+            self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng
         )
         if self.tune and self.steps_per_draw is None:
-            mean = self._chain_mean(x)
-            self._length_adapt.update(
-                metric.to_whitened(x - mean), info.end_u - metric.to_whitened(mean),
-                info.end_momentum, np.zeros(self._logp.dim), info.acceptance_rate, jitter, eps,
+            tuning.update_length(
+                x, self._chain_mean(x), info.end_u, info.end_momentum, info.acceptance_rate,
+                jitter, eps,
             )  # fmt: skip
         return x_new, lp_new, grad_new, info.acceptance_rate, int(info.diverging), info.n_grad
 
@@ -898,9 +859,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         draws, or of the mode it is in when it jumps between modes."""
         if self._proposal is not None:
             return self._mode_means[self._mode_of(x)]
-        if self._running_mean is None:
-            return self._mode_means[0]
-        return self._running_mean.mean
+        return self._tuning.chain_mean(self._mode_means[0])
 
     def _mala(self, x, lp, grad, extra, eps):
         """``steps_per_draw`` MALA steps in one compiled call."""
@@ -966,47 +925,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         return x, float(lp), np.asarray(grad, dtype=float), 1
 
     def _adapt(self, x: np.ndarray, grad: np.ndarray, accept: float, mode: int) -> None:
-        self._step_adapt.update(accept)
-        if self._running_mean is None:
-            self._running_mean = RunningMean(self._mode_means[0])
-        self._running_mean.add(x)
         # Deviations from the draw's own mode: a chain that jumps between modes must not take
         # the distance between them for the width of each. A chain that proposes no jumps
-        # moves by Langevin steps alone, and its "modes" may be ascents that stopped short
-        # (an unreliable map): deviations from their means would make the covariance up
+        # moves by its kernel alone, and its "modes" may be ascents that stopped short (an
+        # unreliable map): deviations from their means would make the covariance up
         # (centered eight schools, 4 chains, seeds 1-6: max R-hat 1.03-1.32, mean 1.12, against
         # 1.03-1.54, mean 1.21, with them; PyMC's NUTS gets 1.01-1.29 on seeds 1-4).
-        self._window.add(x - self._mode_means[mode] if self._proposal is not None else x, grad)
+        deviation = x - self._mode_means[mode] if self._proposal is not None else x
         if self._proposal is not None and 4 * self._iteration >= (self._tune_total or 0):
             self._mode_draws[mode].add(x)
-        if self._iteration + 1 < self._window_end:
-            return
-        # End of a preconditioner window: adopt the covariance, restart the step-size averaging.
-        draws, grads = self._window.arrays()
-        if len(draws) >= 2:
-            # The correction is estimated where the current metric whitens the posterior:
-            # there a few draws give about the identity, and eigenvalues within what sampling
-            # noise gives leave it as it is; a metric estimated afresh from a 25-draw window
-            # in 200-D threw away an exact curvature (whitened step 0.05, ESS 90).
-            metric = self._metric
-            cutoff = max(self._cutoff, noise_cutoff(len(draws), self._logp.dim))
-            correction = estimate_metric(
-                metric.to_whitened(draws), metric.gradient_to_whitened(grads), self._max_rank,
-                cutoff,
-            )  # fmt: skip
-            refined = metric.refined(correction, self._max_rank, self._cutoff)
-            if refined.finite:
-                self._set_metric(refined)
-        self._cache = None  # the chain's coordinates changed; x itself did not
-        self._window.reset()
-        self._running_mean.restart()
-        self._step_adapt.restart(self._step_adapt.step_size_bar, bias=1.0)
-        self._window_length *= 2
-        self._window_end = self._iteration + 1 + self._window_length
-        if self._tune_total is not None:
-            last_useful = self._tune_total - FINAL_STEP_WINDOW
-            if self._window_end + 2 * self._window_length > last_useful:
-                self._window_end = max(self._window_end, last_useful)
+        if self._tuning.update(self._iteration, x, deviation, grad, accept):
+            self._on_new_metric()
 
     # ------------------------------------------------------------------ PyMC hooks
     @staticmethod

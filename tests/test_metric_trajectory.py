@@ -13,6 +13,7 @@ from pymc_dilation.engine.metric import (
     noise_cutoff,
 )
 from pymc_dilation.engine.trajectory import hmc_trajectory
+from pymc_dilation.engine.tuning import ChainTuning
 
 
 def _correlated_gaussian(dim, seed):
@@ -170,3 +171,21 @@ def test_trajectory_length_grows_from_too_short_on_a_gaussian():
             start, info.end_u, info.end_momentum, np.zeros(dim), info.acceptance_rate, jitter, eps
         )
     assert 1.0 < length.length_bar < 5.0
+
+
+def test_chain_tuning_windows_double_and_end_before_tuning_does():
+    # Stan's windows: 25 iterations, then doubling, the last stretched to end 50 iterations
+    # before tuning ends; at each end the metric is corrected from the window's draws and
+    # gradients (here of a Gaussian with sds 3 the unit metric misses).
+    tuning = ChainTuning(4, "low-rank", 0.8, 0.5, tune=1000)
+    tuning.metric = Metric.identity(4)
+    rng = np.random.default_rng(10)
+    ends = []
+    for iteration in range(1000):
+        x = 3.0 * rng.standard_normal(4)
+        if tuning.update(iteration, x, x, -x / 9.0, 0.8):
+            ends.append(iteration + 1)
+    assert ends == [25, 75, 175, 375, 950]
+    np.testing.assert_allclose(np.diag(tuning.metric.covariance()), 9.0, rtol=0.15)
+    tuning.freeze()
+    assert tuning.step_size(tuning=False) == tuning.step.step_size_bar

@@ -93,7 +93,7 @@ def test_probed_unimodal_map_preconditions_by_the_curvature():
         step = DilationLangevin(precondition="dense")
         pm.sample(draws=1, tune=1, step=step, random_seed=3, **{**SAMPLE, "chains": 1})
     assert step.mode_map.n_modes == 1
-    np.testing.assert_allclose(step._metric.covariance(), cov, atol=0.02 * np.trace(cov))
+    np.testing.assert_allclose(step._tuning.metric.covariance(), cov, atol=0.02 * np.trace(cov))
 
 
 def test_chain_without_jumps_adapts_to_its_draws_not_its_modes(conjugate_normal):
@@ -104,13 +104,13 @@ def test_chain_without_jumps_adapts_to_its_draws_not_its_modes(conjugate_normal)
         step = DilationLangevin(mode_jumps=False)
         pm.sample(draws=1, tune=1, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
     step._mode_means = np.array([[-1.0], [1.0]])
-    step._window.reset()
-    step._window_end = 10**9  # no window ends here
+    step._tuning.window.reset()
+    step._tuning.window_end = 10**9  # no window ends here
     rng = np.random.default_rng(0)
     draws = rng.normal(0.0, 1.0, size=(400, 1))
     for x in draws:
         step._adapt(x, -x, 0.6, int(x[0] > 0))
-    kept, _ = step._window.arrays()
+    kept, _ = step._tuning.window.arrays()
     assert np.var(kept) == pytest.approx(np.var(draws), rel=0.05)
 
 

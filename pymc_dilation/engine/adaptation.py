@@ -134,7 +134,8 @@ def shrunk_root(covariance: np.ndarray, dense: bool) -> np.ndarray:
 
 
 class WindowSamples:
-    """The draws and gradients of one adaptation window, kept for :func:`estimate_metric`.
+    """The draws and gradients of one adaptation window, kept for
+    :func:`~pymc_dilation.engine.metric.estimate_metric`.
 
     Parameters
     ----------
@@ -153,6 +154,7 @@ class WindowSamples:
 
     @property
     def n(self) -> int:
+        """Draws kept."""
         return len(self._draws)
 
     def add(self, draw: np.ndarray, grad: np.ndarray) -> None:
@@ -179,16 +181,19 @@ class RunningMean:
         self.n = 0
 
     def add(self, draw: np.ndarray) -> None:
+        """Add one draw (ignored when not finite)."""
         if np.all(np.isfinite(draw)):
             self.n += 1
             self._mean = self._mean + (draw - self._mean) / self.n
 
     def restart(self) -> None:
+        """Start a new window; its mean is the old one until two draws have come."""
         self._previous = self.mean
         self.n = 0
 
     @property
     def mean(self) -> np.ndarray:
+        """The current estimate of the mean."""
         return self._mean.copy() if self.n >= 2 else self._previous.copy()
 
 
