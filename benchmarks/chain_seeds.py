@@ -2,7 +2,8 @@
 
 Every chain must visit every mode in proportion to its mass (issue 11), on targets and seeds
 no default was chosen on. For each target and seed: ``pm.sample(draws, tune=tune, chains,
-cores=1, random_seed=seed, step=DilationLangevin(steps_per_draw=steps))``, scored by the
+cores=1, random_seed=seed, step=DilationLangevin(steps_per_draw=steps))`` (``--steps``
+defaults to the step's own: the HMC kernel's adapted trajectory), scored by the
 pooled mode-weight TV, the worst chain's own TV, the largest R-hat, the smallest bulk ESS
 and each chain's jump acceptance (NaN: the chain proposed no jumps). A chain stuck in one mode
 shows as a worst-chain TV near that mode's missing mass and an R-hat above 1.05.
@@ -28,7 +29,7 @@ from benchmarks import runner
 from pymc_dilation import DilationLangevin
 
 
-def run_one(target: str, seed: int, draws: int, tune: int, chains: int, steps: int) -> dict:
+def run_one(target: str, seed: int, draws: int, tune: int, chains: int, steps: int | None) -> dict:
     """One target and seed; returns its row."""
     model = runner._build(target)
     start = time.perf_counter()
@@ -75,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=8, help="steps_per_draw")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps_per_draw (default: the step's own)"
+    )
     parser.add_argument("--output", default=None, help="path stem for .md and .json")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
