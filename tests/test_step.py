@@ -318,8 +318,14 @@ def test_compound_step_with_a_discrete_variable(draws_of):
             random_seed=2,
             **SAMPLE,
         )
-    assert abs(draws_of(idata, "n").mean() - 0.7) < 0.06
-    assert abs(draws_of(idata, "mu").mean() - 2.8) < 0.25
+    # n switches only when mu crosses between 0 and 4, so its draws are strongly
+    # autocorrelated (bulk ESS 50-160 of 3200 over seeds 1-6, means 0.61-0.77, average 0.71):
+    # the tolerance is 4 Monte Carlo standard errors, which a sampler that ignored n's effect
+    # on mu (or mu's on n) would miss by far.
+    for name, exact in (("n", 0.7), ("mu", 2.8)):
+        mcse = float(np.asarray(az.mcse(idata, var_names=[name])[name]))
+        assert abs(draws_of(idata, name).mean() - exact) < 4 * mcse, (name, mcse)
+        assert mcse < 0.1 * (1 + exact)  # the bound itself stays informative
 
 
 def test_multiprocess_chains(conjugate_normal, draws_of):
