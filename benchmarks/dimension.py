@@ -253,12 +253,7 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
 def moment_errors(idata, name: str) -> dict[str, float]:
     """Worst ``|mean − ref| / ref sd`` and worst ``|sd / ref sd − 1|`` over the reference's
     scalars."""
+    from benchmarks.regressions import worst_moment_errors
     from pymc_dilation._compat import group_dataset
 
-    estimates = _flatten(group_dataset(idata, "posterior"))
-    mean_err, sd_err = 0.0, 0.0
-    for key, (mean, sd) in reference_moments(name).items():
-        draws = estimates[key]
-        mean_err = max(mean_err, abs(float(draws.mean()) - mean) / sd)
-        sd_err = max(sd_err, abs(float(draws.std(ddof=1)) / sd - 1.0))
-    return {"mean_err": mean_err, "sd_err": sd_err}
+    return worst_moment_errors(_flatten(group_dataset(idata, "posterior")), reference_moments(name))

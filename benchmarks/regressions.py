@@ -26,7 +26,15 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-__all__ = ["SUITE", "Regression", "is_regression", "regression", "build_model", "moment_errors"]
+__all__ = [
+    "SUITE",
+    "Regression",
+    "is_regression",
+    "regression",
+    "build_model",
+    "moment_errors",
+    "worst_moment_errors",
+]
 
 SUITE = [f"corr_regression-{seed}" for seed in (1, 2, 3, 4)]
 """The held-out regressions the end-to-end benchmark runs by default."""
@@ -146,8 +154,16 @@ def moment_errors(idata, name: str) -> dict[str, float]:
     beta = np.asarray(post["beta"]).reshape(-1, regression(name).dim)
     sigma = np.asarray(post["sigma"]).reshape(-1)
     estimates = {f"beta[{i}]": beta[:, i] for i in range(beta.shape[1])} | {"sigma": sigma}
+    return worst_moment_errors(estimates, reference_moments(name))
+
+
+def worst_moment_errors(
+    estimates: dict[str, np.ndarray], reference: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Worst standardised mean error and relative sd error of ``estimates`` (draws by name)
+    against ``reference`` (``(mean, sd)`` by name)."""
     mean_err, sd_err = 0.0, 0.0
-    for key, (mean, sd) in reference_moments(name).items():
+    for key, (mean, sd) in reference.items():
         draws = estimates[key]
         mean_err = max(mean_err, abs(float(draws.mean()) - mean) / sd)
         sd_err = max(sd_err, abs(float(draws.std(ddof=1)) / sd - 1.0))
