@@ -287,7 +287,7 @@ fig.tight_layout()
 # instead (8 by default): a run of `L` MALA steps moves like a diffusion, about `√L` step
 # lengths, where a trajectory of `L` leapfrog steps moves about `L`, and MALA's step must shrink
 # faster with the dimension, so MALA suits small models only (a 200-dimensional regression:
-# min ESS 2 with MALA, about 1200 with HMC). With the HMC kernel, `steps_per_draw` fixes the
+# min ESS 2 with MALA, 1077–1580 with HMC). With the HMC kernel, `steps_per_draw` fixes the
 # mean number of leapfrog steps instead of adapting the length. On a unimodal model, here a
 # 10-dimensional normal with scales from 0.1 to 10:
 

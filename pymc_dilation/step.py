@@ -227,7 +227,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     ``kernel="mala"``, ``steps_per_draw`` Metropolis-adjusted Langevin steps. A trajectory of
     ``L`` leapfrog steps moves about ``L`` step lengths where ``L`` MALA steps move about
     ``√L``, which is what keeps the chain mixing as the dimension grows (200-D regression: min
-    ESS 2 with MALA, 1200 with HMC). Then, when the map holds more than one mode, one
+    ESS 2 with MALA, 1077-1580 with HMC). Then, when the map holds more than one mode, one
     independence Metropolis–Hastings jump whose proposal is the mixture of the modes' local
     Gaussians (weights as estimated, with a floor of
     :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly). Jumps run only
