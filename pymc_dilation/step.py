@@ -545,23 +545,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             n_grad, mapped.resampled,
         )  # fmt: skip
         if not mapped.resampled:
-            # The importance weights are too uneven to trust the weights (measured on a
-            # 55-parameter factor model: importance ESS 1-4, annealed particles strewn over
-            # 17-22 "modes" that their ascents had not finished climbing; on a 200-D Gaussian
-            # regression, importance ESS 1 of 128 though the map was right). The particles'
-            # spread is no preconditioner (it was 20 times too wide on the factor model) and
-            # annealed particles can sit where no step is accepted, so the chain starts where
-            # pm.sample started it and proposes no jumps. But the curvature is kept: the
-            # chain used to drop it too and run unit-preconditioned MALA, whitened step 0.04
-            # and ESS 2 on the 200-D regression. A degenerate curvature (the Laplace
-            # approximation can stop in a corner) is corrected by the first window, which
-            # learns from draws and gradients.
-            # The chain starts at the optimum whose curvature preconditions it. From pm.sample's
-            # start the first window saw the transient (the 200-D regression: whitened
-            # variances of 700, a metric 1e10 off); with a 50-iteration buffer before the
-            # first window it got through, but radon (non-centered) went from min ESS 377 to 3.
-            # Where the optimum is a funnel's neck (stochastic volatility: the random walk's
-            # sd at 6e-7) neither start works: see the funnel issue.
+            # The importance weights are too uneven to trust (a 55-parameter factor model:
+            # importance ESS 1-4, particles strewn over ascents that had not finished
+            # climbing; a 200-D Gaussian regression: ESS 1 of 128 though the map was right).
+            # The particles' spread is no preconditioner (20 times too wide on the factor
+            # model), so no jumps are proposed, but the curvature is kept: dropping it and
+            # running unit-preconditioned MALA gave ESS 2 on the 200-D regression. The chain
+            # starts at the optimum that curvature describes: from pm.sample's start the first
+            # window saw the transient (whitened variances of 700, a metric 1e10 off); a
+            # 50-iteration buffer before it fixed the regression but took radon's min ESS from
+            # 377 to 3. A degenerate curvature is corrected by the first window. Where the
+            # optimum is a funnel's neck (stochastic volatility) neither start works.
             self._proposal = None
             if laplace.converged:
                 self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
@@ -636,16 +630,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         return bool(offset @ offset <= 1.0)
 
     def _set_metric(self, metric: Metric) -> None:
-        """Adopt a preconditioner (for MALA, its dense root too, inverted once here rather
-        than solved against at every iteration)."""
+        """Adopt a preconditioner."""
         self._tuning.metric = metric
         self._on_new_metric()
 
     def _on_new_metric(self) -> None:
-        """The chain's coordinates changed (its point did not): for MALA, the dense root of the
-        metric and its inverse, computed once here rather than solved against every
-        iteration."""
-        self._cache = None
+        """For MALA, the dense root of the new metric and its inverse, computed once here
+        rather than solved against every iteration (HMC applies the metric in O(d k))."""
         if self.kernel == "mala":
             metric = self._tuning.metric
             root = metric.root()
@@ -849,8 +840,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )
         if self.tune and self.steps_per_draw is None:
             tuning.update_length(
-                x, self._chain_mean(x), info.end_u, info.end_momentum, info.acceptance_rate,
-                jitter, eps,
+                info.start_u, self._chain_mean(x), info.end_u, info.end_momentum,
+                info.acceptance_rate, jitter, eps,
             )  # fmt: skip
         return x_new, lp_new, grad_new, info.acceptance_rate, int(info.diverging), info.n_grad
 

@@ -177,9 +177,9 @@ def metric_from_covariance(
     return Metric(scale, np.ascontiguousarray(basis), coef)
 
 
-def _spd_mean(a: np.ndarray, b_inverse_of: np.ndarray) -> np.ndarray:
+def _spd_mean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The SPD geometric mean of ``a`` and ``b⁻¹``, given ``b``: the ``M`` with ``M b M = a``."""
-    values, vectors = np.linalg.eigh(b_inverse_of)
+    values, vectors = np.linalg.eigh(b)
     root = (vectors * np.sqrt(values)) @ vectors.T
     inverse_root = (vectors / np.sqrt(values)) @ vectors.T
     inner_values, inner_vectors = np.linalg.eigh(root @ a @ root)

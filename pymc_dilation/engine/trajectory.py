@@ -47,15 +47,16 @@ class TrajectoryInfo(NamedTuple):
         Change of the Hamiltonian along the trajectory (``inf`` when it diverged).
     n_grad : int
         Gradient evaluations spent (the leapfrog steps taken).
-    end_u, end_momentum : numpy.ndarray
-        The proposal's position and momentum in whitened coordinates (for trajectory-length
-        adaptation), whether or not it was accepted.
+    start_u, end_u, end_momentum : numpy.ndarray
+        The start and the proposal's position and momentum in whitened coordinates (for
+        trajectory-length adaptation), whether or not it was accepted.
     """
 
     acceptance_rate: float
     diverging: bool
     energy_error: float
     n_grad: int
+    start_u: np.ndarray
     end_u: np.ndarray
     end_momentum: np.ndarray
 
@@ -203,7 +204,7 @@ def hmc_trajectory(
         )  # fmt: skip
     )
     info = TrajectoryInfo(
-        float(accept), bool(diverging), float(energy_error), int(taken), end_u, end_p
+        float(accept), bool(diverging), float(energy_error), int(taken), u, end_u, end_p
     )
     if not accepted:
         return x, float(lp), grad, info

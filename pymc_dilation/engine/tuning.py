@@ -114,7 +114,7 @@ class ChainTuning:
 
     def update_length(
         self,
-        x: np.ndarray,
+        start_u: np.ndarray,
         mean: np.ndarray,
         end_u: np.ndarray,
         end_momentum: np.ndarray,
@@ -122,13 +122,17 @@ class ChainTuning:
         jitter: float,
         step_size: float,
     ) -> None:
-        """One ChEES step from a trajectory that started at ``x`` (density coordinates) and
-        proposed ``end_u`` (whitened), about the chain's mean ``mean``."""
-        metric = self.metric
+        """One ChEES step from a trajectory that started at ``start_u`` and proposed ``end_u``
+        (whitened coordinates), about the chain's mean ``mean`` (density coordinates)."""
         self.length.update(
-            metric.to_whitened(x - mean), end_u - metric.to_whitened(mean), end_momentum,
-            np.zeros(self.dim), acceptance, jitter, step_size,
-        )  # fmt: skip
+            start_u,
+            end_u,
+            end_momentum,
+            self.metric.to_whitened(mean),
+            acceptance,
+            jitter,
+            step_size,
+        )
 
     def chain_mean(self, fallback: np.ndarray) -> np.ndarray:
         """The mean of the chain's recent tuning draws (``fallback`` before it has any)."""
