@@ -17,6 +17,8 @@ Commands:
   chain (:mod:`benchmarks.chain_seeds`);
 - ``population-cost``: the tuning population's seconds and gradients per chain, with and
   without the probe (:mod:`benchmarks.population_cost`);
+- ``mixtures``: two-mode Gaussian mixtures in 20 to 200 dimensions, both samplers against
+  ``pm.sample_smc`` (:mod:`benchmarks.mixtures`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
   posteriors (:mod:`benchmarks.unimodal_overhead`).
 """
@@ -36,6 +38,7 @@ COMMANDS = {
     "chain-seeds": "benchmarks.chain_seeds",
     "population-cost": "benchmarks.population_cost",
     "unimodal-overhead": "benchmarks.unimodal_overhead",
+    "mixtures": "benchmarks.mixtures",
 }
 
 

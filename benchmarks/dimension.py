@@ -13,6 +13,14 @@ Targets (any seed and size is accepted, so held-out ones need no code change):
   draws after 1000 tuning, seed 12345), computed once and cached in
   ``benchmarks/results/references/``.
 
+- ``gauss_mixture-d{D}-{seed}``: a two-component Gaussian mixture in ``D`` dimensions (a
+  ``N(0, 10²)`` prior on every coordinate times a mixture likelihood), weights 0.2–0.4 against
+  the rest, AR(1)-correlated covariances along different orders of the coordinates with their
+  own scales (different covariances of similar volume), means 10 standard deviations apart along
+  the widest direction. Each component times the prior
+  is Gaussian, so the moments, the two modes' shares (:func:`mixture_shares`) and the log
+  evidence are exact. Not in :data:`SUITE` (ESS against NUTS means nothing where NUTS cannot
+  cross between modes): ``python -m benchmarks mixtures`` measures them.
 - ``radon``: the PyMC gallery's radon model with varying intercepts and slopes by county,
   non-centered (175 parameters), on ``../shared/data/radon.csv``; reference a long nutpie run.
 - ``stochvol-{n}``: the gallery's stochastic-volatility model (a Gaussian random walk of log
@@ -40,6 +48,7 @@ __all__ = [
     "reference_moments",
     "log_evidence",
     "moment_errors",
+    "mixture_shares",
 ]
 
 SUITE = [
@@ -54,6 +63,8 @@ PRIOR_SD = 5.0
 _REGRESSION = re.compile(r"gauss_regression-d(\d+)-(\d+)$")
 _HIERARCHICAL = re.compile(r"hierarchical-g(\d+)-(\d+)$")
 _STOCHVOL = re.compile(r"stochvol-(\d+)$")
+_MIXTURE = re.compile(r"gauss_mixture-d(\d+)-(\d+)$")
+MIXTURE_PRIOR_SD = 10.0
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFERENCES = Path(__file__).parent / "results" / "references"
 
@@ -64,6 +75,7 @@ def is_target(name: str) -> bool:
         _REGRESSION.match(name)
         or _HIERARCHICAL.match(name)
         or _STOCHVOL.match(name)
+        or _MIXTURE.match(name)
         or name == "radon"
     )
 
@@ -104,6 +116,88 @@ def gauss_regression(name: str) -> GaussRegression:
     return GaussRegression(x, y)
 
 
+def _ar1_covariance(rng, dim: int, rho: float, scale: float) -> np.ndarray:
+    lags = np.abs(np.subtract.outer(np.arange(dim), np.arange(dim)))
+    sds = scale * np.exp(rng.normal(0.0, 0.3, dim))
+    return rho**lags * np.outer(sds, sds)
+
+
+def _log_normal_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Log density of ``N(mean, cov)`` at the rows of ``x``."""
+    chol = np.linalg.cholesky(cov)
+    z = np.linalg.solve(chol, (np.atleast_2d(x) - mean).T)
+    log_det = 2.0 * np.log(np.diag(chol)).sum()
+    return -0.5 * (np.sum(z**2, axis=0) + log_det + len(mean) * np.log(2 * np.pi))
+
+
+@dataclass(frozen=True)
+class GaussMixture:
+    """Likelihood components ``(weights, means, covs)`` and the exact posterior's components."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Posterior component weights, means, covariances and the log evidence."""
+        prior_cov = MIXTURE_PRIOR_SD**2 * np.eye(self.dim)
+        log_terms, means, covs = [], [], []
+        for w, m, c in zip(self.weights, self.means, self.covs, strict=True):
+            cov = np.linalg.inv(np.linalg.inv(c) + np.linalg.inv(prior_cov))
+            means.append(cov @ np.linalg.solve(c, m))
+            covs.append(cov)
+            log_terms.append(
+                np.log(w) + _log_normal_density(m, np.zeros(self.dim), c + prior_cov)[0]
+            )
+        log_terms = np.array(log_terms)
+        log_z = float(np.logaddexp.reduce(log_terms))
+        return np.exp(log_terms - log_z), np.array(means), np.array(covs), log_z
+
+
+@cache
+def gauss_mixture(name: str) -> GaussMixture:
+    match = _MIXTURE.match(name)
+    if match is None:
+        raise ValueError(f"Not a mixture of the dimension suite: {name!r}.")
+    dim, seed = int(match.group(1)), int(match.group(2))
+    rng = np.random.default_rng([dim, seed, 23])
+    weight = rng.uniform(0.2, 0.4)
+    # Correlated along different orders of the coordinates, with their own scales: different
+    # covariances of similar volume (a width ratio r in every direction multiplies a
+    # component's basin volume by r^D; see RESULTS.md for that case).
+    rho = rng.uniform(0.3, 0.9)
+    order = rng.permutation(dim)
+    covs = np.array(
+        [
+            _ar1_covariance(rng, dim, rho, 1.0),
+            _ar1_covariance(rng, dim, rho, 1.0)[np.ix_(order, order)],
+        ]
+    )
+    # 10 sds apart along the widest direction of either component: no chain crosses by diffusion.
+    widest = max(np.linalg.eigvalsh(c)[-1] for c in covs)
+    direction = rng.standard_normal(dim)
+    offset = 10.0 * np.sqrt(widest) * direction / np.linalg.norm(direction)
+    center = rng.normal(0.0, 1.0, dim)
+    means = np.array([center - 0.5 * offset, center + 0.5 * offset])
+    return GaussMixture(np.array([weight, 1.0 - weight]), means, covs)
+
+
+def mixture_shares(draws: np.ndarray, name: str) -> np.ndarray:
+    """The share of ``draws`` (``(..., D)``) in each exact posterior component, by the larger
+    responsibility."""
+    weights, means, covs, _ = gauss_mixture(name).posterior()
+    flat = draws.reshape(-1, draws.shape[-1])
+    log_resp = np.stack(
+        [np.log(w) + _log_normal_density(flat, m, c) for w, m, c in zip(weights, means, covs)]
+    )
+    labels = np.argmax(log_resp, axis=0)
+    return np.bincount(labels, minlength=len(weights)) / labels.size
+
+
 @dataclass(frozen=True)
 class Hierarchical:
     group: np.ndarray
@@ -138,6 +232,16 @@ def build_model(name: str):
         with pm.Model() as model:
             beta = pm.Normal("beta", 0.0, PRIOR_SD, shape=reg.dim)
             pm.Normal("y", pt.dot(reg.x, beta), 1.0, observed=reg.y)
+        return model
+    if _MIXTURE.match(name):
+        mix = gauss_mixture(name)
+        with pm.Model() as model:
+            x = pm.Normal("x", 0.0, MIXTURE_PRIOR_SD, shape=mix.dim)
+            terms = [
+                np.log(w) + pm.logp(pm.MvNormal.dist(m, c), x)
+                for w, m, c in zip(mix.weights, mix.means, mix.covs, strict=True)
+            ]
+            pm.Potential("mixture", pm.math.logsumexp(pt.stack(terms)))
         return model
     if name == "radon":
         return _radon_model()
@@ -201,7 +305,9 @@ def _stochvol_model(n: int):
 
 
 def log_evidence(name: str) -> float:
-    """Exact log marginal likelihood of a ``gauss_regression`` target."""
+    """Exact log marginal likelihood of a ``gauss_regression`` or ``gauss_mixture`` target."""
+    if _MIXTURE.match(name):
+        return gauss_mixture(name).posterior()[3]
     reg = gauss_regression(name)
     n = reg.x.shape[0]
     cov = np.eye(n) + PRIOR_SD**2 * (reg.x @ reg.x.T)
@@ -229,6 +335,12 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
         mean, cov = gauss_regression(name).posterior()
         sd = np.sqrt(np.diag(cov))
         return {f"beta[{i}]": (float(mean[i]), float(sd[i])) for i in range(len(mean))}
+    if _MIXTURE.match(name):
+        weights, means, covs, _ = gauss_mixture(name).posterior()
+        mean = weights @ means
+        second = np.einsum("k,kii->i", weights, covs) + weights @ means**2
+        sd = np.sqrt(second - mean**2)
+        return {f"x[{i}]": (float(mean[i]), float(sd[i])) for i in range(len(mean))}
     path = REFERENCES / f"{name}.json"
     if path.exists():
         return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}

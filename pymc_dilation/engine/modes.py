@@ -1,7 +1,7 @@
 """The mode map: every distinct mode the particles reached, with a local Gaussian each.
 
-1. **Ascent.** Each particle climbs by batched gradient ascent (a step size per particle,
-   grown after an improvement and halved after a failure) towards the optimum of its basin.
+1. **Ascent.** Each particle climbs by batched L-BFGS ascent (curvature pairs and a step size
+   per particle, see :func:`ascend`) towards the optimum of its basin.
 2. **Merging by the hill–valley test.** Two optima belong to one mode when the log density along
    the segment between them never falls more than ``valley_depth`` nats below the lower end
    (Ursem's hill–valley test). The test needs no distance scale, so modes of any width, at any
@@ -104,6 +104,30 @@ class ModeMap:
         return np.bincount(self.labels, minlength=self.n_modes)
 
 
+ASCENT_MEMORY = 6
+"""Curvature pairs each row's L-BFGS ascent keeps (see :func:`ascend`)."""
+
+
+def _lbfgs_direction(g: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """The L-BFGS two-loop recursion for every row at once: ``H g`` with ``H`` the inverse
+    (negative) Hessian estimate from the pairs ``s, y`` (``(n, m, d)``, newest last; a pair
+    with ``rho == 0`` is empty and has no effect). A row with no pair gets ``g`` itself."""
+    m = s.shape[1]
+    q = g.copy()
+    alpha = np.zeros(rho.shape)
+    for i in range(m - 1, -1, -1):
+        alpha[:, i] = rho[:, i] * np.einsum("nd,nd->n", s[:, i], q)
+        q -= alpha[:, i, None] * y[:, i]
+    yy = np.einsum("nd,nd->n", y[:, -1], y[:, -1])
+    sy = np.einsum("nd,nd->n", s[:, -1], y[:, -1])
+    gamma = np.where((rho[:, -1] > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), 1.0)
+    r = gamma[:, None] * q
+    for i in range(m):
+        beta = rho[:, i] * np.einsum("nd,nd->n", y[:, i], r)
+        r += s[:, i] * (alpha[:, i] - beta)[:, None]
+    return r
+
+
 def ascend(
     logp_grad: BatchLogpGrad,
     ys: np.ndarray,
@@ -113,28 +137,59 @@ def ascend(
     initial_rate: float = 0.5,
     tol: float = ASCENT_TOL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Batched gradient ascent from every row of ``ys``; returns optima, log densities, calls.
+    """Batched L-BFGS ascent from every row of ``ys``; returns optima, log densities, calls.
 
-    The rate of each particle grows by 1.2 after an improvement and halves otherwise, so it
-    settles near the inverse curvature of the particle's own mode. Rows whose rate has
-    collapsed, or whose last step gained less than ``tol`` nats, stop being evaluated.
-    ``calls`` counts the rows evaluated, as a share of all rows (gradients per row).
+    Each row keeps its own :data:`ASCENT_MEMORY` curvature pairs, so it climbs as fast in an
+    ill-conditioned mode as in a round one: plain gradient steps took hundreds of iterations
+    in a 100-D mode whose correlations the whitening did not know (condition number ~300),
+    and ascents stopped after 20 of them were merged, by the hill–valley test, with the other
+    mode (one mode found of two). Before a row has a pair it takes gradient steps whose rate
+    grows by 1.2 after an improvement and halves otherwise; after, unit L-BFGS steps, halved
+    after a failure and doubled (up to 1) after a success. Only improving steps are taken.
+    Rows whose step has collapsed, or whose last step gained less than ``tol`` nats, stop
+    being evaluated. ``calls`` counts the rows evaluated, as a share of all rows (gradients
+    per row).
     """
     x, lp, g = ys.copy(), lps.copy(), grads.copy()
-    rate = np.full(len(x), initial_rate)
+    n, dim = x.shape
+    s_pairs = np.zeros((n, ASCENT_MEMORY, dim))
+    y_pairs = np.zeros((n, ASCENT_MEMORY, dim))
+    rho = np.zeros((n, ASCENT_MEMORY))
+    rate = np.full(n, initial_rate)
     rows = 0
     for _ in range(n_iter):
         active = np.flatnonzero(rate > 0.0)
         if active.size == 0:
             break
-        x_new = x[active] + rate[active, None] * g[active]
+        direction = _lbfgs_direction(g[active], s_pairs[active], y_pairs[active], rho[active])
+        x_new = x[active] + rate[active, None] * direction
         lp_new, g_new = logp_grad(x_new)
         rows += active.size
         better = np.isfinite(lp_new) & np.all(np.isfinite(g_new), axis=1) & (lp_new >= lp[active])
         settled = better & (lp_new - lp[active] < tol)
         moved = active[better]
+        step = x_new[better] - x[moved]
+        change = g[moved] - g_new[better]  # the gradient change of -log p: positive curvature
+        curvature = np.einsum("nd,nd->n", step, change)
+        paired = curvature > 1e-12 * np.linalg.norm(step, axis=1) * np.linalg.norm(change, axis=1)
+        had_pairs = rho[moved, -1] > 0
+        upd = moved[paired]
+        s_pairs[upd] = np.roll(s_pairs[upd], -1, axis=1)
+        y_pairs[upd] = np.roll(y_pairs[upd], -1, axis=1)
+        rho[upd] = np.roll(rho[upd], -1, axis=1)
+        s_pairs[upd, -1], y_pairs[upd, -1], rho[upd, -1] = (
+            step[paired],
+            change[paired],
+            1.0 / curvature[paired],
+        )
         x[moved], lp[moved], g[moved] = x_new[better], lp_new[better], g_new[better]
-        rate[active] = np.where(better, rate[active] * 1.2, rate[active] * 0.5)
+        # A row's first pair switches it from gradient steps to unit L-BFGS steps.
+        first_pair = np.isin(active, moved[paired & ~had_pairs])
+        grown = np.where(
+            rho[active, -1] > 0, np.minimum(rate[active] * 2.0, 1.0), rate[active] * 1.2
+        )
+        grown[first_pair] = 1.0
+        rate[active] = np.where(better, grown, rate[active] * 0.5)
         rate[active[settled | (rate[active] <= 1e-8)]] = 0.0
     return x, lp, -(-rows // max(len(x), 1))
 
