@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
@@ -14,24 +13,18 @@ from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
-from pymc_dilation.engine.adaptation import WindowCovariance, shrunk_root
+from pymc_dilation.engine.adaptation import WindowCovariance
+from pymc_dilation.engine.chain_map import ChainMap, ChainModeMap, in_density_coordinates
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
 from pymc_dilation.engine.metric import Metric
-from pymc_dilation.engine.modes import ModeMap, add_modes
 from pymc_dilation.engine.population import (
-    GROWTH_WEIGHT,
-    JUMP_FLOOR,
-    PROPOSAL_FLOOR,
-    UNDERVALUED,
     PopulationTarget,
     map_growing_population,
-    weigh_and_discover,
 )
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
-from pymc_dilation.engine.weights import MixtureProposal, estimate_weights, mode_proposal
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.validation import (
     check_bool,
@@ -56,32 +49,12 @@ ANNEAL_TARGET_ACCEPT = 0.6
 PRIOR_POOL_SEED = 20241001
 FIRST_PARTICLES = 128
 """Particles of the first population batch; more only when it finds several modes."""
-GROWTH_INTERVAL = 10
-"""Tuning iterations between two looks for a mode the map lacks (see ``_grow_map``); the
-interval doubles after each look that finds nothing and returns to this after one that
-changes the map."""
 DIFFUSION_SWEEPS = 5
 """MALA sweeps of the mapped population looking for modes the annealing missed."""
 PROBE = True
 """Whether the tuning population first climbs from its centers without annealing, and skips
 the annealing when that finds one mode (see
 :func:`~pymc_dilation.engine.population.map_growing_population`)."""
-MAX_GROWTH_CHECKS = 50
-"""Looks for a missing mode per chain at most."""
-COVERAGE_EVERY = 4
-"""Tuning iterations between two tests of whether the chain's point is covered by its map
-(see ``_uncovered``): a chain on mass the map misses stays there for many iterations, and
-testing every iteration cost 15 % of the tuning's time on kidiq, whose 8 Langevin steps take
-80 us."""
-MISFIT = 2.0
-"""Variance per dimension of a chain's tuning draws in a mode, whitened by that mode's
-Gaussian, above which the Gaussian is refitted to the draws (see ``_refit_misfits``); a
-Gaussian that describes its mode gives about 1. So is one whose mean is more than one of its
-sds (Mahalanobis) from the draws' mean."""
-REFIT_DRAWS = 1024
-"""Importance draws that weigh the modes again after a refit."""
-CHECK_DRAWS = 4096
-"""Draws of the jump proposal that test it before it is frozen (see ``_check_proposal``)."""
 
 
 def _check_vars(model, vars) -> None:
@@ -127,76 +100,6 @@ def _check_schedule(schedule):
     return levels
 
 
-@dataclass(frozen=True)
-class ChainModeMap:
-    """One chain's mode map, in the unconstrained space of the sampled variables.
-
-    Modes are ordered by their locations (first coordinate first), so that chains which found
-    the same modes number them alike.
-
-    Attributes
-    ----------
-    locations : numpy.ndarray
-        ``(K, d)`` optima.
-    means, covariances : numpy.ndarray
-        ``(K, d)`` and ``(K, d, d)``: the local Gaussians.
-    weights, weights_se : numpy.ndarray
-        ``(K,)`` importance-sampling estimates of the modes' weights and their standard errors
-        (from the tuning population; the chain's draws are what the posterior relies on).
-    log_marginal_likelihood : float
-        Importance-sampling estimate of the log evidence of the sampled variables' density.
-    importance_ess : float
-        Effective sample size of the importance weights.
-    n_grad : int
-        Gradient evaluations the population spent (all particles, the Laplace step included).
-    reliable : bool
-        False when the importance effective sample size was below
-        :data:`~pymc_dilation.engine.population.MIN_RESAMPLE_ESS` of the particles: the
-        chain then proposes no jumps and does not grow the map, and the weights mean little.
-    """
-
-    locations: np.ndarray
-    means: np.ndarray
-    covariances: np.ndarray
-    weights: np.ndarray
-    weights_se: np.ndarray
-    log_marginal_likelihood: float
-    importance_ess: float
-    n_grad: int
-    reliable: bool = True
-
-    @property
-    def n_modes(self) -> int:
-        """Number of modes."""
-        return len(self.weights)
-
-
-def _ordered(modes: ModeMap) -> tuple[ModeMap, np.ndarray]:
-    """``modes`` ordered by location (first coordinate first), and the order applied."""
-    order = np.lexsort(modes.locations.T[::-1])
-    reordered = ModeMap(
-        locations=modes.locations[order],
-        means=modes.means[order],
-        roots=modes.roots[order],
-        logp=modes.logp[order],
-        labels=np.argsort(order)[modes.labels],
-        n_grad=modes.n_grad,
-    )
-    return reordered, order
-
-
-def _in_density_coordinates(modes: ModeMap, laplace: LaplaceApproximation) -> ModeMap:
-    """``modes`` mapped from the whitened coordinates of ``laplace`` back to the density's."""
-    return ModeMap(
-        locations=laplace.to_density(modes.locations),
-        means=laplace.to_density(modes.means),
-        roots=laplace.root[None] @ modes.roots,
-        logp=modes.logp,
-        labels=modes.labels,
-        n_grad=modes.n_grad,
-    )
-
-
 class DilationLangevin(ChainSetupMixin, BlockedStep):
     r"""Metropolis-adjusted Langevin sampling with mode jumps, tuned along the dilation path.
 
@@ -231,7 +134,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     independence Metropolis–Hastings jump whose proposal is the mixture of the modes' local
     Gaussians (weights as estimated, with a floor of
     :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly). Jumps run only
-    between points the proposal does not undervalue (see ``_jump``), so mass the map missed
+    between points the proposal does not undervalue
+    (:meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`), so mass the map missed
     is no trap. Both kernels leave the posterior invariant for any map, so the draws are
     exact (a Markov chain whose stationary law is the posterior) whatever the tuning found;
     what the map decides is how fast a chain moves between the modes it holds. A mode that no
@@ -318,7 +222,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     whose local Gaussian gives the draw the highest density), ``n_modes`` (modes in the
     chain's map), ``mode_weight`` (the estimated weight of the draw's mode) and
     ``jump_acceptance`` (1 or 0 when a jump was proposed; NaN when none was: one mode, or a
-    draw where the proposal undervalues the posterior, see ``_jump``). See
+    draw where the proposal undervalues the posterior, see
+    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`). See
     :func:`pymc_dilation.mode_occupancy` for a table of each chain's modes and
     :func:`pymc_dilation.plot_mode_occupancy` for a picture.
 
@@ -363,6 +268,15 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         "mode_weight": (np.float64, []),
         "jump_acceptance": (np.float64, []),
     }
+
+    @property
+    def mode_map(self) -> ChainModeMap | None:
+        """The chain's map of the modes (None before its first iteration)."""
+        return self._map.record
+
+    @mode_map.setter
+    def mode_map(self, record: ChainModeMap | None) -> None:
+        self._map.record = record
 
     def __new__(cls, *args, **kwargs):
         # PyMC's BlockedStep.__new__ reads model, vars, blocked and rng before __init__ runs:
@@ -482,14 +396,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )  # fmt: skip
         self._cache = None
         self._divergences = 0
-        self.mode_map: ChainModeMap | None = None
-        self._mixture: MixtureProposal | None = None  # the modes' local Gaussians
-        self._proposal: MixtureProposal | None = None  # the same, when jumps are proposed
-        self._mode_means = None
-        self._modes: ModeMap | None = None
-        self._growth_checks = 0
-        self._growth_interval = GROWTH_INTERVAL
-        self._last_growth_check = -GROWTH_INTERVAL
+        self._map = ChainMap(self._logp.dim, self.mode_jumps, self.particles)
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
@@ -499,9 +406,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         proposal (after refitting the modes' Gaussians that misdescribe the chain's draws)."""
         if self.tune:
             self._tuning.freeze()
-            if self._proposal is not None and self._extra is not None:
-                self._refit_misfits()
-                self._check_proposal()
+            if self._map.proposal is not None and self._extra is not None:
+                batch = self._logp.batch_callable(self._extra)
+                self._map.refit_misfits(batch, self.rng)
+                self._map.check_proposal(batch, self.rng)
         self.tune = False
 
     def reset_tuning(self) -> None:
@@ -540,8 +448,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )  # fmt: skip
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad
         log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
-        self._set_map(
-            _in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,
+        self._map.adopt(
+            in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,
             n_grad, mapped.resampled,
         )  # fmt: skip
         if not mapped.resampled:
@@ -556,7 +464,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # 50-iteration buffer before it fixed the regression but took radon's min ESS from
             # 377 to 3. A degenerate curvature is corrected by the first window. Where the
             # optimum is a funnel's neck (stochastic volatility) neither start works.
-            self._proposal = None
+            self._map.stop_jumps()
             if laplace.converged:
                 self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
                 x = laplace.mode
@@ -579,54 +487,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
         return (x0, float(mapped.lps[pick]), grad), n_grad
 
-    def _set_map(
-        self, modes: ModeMap, estimate, log_jacobian: float, n_grad: int, reliable: bool = True
-    ) -> None:
-        """Adopt a map (density coordinates) and its weight estimate: order the modes, build
-        the mixture of their Gaussians (labels, coverage) and the jump proposal.
-
-        A map with one mode of estimated weight at least
-        :data:`~pymc_dilation.engine.population.GROWTH_WEIGHT` keeps that mode alone: the
-        others are ascents that stopped short on its slopes, or modes of negligible mass
-        (sblrc: 2-4 of them beside its one mode, whose jumps cost an evaluation per
-        iteration and won nothing: step time 2.97x a step without the map). A chain that
-        reaches one with mass anyway grows the map again (``_grow_map``).
-        """
-        modes, order = _ordered(modes)
-        weights, weights_se = estimate.weights[order], estimate.weights_se[order]
-        heavy = np.flatnonzero(weights >= GROWTH_WEIGHT)
-        if len(heavy) == 1 and modes.n_modes > 1:
-            k = slice(heavy[0], heavy[0] + 1)
-            modes = replace(
-                modes, locations=modes.locations[k], means=modes.means[k], roots=modes.roots[k],
-                logp=modes.logp[k], labels=np.zeros_like(modes.labels),
-            )  # fmt: skip
-            weights, weights_se = np.ones(1), weights_se[k]
-        self._modes = modes
-        self.mode_map = ChainModeMap(
-            locations=modes.locations,
-            means=modes.means,
-            covariances=modes.roots @ np.swapaxes(modes.roots, 1, 2),
-            weights=weights,
-            weights_se=weights_se,
-            log_marginal_likelihood=estimate.log_evidence + log_jacobian,
-            importance_ess=estimate.ess,
-            n_grad=int(n_grad),
-            reliable=reliable,
-        )
-        self._mixture = mode_proposal(modes, weights, JUMP_FLOOR)
-        self._log_cap = self.mode_map.log_marginal_likelihood + float(np.log(UNDERVALUED))
-        self._mode_draws = [WindowCovariance(self._logp.dim) for _ in range(modes.n_modes)]
-        jumps = self.mode_jumps and modes.n_modes > 1
-        self._proposal = self._mixture if jumps else None
-        self._mode_means = modes.means
-
     def _at_the_one_mode(self, laplace: LaplaceApproximation) -> bool:
         """Whether the map holds one mode and the Laplace approximation converged on it
         (within one of the mode's sds, Mahalanobis)."""
-        if self._modes.n_modes != 1 or not laplace.converged:
+        modes = self._map.modes
+        if modes.n_modes != 1 or not laplace.converged:
             return False
-        offset = np.linalg.solve(self._modes.roots[0], laplace.mode - self._modes.locations[0])
+        offset = np.linalg.solve(modes.roots[0], laplace.mode - modes.locations[0])
         return bool(offset @ offset <= 1.0)
 
     def _set_metric(self, metric: Metric) -> None:
@@ -641,135 +508,6 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             metric = self._tuning.metric
             root = metric.root()
             self._mala_root, self._mala_root_inverse = root, np.linalg.inv(root)
-
-    def _uncovered(self, x: np.ndarray, lp: float) -> bool:
-        """Whether a tuning chain at ``x`` should look for a mode its map lacks: ``x`` lies
-        beyond every mode's Gaussian (Mahalanobis distance past the 1 - 1e-4 quantile), or
-        the jump proposal undervalues it (``π(x) / (Z q(x))`` above
-        :data:`~pymc_dilation.engine.population.UNDERVALUED`),
-        and the checks are not spent (at most :data:`MAX_GROWTH_CHECKS` per chain, the first
-        :data:`GROWTH_INTERVAL` iterations apart, the interval doubling after each check that
-        finds nothing). The point is tested every :data:`COVERAGE_EVERY` iterations.
-
-        Where the proposal describes the posterior, ``π / (Z q)`` is about a mode's weight
-        over its share of the proposal, near 1. Far above it, the chain sits on mass the map
-        misses, and there the independence jump is sticky: a jump out is accepted with
-        probability ``w(x') / w(x)``. Measured on a 2-D mixture (rand2d-6, seed 1): a
-        chain held 0.31 of its draws in an unmapped component of weight 0.024 beside a
-        mapped mode whose Gaussian covered it, jump acceptance 0.42 against 0.60-0.64.
-        """
-        if (
-            self._iteration % COVERAGE_EVERY
-            or not self.mode_map.reliable
-            or self._growth_checks >= MAX_GROWTH_CHECKS
-            or self._iteration - self._last_growth_check < self._growth_interval
-        ):
-            return False
-        log_q, uncovered = self._mixture.log_density_and_uncovered(x[None])
-        log_ratio = lp - log_q[0] - self.mode_map.log_marginal_likelihood
-        return bool(uncovered[0] or log_ratio > np.log(UNDERVALUED))
-
-    def _grow_map(self, x, lp, grad, extra) -> int:
-        """Add the mode of ``x`` to the map when it is a new one (or widen the Gaussian of its
-        mode when that misses ``x``'s optimum, see :func:`~pymc_dilation.engine.modes.add_modes`),
-        and weigh the modes again.
-
-        Without this a chain whose Langevin steps reach a mode the population missed stays
-        there: the independence jump leaves a point where the proposal density is far below
-        the posterior's only with a tiny probability (measured: a chain of a 2-D target with
-        36 modes spent 62% of its draws more than 4 sds from every mapped mode, R-hat 1.24).
-        Returns the gradient evaluations spent.
-        """
-        self._growth_checks += 1
-        self._last_growth_check = self._iteration
-        batch = self._logp.batch_callable(extra)
-        modes, calls = add_modes(
-            batch, self._modes, x[None], np.array([lp]), grad[None], widen=True
-        )
-        if modes is self._modes:
-            # Nothing new: back off. A heavy-tailed unimodal posterior keeps putting the chain
-            # where the Gaussian undervalues it (eight schools: 41 of 41 checks of a chain
-            # found nothing and took 90 of its 280 ms of step time at a fixed interval).
-            self._growth_interval *= 2
-            return calls
-        self._growth_interval = GROWTH_INTERVAL
-        added = modes.n_modes - self._modes.n_modes  # none when a mode was only widened
-        share = added / modes.n_modes
-        weights = np.append(
-            self.mode_map.weights * (1.0 - share), np.full(added, 1.0 / modes.n_modes)
-        )
-        estimate, _ = estimate_weights(
-            batch, mode_proposal(modes, weights, PROPOSAL_FLOOR), self.particles, self.rng
-        )
-        n_grad = self.mode_map.n_grad + calls + self.particles
-        self._set_map(modes, estimate, 0.0, n_grad)
-        return calls + self.particles
-
-    def _refit_misfits(self) -> None:
-        """Refit the Gaussian of each mode that misdescribes the chain's draws in it over the
-        last three quarters of tuning, and weigh the modes again.
-
-        A mode's Gaussian misdescribes its draws when their variance, whitened by it,
-        exceeds :data:`MISFIT` per dimension (about 1 when it describes them), or when their
-        mean lies more than one of its sds (Mahalanobis) from its mean. Such a Gaussian,
-        narrower than its mode or beside it, gives the mode a tiny estimated weight while a
-        chain that enters it stays: from where the chain sits, π/q is huge and jumps out are
-        rarely accepted. Measured on a three-component NormalMixture (seed 5): two of four
-        chains held 0.37 and 0.66 of their draws in modes of estimated weight 0.0005 and
-        0.0016, jump acceptance 0.21 and 0.40 against 0.70 elsewhere, worst chain's TV 0.50.
-        A mode needs ``2d + 10`` draws; its new covariance is the draws', shrunk towards the
-        old by that count. Modes whose Gaussian describes the draws are left as they are
-        (refitting every mode cost mixing on 2-D mixtures). The proposal is fixed for the
-        sampling, so the jumps stay exact.
-        """
-        dim = self._logp.dim
-        need = 2 * dim + 10
-        means, roots = self._modes.means.copy(), self._modes.roots.copy()
-        refitted = False
-        for k, draws in enumerate(self._mode_draws):
-            if draws.n < need:
-                continue
-            sample = draws.covariance(np.zeros((dim, dim)), 0.0)
-            shift = np.linalg.solve(roots[k], draws.mean - means[k])
-            whitened = np.linalg.solve(roots[k], np.linalg.solve(roots[k], sample).T)
-            if np.trace(whitened) / dim <= MISFIT and shift @ shift <= 1.0:
-                continue
-            roots[k] = shrunk_root(draws.covariance(roots[k] @ roots[k].T, need), dense=True)
-            means[k], refitted = draws.mean, True
-        if not refitted:
-            return
-        refit = replace(self._modes, means=means, roots=roots)
-        batch = self._logp.batch_callable(self._extra)
-        estimate, _ = estimate_weights(
-            batch, mode_proposal(refit, self.mode_map.weights, PROPOSAL_FLOOR), REFIT_DRAWS,
-            self.rng,
-        )  # fmt: skip
-        self._set_map(refit, estimate, 0.0, self.mode_map.n_grad + REFIT_DRAWS)
-
-    def _check_proposal(self) -> None:
-        """Before the jump proposal is frozen for sampling, look for mass it undervalues.
-
-        :data:`CHECK_DRAWS` draws of the proposal are weighed by importance sampling; those
-        far heavier than the mean climb to their modes, and new modes join the map or known
-        ones are widened (:func:`~pymc_dilation.engine.population.weigh_and_discover`).
-        Without this, a chain that first reaches such mass while sampling stays there: a jump
-        out is accepted with probability ``w(x') / w(x)``, tiny where ``w = π / q`` is huge.
-        Measured on a 2-D mixture (rand2d-6, seed 1): a chain entered an unmapped component
-        of weight 0.024 beside a mapped mode after tuning and held 0.31 of its draws there,
-        jump acceptance 0.41, R-hat 1.10.
-        """
-        batch = self._logp.batch_callable(self._extra)
-        modes, estimate, _, spent = weigh_and_discover(
-            batch, self._modes, self.mode_map.weights, CHECK_DRAWS, self.rng
-        )
-        if modes is not self._modes:
-            n_grad = self.mode_map.n_grad + CHECK_DRAWS + spent
-            self._set_map(modes, estimate, 0.0, n_grad)
-
-    def _mode_of(self, x: np.ndarray) -> int:
-        if self._modes.n_modes == 1:
-            return 0
-        return int(self._mixture.nearest_mode(x[None])[0])
 
     # ------------------------------------------------------------------ sampling
     def step(self, point):
@@ -798,12 +536,18 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             x_new, lp_new, grad_new, accept, n_div, spent = self._mala(x, lp, grad, extra, eps)
         n_grad += spent
         jump = np.nan
-        if self._proposal is not None:
-            (x_new, lp_new, grad_new), jump = self._jump(x_new, lp_new, grad_new, extra)
+        if self._map.proposal is not None:
+            (x_new, lp_new, grad_new), jump = self._map.jump(
+                lambda point: self._logp.logp_grad(point, extra), x_new, lp_new, grad_new,
+                self.rng,
+            )  # fmt: skip
             n_grad += 0 if np.isnan(jump) else 1
-        if self.tune and self._uncovered(x_new, lp_new):
-            n_grad += self._grow_map(x_new, lp_new, grad_new, extra)
-        mode = self._mode_of(x_new)
+        if self.tune and self._map.uncovered(self._iteration, x_new, lp_new):
+            n_grad += self._map.grow(
+                self._logp.batch_callable(extra), self._iteration, x_new, lp_new, grad_new,
+                self.rng,
+            )  # fmt: skip
+        mode = self._map.mode_of(x_new)
         if self.tune:
             self._adapt(x_new, grad_new, accept, mode)
         else:
@@ -848,9 +592,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def _chain_mean(self, x: np.ndarray) -> np.ndarray:
         """The mean the trajectory length is adapted about: the mean of the chain's tuning
         draws, or of the mode it is in when it jumps between modes."""
-        if self._proposal is not None:
-            return self._mode_means[self._mode_of(x)]
-        return self._tuning.chain_mean(self._mode_means[0])
+        if self._map.proposal is not None:
+            return self._map.means[self._map.mode_of(x)]
+        return self._tuning.chain_mean(self._map.means[0])
 
     def _mala(self, x, lp, grad, extra, eps):
         """``steps_per_draw`` MALA steps in one compiled call."""
@@ -871,40 +615,6 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         accept = float(info.acceptance_rate[0])
         return x_new, float(lps[0]), grad_new, accept, int(info.divergences[0]), self.steps_per_draw
 
-    def _jump(self, x, lp, grad, extra):
-        """One independence Metropolis–Hastings jump from the mixture of the modes' Gaussians,
-        between points the proposal does not undervalue; NaN when none is proposed.
-
-        With ``w = π / q``, a jump from ``x`` to ``x'`` is accepted with probability
-        ``min(1, w(x') / w(x))`` when both lie in ``A = {w ≤ c Z}`` (``c`` is
-        :data:`~pymc_dilation.engine.population.UNDERVALUED`, ``Z`` the map's evidence
-        estimate); from a point outside ``A`` no jump is proposed, and a proposal outside
-        ``A`` is rejected. The flow ``π(x) q(x') 1_A(x) 1_A(x') min(1, w(x')/w(x)) =
-        q(x) q(x') 1_A(x) 1_A(x') min(w(x), w(x'))`` is symmetric, so the jump is reversible
-        with respect to the posterior, exactly, for any proposal and any ``c``; the Langevin
-        steps move the chain in and out of ``A``.
-
-        Without the restriction, mass the map missed is a trap: a chain reached an unmapped
-        component of a 2-D mixture (weight 0.024) by one jump after tuning and stayed for the
-        rest of the run (0.34 of its draws, R-hat 1.09, rand2d-6 seed 1), since a jump out is
-        accepted with probability ``w(x') / w(x)``, tiny where ``w`` is huge. Where the
-        Gaussians describe the modes, ``w / Z`` stays near each mode's weight over its share
-        of the proposal, and ``A`` holds nearly all the mass. A proposal with a non-finite
-        log density or gradient is rejected.
-        """
-        proposal = self._proposal
-        log_w = lp - proposal.log_density(x[None])[0]
-        if log_w > self._log_cap:
-            return (x, lp, grad), np.nan
-        x_new = proposal.draw(self.rng, 1)[0]
-        lp_new, grad_new = self._logp.logp_grad(x_new, extra)
-        log_w_new = lp_new - proposal.log_density(x_new[None])[0]
-        log_ratio = log_w_new - log_w
-        ok = np.isfinite(lp_new) and np.all(np.isfinite(grad_new)) and log_w_new <= self._log_cap
-        if ok and np.log(self.rng.uniform()) < log_ratio:
-            return (x_new, float(lp_new), np.asarray(grad_new, dtype=float)), 1.0
-        return (x, lp, grad), 0.0
-
     def _state_at(self, x: np.ndarray, extra: np.ndarray):
         """``(x, lp, grad, evaluations)``: the last evaluation is reused when neither the point
         nor the other variables changed."""
@@ -922,9 +632,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         # unreliable map): deviations from their means would make the covariance up
         # (centered eight schools, 4 chains, seeds 1-6: max R-hat 1.03-1.32, mean 1.12, against
         # 1.03-1.54, mean 1.21, with them; PyMC's NUTS gets 1.01-1.29 on seeds 1-4).
-        deviation = x - self._mode_means[mode] if self._proposal is not None else x
-        if self._proposal is not None and 4 * self._iteration >= (self._tune_total or 0):
-            self._mode_draws[mode].add(x)
+        jumping = self._map.proposal is not None
+        deviation = x - self._map.means[mode] if jumping else x
+        if jumping and 4 * self._iteration >= (self._tune_total or 0):
+            self._map.record_draw(mode, x)
         if self._tuning.update(self._iteration, x, deviation, grad, accept):
             self._on_new_metric()
 

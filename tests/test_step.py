@@ -66,7 +66,7 @@ def test_modes_of_negligible_weight_are_dropped_beside_a_single_mode():
     # Ascents that stopped short on a slope come out as modes of weight ~0: beside one mode
     # of weight they are dropped (no jumps to them); beside two they stay in the map.
     step = _tuned_two_mode_step()
-    modes = step._modes
+    modes = step._map.modes
     three = replace(
         modes,
         locations=np.vstack([modes.locations, [[30.0]]]),
@@ -76,9 +76,9 @@ def test_modes_of_negligible_weight_are_dropped_beside_a_single_mode():
     )
     for weights, kept in (([0.6, 0.3996, 0.0004], 3), ([0.9996, 0.0003, 0.0001], 1)):
         estimate = WeightEstimate(np.array(weights), np.full(3, 1e-3), 0.0, 0.1, np.zeros(8), 99.0)
-        step._set_map(three, estimate, 0.0, 1)
+        step._map.adopt(three, estimate, 0.0, 1)
         assert step.mode_map.n_modes == kept
-        assert (step._proposal is None) == (kept == 1)
+        assert (step._map.proposal is None) == (kept == 1)
     np.testing.assert_allclose(step.mode_map.locations, modes.locations[:1])
     assert step.mode_map.weights == pytest.approx([1.0])
 
@@ -103,7 +103,7 @@ def test_chain_without_jumps_adapts_to_its_draws_not_its_modes(conjugate_normal)
     with model:
         step = DilationLangevin(mode_jumps=False)
         pm.sample(draws=1, tune=1, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
-    step._mode_means = np.array([[-1.0], [1.0]])
+    step._map.modes = replace(step._map.modes, means=np.array([[-1.0], [1.0]]))
     step._tuning.window.reset()
     step._tuning.window_end = 10**9  # no window ends here
     rng = np.random.default_rng(0)
@@ -186,7 +186,7 @@ def test_restricted_jumps_leave_the_posterior_invariant():
     from scipy.stats import kstest
 
     step = _tuned_two_mode_step()
-    step._log_cap = step.mode_map.log_marginal_likelihood + np.log(1.05)
+    step._map.log_cap = step.mode_map.log_marginal_likelihood + np.log(1.05)
     rng = np.random.default_rng(2)
     draws = _exact_two_mode_draws(3000, rng)
     outside = 0
@@ -194,7 +194,9 @@ def test_restricted_jumps_leave_the_posterior_invariant():
         x = np.array([value])
         lp, grad = step._logp.logp_grad(x, step._extra)
         for _ in range(4):
-            (x, lp, grad), jump = step._jump(x, float(lp), grad, step._extra)
+            (x, lp, grad), jump = step._map.jump(
+                lambda p: step._logp.logp_grad(p, step._extra), x, float(lp), grad, step.rng
+            )
             outside += np.isnan(jump)
         draws[i] = x[0]
     assert outside > 0.05 * 4 * len(draws)  # the restriction is at work
@@ -203,7 +205,7 @@ def test_restricted_jumps_leave_the_posterior_invariant():
 
 def _fill_mode_draws(step, means, sds, n=400):
     rng = np.random.default_rng(0)
-    for draws, mean, sd in zip(step._mode_draws, means, sds):
+    for draws, mean, sd in zip(step._map.mode_draws, means, sds):
         for x in rng.normal(mean, sd, size=(n, 1)):
             draws.add(x)
     step.tune = True
@@ -216,15 +218,15 @@ def test_end_of_tuning_refits_a_misdescribed_mode_from_the_chains_draws():
     step = _tuned_two_mode_step()
     sd = np.sqrt(1.0 / (1.0 + 1.0 / 100.0))
     means = np.array([-2.0, 10.0]) * sd**2
-    kept = step._modes.roots[0].copy()
-    step._modes = replace(
-        step._modes, roots=step._modes.roots * np.array([1.0, 0.2])[:, None, None]
+    kept = step._map.modes.roots[0].copy()
+    step._map.modes = replace(
+        step._map.modes, roots=step._map.modes.roots * np.array([1.0, 0.2])[:, None, None]
     )
     step.mode_map = replace(step.mode_map, weights=np.array([0.9, 0.1]))
     _fill_mode_draws(step, means, [sd, sd])
     step.stop_tuning()
     np.testing.assert_allclose(np.sqrt(step.mode_map.covariances[1, 0, 0]), sd, rtol=0.15)
-    np.testing.assert_allclose(step._modes.roots[0], kept)
+    np.testing.assert_allclose(step._map.modes.roots[0], kept)
     assert abs(step.mode_map.weights[0] - _left_weight(0.3, -2.0, 10.0)) < 0.05
     assert not step.tune
 
@@ -243,15 +245,16 @@ def test_end_of_tuning_finds_mass_the_jump_proposal_misses():
         step = DilationLangevin()
         pm.sample(draws=5, tune=50, step=step, random_seed=1, **{**SAMPLE, "chains": 1})
     assert step.mode_map.n_modes == 3
-    keep = np.abs(step._modes.locations[:, 0]) > 2.0
+    found = step._map.modes
+    keep = np.abs(found.locations[:, 0]) > 2.0
     modes = replace(
-        step._modes, locations=step._modes.locations[keep], means=step._modes.means[keep],
-        roots=step._modes.roots[keep], logp=step._modes.logp[keep], labels=np.zeros(0, int),
+        found, locations=found.locations[keep], means=found.means[keep], roots=found.roots[keep],
+        logp=found.logp[keep], labels=np.zeros(0, int),
     )  # fmt: skip
     estimate = WeightEstimate(
         np.full(2, 0.5), np.zeros(2), step.mode_map.log_marginal_likelihood, 0.0, np.zeros(1), 1.0
     )
-    step._set_map(modes, estimate, 0.0, 0)
+    step._map.adopt(modes, estimate, 0.0, 0)
     step.tune = True
     step.stop_tuning()
     assert step.mode_map.n_modes == 3
