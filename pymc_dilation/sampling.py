@@ -18,6 +18,8 @@ from pymc_dilation.engine.laplace import (
     LaplaceApproximation,
     flat_directions,
     laplace_approximation,
+    reference_scale_approximation,
+    singular_optimum,
 )
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
@@ -44,17 +46,25 @@ MAX_PRIOR_CENTERS = 1000
 costs about 0.15 ms (see :func:`~pymc_dilation.model.prior_sampler`)."""
 
 
-def _whiten(target: PopulationTarget, start: np.ndarray, settings, names, owner: str):
+def _whiten(
+    target: PopulationTarget, start: np.ndarray, settings, names, owner: str, prior_draws=None
+):
     """The engine's target, whitened by a Laplace approximation unless switched off.
 
     Returns ``(target, laplace)``; ``laplace`` is None with ``precondition="none"``. Raises a
     ``ValueError`` when the density does not fall along some direction from the mode found (an
-    improper density; see :func:`~pymc_dilation.engine.laplace.flat_directions`).
+    improper density; see :func:`~pymc_dilation.engine.laplace.flat_directions`). An optimum
+    at a singularity of the density (:func:`~pymc_dilation.engine.laplace.singular_optimum`:
+    the identified factor model of the Bayesian-workflow tutorial, an item's noise sd 3e-7)
+    is not used: the prior draws' sds about ``start`` whiten the target instead.
     """
     if settings.precondition == "none":
         return target, None
     with np.errstate(all="ignore"):
         laplace = laplace_approximation(target.logp_grad_batch, start)
+    if singular_optimum(laplace, prior_draws):
+        laplace = reference_scale_approximation(start, prior_draws, laplace.n_grad)
+        return target.whitened(laplace), laplace
     flat = flat_directions(target.logp_grad_batch, laplace)
     if len(flat):
         _refuse_improper(flat[0], laplace.mode, names, owner)
@@ -256,7 +266,7 @@ def _run_chains(
     target, start, shared_center, prior_draws, settings, random_seed, progressbar, names, owner
 ):
     """Every chain's run (:class:`_Chain`, target coordinates) and the Laplace step used."""
-    target, laplace = _whiten(target, start, settings, names, owner)
+    target, laplace = _whiten(target, start, settings, names, owner, prior_draws)
     chains = []
     stages = len(settings.levels) + settings.refine_sweeps
     n_levels, sweeps = len(settings.levels), settings.refine_sweeps

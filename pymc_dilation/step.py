@@ -16,7 +16,12 @@ from pymc_dilation.centers import resolve_center
 from pymc_dilation.engine.adaptation import WindowCovariance
 from pymc_dilation.engine.chain_map import ChainMap, ChainModeMap, in_density_coordinates
 from pymc_dilation.engine.explore import overdispersed_cloud
-from pymc_dilation.engine.laplace import LaplaceApproximation, laplace_approximation
+from pymc_dilation.engine.laplace import (
+    LaplaceApproximation,
+    laplace_approximation,
+    reference_scale_approximation,
+    singular_optimum,
+)
 from pymc_dilation.engine.metric import Metric
 from pymc_dilation.engine.population import (
     PopulationTarget,
@@ -426,9 +431,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """
         dim = self._logp.dim
         target = PopulationTarget(dim, self._logp.batch_callable(extra), self._logp.point_fn, extra)
-        laplace = laplace_approximation(
-            target.logp_grad_batch, self.center if self._shared_center else x
-        )
+        start = self.center if self._shared_center else x
+        laplace = laplace_approximation(target.logp_grad_batch, start)
+        if singular_optimum(laplace, self._prior_pool):
+            # Its curvature would whiten the population and precondition the chain at the
+            # bottom of a neck (the tutorial's identified factor model: an item's noise sd
+            # 3e-7, the metric 1e-24 wide in one direction; every chain stayed there, R-hat
+            # 2.5): the chain starts where PyMC starts it, scaled by the prior instead.
+            laplace = reference_scale_approximation(start, self._prior_pool, laplace.n_grad)
         unused = np.ones(0 if self._prior_pool is None else len(self._prior_pool), dtype=bool)
 
         def draw_centers(n: int) -> np.ndarray:
@@ -463,13 +473,17 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # window saw the transient (whitened variances of 700, a metric 1e10 off); a
             # 50-iteration buffer before it fixed the regression but took radon's min ESS from
             # 377 to 3. A degenerate curvature is corrected by the first window. Where the
-            # optimum is a funnel's neck (stochastic volatility) neither start works.
+            # optimum is a funnel's neck (stochastic volatility) neither start works. Without
+            # a curvature to trust (none found, or a singular optimum), the chain starts where
+            # PyMC starts it, scaled by the prior's sds where the prior can be drawn.
             self._map.stop_jumps()
             if laplace.converged:
                 self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
                 x = laplace.mode
             else:
-                self._set_metric(Metric.identity(dim))
+                # An unconverged approximation is diagonal: the identity, or the prior's sds.
+                scale = np.diag(laplace.root).copy()
+                self._set_metric(Metric(scale, np.zeros((dim, 0)), np.zeros(0)))
                 self._tuning.step.restart(0.1 * self.initial_step, bias=1.0)
             lp, grad = self._logp.logp_grad(x, extra)
             return (x, float(lp), np.asarray(grad, float)), n_grad + 1

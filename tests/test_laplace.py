@@ -137,3 +137,30 @@ def test_center_map_starts_at_the_mode_and_option_errors_are_clear():
         sample_logdensity(gaussian_batch, 3, center="mode")
     with pytest.raises(ValueError, match='center="map" needs precondition="laplace"'):
         sample_logdensity(gaussian_batch, 3, center="map", precondition="none")
+
+
+def test_a_singular_optimum_is_told_from_a_mode():
+    from pymc_dilation.engine.laplace import (
+        LaplaceApproximation,
+        reference_scale_approximation,
+        singular_optimum,
+    )
+
+    reference = np.random.default_rng(0).normal([0.0, 1.0], [1.0, 2.0], size=(500, 2))
+    narrow = np.diag([0.5, 1e-6])
+    # far outside the prior's range and implausibly sharp there: a neck's bottom
+    assert singular_optimum(
+        LaplaceApproximation(np.array([0.0, -30.0]), narrow, 0, True), reference
+    )
+    # sharp but inside the prior's range (strong data), or far but as wide as the prior
+    assert not singular_optimum(
+        LaplaceApproximation(np.array([0.0, 2.0]), narrow, 0, True), reference
+    )
+    wide = np.diag([0.5, 1.0])
+    assert not singular_optimum(
+        LaplaceApproximation(np.array([0.0, -30.0]), wide, 0, True), reference
+    )
+    assert not singular_optimum(LaplaceApproximation(np.array([0.0, -30.0]), narrow, 0, True), None)
+    fallback = reference_scale_approximation(np.zeros(2), reference, n_grad=7)
+    assert not fallback.converged and fallback.n_grad == 7
+    np.testing.assert_allclose(np.diag(fallback.root), reference.std(axis=0))

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-__all__ = ["LaplaceApproximation", "laplace_approximation", "newton_polish"]
+__all__ = [
+    "LaplaceApproximation",
+    "laplace_approximation",
+    "newton_polish",
+    "singular_optimum",
+    "reference_scale_approximation",
+]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 DENSE_BFGS_MAX_DIM = 50
@@ -177,6 +183,49 @@ def laplace_approximation(
     if root is None:
         return LaplaceApproximation(start, np.eye(dim), counter[0], False)
     return LaplaceApproximation(mode, root, counter[0], bool(np.isfinite(neg_lp)))
+
+
+SINGULAR_DISTANCE = 6.0
+"""Reference sds beyond which an optimum lies outside the reference draws' range (see
+:func:`singular_optimum`)."""
+SINGULAR_NARROWING = 1e-3
+"""Laplace sd over reference sd below which a coordinate's curvature is implausibly sharp (a
+posterior sd a thousandth of the prior's takes about a million observations' worth of
+information; see :func:`singular_optimum`)."""
+
+
+def singular_optimum(laplace: LaplaceApproximation, reference: np.ndarray) -> bool:
+    """Whether ``laplace`` sits on a singularity of the density rather than on a mode.
+
+    A density can be unbounded where a scale goes to zero: a factor model whose item noise sd
+    goes to 0 as the abilities fit that item exactly, a centered random walk whose step sd
+    goes to 0. The optimiser then stops far down that neck, where the density is huge but
+    the mass is small. Such an optimum lies outside the range of ``reference`` (prior draws,
+    ``(n, d)``): in some coordinate it is more than :data:`SINGULAR_DISTANCE` of their sds from
+    their mean, *and* the Laplace sd there is below :data:`SINGULAR_NARROWING` of theirs.
+    Measured: the identified factor model of the Bayesian-workflow tutorial, 12 sds and
+    4e-5; stochastic volatility on 250 returns, 8 sds and 2e-6; every sound model tried
+    (radon, 20- and 100-group hierarchies, a 200-D regression, eight schools, gp_pois_regr,
+    a 100-D mixture) at most 2.1 sds and at least 2e-3.
+    """
+    if not laplace.converged or reference is None or len(reference) < 2:
+        return False
+    sd = reference.std(axis=0)
+    sd = np.where(sd > 0, sd, np.inf)
+    distance = np.abs(laplace.mode - reference.mean(axis=0)) / sd
+    narrowing = np.sqrt(np.sum(laplace.root**2, axis=1)) / sd
+    return bool(np.any((distance > SINGULAR_DISTANCE) & (narrowing < SINGULAR_NARROWING)))
+
+
+def reference_scale_approximation(
+    start: np.ndarray, reference: np.ndarray, n_grad: int = 0
+) -> LaplaceApproximation:
+    """A Gaussian at ``start`` with the reference draws' marginal sds (``converged=False``):
+    the whitening used in place of a :func:`singular_optimum`'s curvature; ``n_grad`` carries
+    the evaluations already spent."""
+    sd = reference.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return LaplaceApproximation(np.asarray(start, float), np.diag(sd), n_grad, False)
 
 
 def _hessians(logp_grad: BatchLogpGrad, xs: np.ndarray) -> np.ndarray:
