@@ -48,6 +48,7 @@ __all__ = [
     "ModelLogp",
     "PointFunctionAddress",
     "compile_model_logp",
+    "data_signature",
     "continuous_value_vars",
 ]
 
@@ -459,6 +460,22 @@ def _frozen(model):
         return freeze_dims_and_data(model)
     finally:
         initvals.update(saved)
+
+
+def data_signature(model) -> tuple:
+    """What a compiled log density of ``model`` took from its data: every data variable's
+    name, shape, dtype and a digest of its values, and every dimension's length.
+
+    :func:`compile_model_logp` freezes the data into constants, so a compiled log density is
+    stale once ``pm.set_data`` changes any of these.
+    """
+    items = []
+    for var in model.data_vars:
+        value = np.ascontiguousarray(var.get_value(borrow=True))
+        digest = hashlib.blake2b(value.view(np.uint8).ravel(), digest_size=16).hexdigest()
+        items.append((var.name, value.shape, str(value.dtype), digest))
+    lengths = tuple(sorted((name, np.shape(values)) for name, values in model.coords.items()))
+    return tuple(items), lengths
 
 
 def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = "numba"):

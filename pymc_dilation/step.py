@@ -30,7 +30,12 @@ from pymc_dilation.engine.population import (
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
-from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
+from pymc_dilation.model import (
+    compile_model_logp,
+    continuous_value_vars,
+    data_signature,
+    prior_sampler,
+)
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -347,15 +352,26 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         check_choice("backend", backend, ("numba", "c"))
         self.blocked = check_bool("blocked", blocked)
         self.rng = get_random_generator(check_random_seed("rng", rng, legacy=False))
-        initial_point = model.initial_point()
         center_vec = resolve_center(
             model,
             center,
             continuous_value_vars(model, vars),
-            base_point=initial_point,
+            base_point=model.initial_point(),
             owner="DilationLangevin",
         )
+        self._shared_center = center is not None
+        self._build = (vars, backend, center_vec)
+        self._compile(model)
+        self.tune = True
+        self._start_chain(self.rng, self.tune_iterations, None)
 
+    def _compile(self, model) -> None:
+        """Compile the log density with the model's data as it is now, and what depends on it
+        (the center's check, the prior pool); remember the data it was compiled with."""
+        vars, backend, center_vec = self._build
+        self._model = model
+        self._data_signature = data_signature(model)
+        initial_point = model.initial_point()
         self._logp = compile_model_logp(model, vars, backend=backend)
         value_vars = {v.name: v for v in model.value_vars}
         self.vars = [value_vars[info.name] for info in self._logp.var_infos]
@@ -367,10 +383,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.var_names,
             self._logp.dim,
         )
-        self._shared_center = center is not None
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
-        self.tune = True
-        self._start_chain(self.rng, self.tune_iterations, None)
 
     def _prior_draws(self, model) -> np.ndarray | None:
         """Prior draws (unconstrained) shared by the chains as path centers, or None.
@@ -392,6 +405,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     # ------------------------------------------------------------------ chain set-up
     def _start_chain(self, rng, tune: int | None, draws: int | None) -> None:
+        if data_signature(self._model) != self._data_signature:
+            # pm.set_data since the log density was compiled, with the data frozen into it:
+            # compile it again, as PyMC's own step methods read the data at every call.
+            self._compile(self._model)
         self.rng = get_random_generator(rng, copy=False)
         self._tune_total = self.tune_iterations if tune is None else tune
         self._iteration = 0

@@ -469,3 +469,23 @@ def test_chains_do_not_start_in_the_neck_of_a_singular_optimum():
     sigma_draws = np.asarray(idata.posterior["sigma"])
     assert sigma_draws.min() > 0.05
     assert float(az.rhat(idata, var_names=["sigma", "loading"]).max().to_array().max()) < 1.1
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_reused_step_samples_the_data_set_since(cores):
+    # The log density is compiled with the data frozen into it; after pm.set_data a reused
+    # step method sampled the old posterior (mu 3.1 where NUTS gives 13.0).
+    rng = np.random.default_rng(0)
+    with pm.Model():
+        data = pm.Data("data", rng.normal(3.0, 1.0, 50))
+        mu = pm.Normal("mu", 0.0, 10.0)
+        pm.Normal("y", mu, 1.0, observed=data, shape=data.shape)
+        step = DilationLangevin()
+        kwargs = dict(draws=200, tune=200, chains=2, cores=cores, random_seed=1, progressbar=False)
+        before = pm.sample(step=step, compute_convergence_checks=False, **kwargs)
+        new = rng.normal(13.0, 1.0, 80)  # other values, and more of them
+        pm.set_data({"data": new})
+        after = pm.sample(step=step, compute_convergence_checks=False, **kwargs)
+    assert float(np.asarray(before.posterior["mu"]).mean()) == pytest.approx(3.0, abs=0.5)
+    exact = new.sum() / (len(new) + 1.0 / 100.0)
+    assert float(np.asarray(after.posterior["mu"]).mean()) == pytest.approx(exact, abs=0.1)
