@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
+from pymc.exceptions import SamplingError
 from pymc.step_methods.compound import BlockedStep, Competence
 from pymc.util import get_random_generator
 from pymc.vartypes import continuous_types
@@ -553,6 +554,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         x = x.astype(np.float64)
         n_grad = 0
         if self.mode_map is None:
+            self._check_start(x, extra)
             (x, lp, grad), n_grad = self._map_modes(x, extra)
             self._cache = (x, extra.copy(), lp, grad)
         x, lp, grad, fresh = self._state_at(x, extra)
@@ -645,6 +647,26 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         grad_new = root_inverse.T @ grads[0]
         accept = float(info.acceptance_rate[0])
         return x_new, float(lps[0]), grad_new, accept, int(info.divergences[0]), self.steps_per_draw
+
+    def _check_start(self, x: np.ndarray, extra: np.ndarray) -> None:
+        """A ``SamplingError`` (as NUTS raises) when the chain's start has no finite log
+        density or gradient; such a start used to run to the end with every draw NaN."""
+        with np.errstate(all="ignore"):
+            lp, grad = self._logp.logp_grad(x, extra)
+        if np.isfinite(lp) and np.all(np.isfinite(grad)):
+            return
+        values, start = {}, 0
+        for info in self._logp.var_infos:
+            size = int(np.prod(info.shape))
+            values[info.name] = x[start : start + size].reshape(info.shape)
+            start += size
+        raise SamplingError(
+            "Initial evaluation of model at starting point failed! DilationLangevin: the log "
+            f"density at the chain's start is {float(lp)}"
+            + ("" if np.all(np.isfinite(grad)) else " and its gradient is not finite")
+            + f". Starting values (unconstrained): {values}. Check initvals (a value outside "
+            "a variable's support, such as a negative scale) or call model.debug()."
+        )
 
     def _state_at(self, x: np.ndarray, extra: np.ndarray):
         """``(x, lp, grad, evaluations)``: the last evaluation is reused when neither the point

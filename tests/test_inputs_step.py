@@ -363,3 +363,18 @@ def test_nuts_gets_target_accept_and_sample_kwargs_still_work(scale_model, monke
     dilation_call, nuts_call = calls
     assert dilation_call["progressbar"] is False and nuts_call["progressbar"] is False
     assert nuts_call["target_accept"] == 0.9 and "step" not in nuts_call
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_start_without_finite_log_density_is_an_error_at_the_start(cores):
+    # A negative scale as initial value: every draw used to be NaN, with only PyMC's
+    # divergence count to show for it; NUTS raises SamplingError at the start.
+    with pm.Model():
+        s = pm.HalfNormal("s", 1.0)
+        pm.Normal("y", 0.0, s, observed=np.linspace(-2.0, 2.0, 20))
+        # SamplingError in one process; PyMC's ParallelSamplingError carrying it in several
+        with pytest.raises(Exception, match="starting point failed"):
+            pm.sample(
+                step=DilationLangevin(), initvals={"s": -1.0}, draws=20, tune=20, chains=2,
+                cores=cores, progressbar=False, compute_convergence_checks=False,
+            )  # fmt: skip
