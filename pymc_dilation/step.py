@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.exceptions import SamplingError
+from pymc.stats.convergence import SamplerWarning, WarningType
 from pymc.step_methods.compound import BlockedStep, Competence
 from pymc.util import get_random_generator
 from pymc.vartypes import continuous_types
@@ -278,6 +279,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         "n_modes": (int, []),
         "mode_weight": (np.float64, []),
         "jump_acceptance": (np.float64, []),
+        "warning": (SamplerWarning, None),
     }
 
     @property
@@ -419,6 +421,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )  # fmt: skip
         self._cache = None
         self._divergences = 0
+        self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
         self._map = ChainMap(self._logp.dim, self.mode_jumps, self.particles)
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
@@ -457,6 +460,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # 3e-7, the metric 1e-24 wide in one direction; every chain stayed there, R-hat
             # 2.5): the chain starts where PyMC starts it, scaled by the prior instead.
             laplace = reference_scale_approximation(start, self._prior_pool, laplace.n_grad)
+            self._warn(
+                "DilationLangevin: the log density grows without bound towards a point far "
+                "outside the prior's range (a scale going to 0: a funnel, or a variable that "
+                "fits some data exactly); the chain starts at PyMC's start point instead of "
+                "there. If the chains disagree, reparameterize the model (non-centered "
+                "hierarchies) or give the scales priors that keep them from 0."
+            )
         unused = np.ones(0 if self._prior_pool is None else len(self._prior_pool), dtype=bool)
 
         def draw_centers(n: int) -> np.ndarray:
@@ -495,6 +505,15 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # a curvature to trust (none found, or a singular optimum), the chain starts where
             # PyMC starts it, scaled by the prior's sds where the prior can be drawn.
             self._map.stop_jumps()
+            if self._map.modes.n_modes > 1:
+                self._warn(
+                    f"DilationLangevin: the chain's tuning population found "
+                    f"{self._map.modes.n_modes} modes, but their importance weights are too "
+                    f"uneven to trust (effective sample size "
+                    f"{mapped.estimate.ess:.0f}), so the chain proposes no jumps between them "
+                    "and may stay in the mode it starts in. Check that the chains agree "
+                    "(pymc_dilation.check_mode_maps(idata), mode_occupancy(idata))."
+                )
             if laplace.converged:
                 self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
                 x = laplace.mode
@@ -587,6 +606,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._divergences += n_div
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
+        warning = self._warnings.pop(0) if self._warnings else None
         stats = {
             "tune": self.tune,
             "step_size": eps,
@@ -601,6 +621,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             "n_modes": self.mode_map.n_modes,
             "mode_weight": float(self.mode_map.weights[mode]),
             "jump_acceptance": jump,
+            "warning": warning,
         }
         return x_new, stats
 
@@ -647,6 +668,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         grad_new = root_inverse.T @ grads[0]
         accept = float(info.acceptance_rate[0])
         return x_new, float(lps[0]), grad_new, accept, int(info.divergences[0]), self.steps_per_draw
+
+    def _warn(self, message: str) -> None:
+        """Report ``message`` through PyMC's sampler warnings with a coming draw's stats
+        (``pm.sample`` logs them as it samples, as it does NUTS's)."""
+        self._warnings.append(SamplerWarning(WarningType.BAD_PARAMS, message, "warning"))
 
     def _check_start(self, x: np.ndarray, extra: np.ndarray) -> None:
         """A ``SamplingError`` (as NUTS raises) when the chain's start has no finite log

@@ -444,7 +444,7 @@ def test_centered_eight_schools_is_flagged_as_pymc_flags_it():
     assert divergent > 50 or rhat > 1.05, (divergent, rhat)
 
 
-def test_chains_do_not_start_in_the_neck_of_a_singular_optimum():
+def test_chains_do_not_start_in_the_neck_of_a_singular_optimum(caplog):
     # The identified one-factor model of the Bayesian-workflow tutorial: its density is
     # unbounded where an item's noise sd goes to 0 and the abilities fit that item exactly,
     # and the optimiser stops there (sd 3e-7). Chains started at that optimum, preconditioned
@@ -468,6 +468,8 @@ def test_chains_do_not_start_in_the_neck_of_a_singular_optimum():
         )  # fmt: skip
     sigma_draws = np.asarray(idata.posterior["sigma"])
     assert sigma_draws.min() > 0.05
+    # and pm.sample says so, through PyMC's sampler warnings
+    assert caplog.text.count("grows without bound") == 2
     from pymc_dilation._compat import summary_table
 
     assert summary_table(idata, var_names=["sigma", "loading"])["r_hat"].max() < 1.1

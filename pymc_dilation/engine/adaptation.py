@@ -274,11 +274,15 @@ class TrajectoryLength:
         if not (np.isfinite(acceptance) and np.all(np.isfinite(end))):
             acceptance, end, end_momentum = 0.0, start, np.zeros_like(start)
         end_offset = end - mean
-        change = end_offset @ end_offset - (start - mean) @ (start - mean)
-        # T C'(T) - C(T) / 2: the gradient in log T of C(T) / sqrt(T), up to a positive factor
-        gradient = acceptance * (
-            change * (end_offset @ end_momentum) * jitter * self.length - 0.125 * change * change
-        )
+        # A trajectory that flew off (finite but huge, rejected) overflows here: it is skipped.
+        with np.errstate(over="ignore", invalid="ignore"):
+            change = end_offset @ end_offset - (start - mean) @ (start - mean)
+            # T C'(T) - C(T) / 2: the gradient in log T of C(T) / sqrt(T), up to a positive
+            # factor
+            gradient = acceptance * (
+                change * (end_offset @ end_momentum) * jitter * self.length
+                - 0.125 * change * change
+            )
         if not np.isfinite(gradient):
             return
         self._count += 1
