@@ -731,10 +731,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         from rich.progress import TextColumn
         from rich.table import Column
 
+        # Short headers that do not stretch: at 80 characters PyMC's own columns need the room
+        # ("Divergences" and "Step size" with ratio=1 cut "Elapsed" to "Elap…").
         columns = [
-            TextColumn("{task.fields[divergences]}", table_column=Column("Divergences", ratio=1)),
-            TextColumn("{task.fields[step_size]:0.3f}", table_column=Column("Step size", ratio=1)),
-            TextColumn("{task.fields[n_modes]}", table_column=Column("Modes", ratio=1)),
+            TextColumn("{task.fields[divergences]}", table_column=Column("Div.", no_wrap=True)),
+            TextColumn("{task.fields[step_size]:0.3f}", table_column=Column("Step", no_wrap=True)),
+            TextColumn("{task.fields[n_modes]}", table_column=Column("Modes", no_wrap=True)),
         ]
         stats = {
             "divergences": [0] * n_chains,
