@@ -681,11 +681,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             lp, grad = self._logp.logp_grad(x, extra)
         if np.isfinite(lp) and np.all(np.isfinite(grad)):
             return
-        values, start = {}, 0
-        for info in self._logp.var_infos:
-            size = int(np.prod(info.shape))
-            values[info.name] = x[start : start + size].reshape(info.shape)
-            start += size
+        values = self._logp.unravel(x)
         raise SamplingError(
             "Initial evaluation of model at starting point failed! DilationLangevin: the log "
             f"density at the chain's start is {float(lp)}"
