@@ -42,6 +42,12 @@ from pymc_dilation._compat import (
 )
 from pymc_dilation.engine.kernels import PARALLEL_MIN_PARTICLES, POINT_SIGNATURE, PointFunction
 from pymc_dilation.graph_cache import graph_key, recall, remember
+from pymc_dilation.reparam import (
+    Reparameterization,
+    centered_coordinates,
+    non_centered_values,
+    plan_reparameterization,
+)
 
 __all__ = [
     "VarInfo",
@@ -141,10 +147,15 @@ class ModelLogp:
     cache_key : str or None
         Key of ``point_fn`` in the disk cache (see :func:`_cached_point_function`); None when it
         is not cached (C fallback, PyTensor's Numba cache off, or a graph PyTensor cannot cache).
+    reparam : pymc_dilation.reparam.Reparameterization or None
+        The partial non-centering of the sampled vector (see :mod:`pymc_dilation.reparam`):
+        the log density is then that of the sampler's coordinates ``z``, and ``ravel``,
+        ``unravel`` still speak the model's; None when no variable is reparameterized.
     """
 
-    def __init__(self, inputs, logp, var_infos, extra_infos, backend: str = "numba"):
+    def __init__(self, inputs, logp, var_infos, extra_infos, backend: str = "numba", reparam=None):
         self._inputs = inputs
+        self.reparam = reparam
         self._logp_graph = logp
         self._outputs_built = None
         self.var_infos = tuple(var_infos)
@@ -240,12 +251,26 @@ class ModelLogp:
         return lambda xs: self.logp_grad_batch(xs, extra)
 
     def ravel_extra(self, point: dict) -> np.ndarray:
-        """The ``extra`` vector of a model point (values of the variables not sampled here)."""
-        if not self.extra_infos:
-            return np.zeros(0)
-        return np.concatenate(
-            [np.asarray(point[info.name], dtype=np.float64).ravel() for info in self.extra_infos]
-        )
+        """The ``extra`` vector of a model point: values of the variables not sampled here,
+        then the centering weights of the reparameterized scalars, if any."""
+        parts = [
+            np.asarray(point[info.name], dtype=np.float64).ravel() for info in self.extra_infos
+        ]
+        if self.reparam is not None:
+            parts.append(self.reparam.weights)
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def to_model(self, zs: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        """Rows (or one row) of sampler coordinates in the model's coordinates."""
+        if self.reparam is None:
+            return zs
+        return self.reparam.to_model(zs, extra)[0].reshape(np.shape(zs))
+
+    def from_model(self, qs: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        """Rows (or one row) of model coordinates in the sampler's coordinates."""
+        if self.reparam is None:
+            return qs
+        return self.reparam.from_model(qs, extra)[0].reshape(np.shape(qs))
 
     def ravel(self, point: dict) -> np.ndarray:
         """The sampled variables of a model point as one raveled vector."""
@@ -478,7 +503,9 @@ def data_signature(model) -> tuple:
     return tuple(items), lengths
 
 
-def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = "numba"):
+def compile_model_logp(
+    model=None, vars: Sequence | None = None, backend: str = "numba", reparameterize: bool = True
+):
     """Compile the log density of ``vars`` of ``model`` in unconstrained space.
 
     Parameters
@@ -489,6 +516,11 @@ def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = 
         Variables to sample (default: all continuous free variables).
     backend : {"numba", "c"}
         Prefer PyTensor's Numba backend (fast path) or force the C backend.
+    reparameterize : bool
+        Sample location-scale variables whose scale is a sampled variable (centered
+        hierarchies: funnels) in partially non-centered coordinates
+        (:mod:`pymc_dilation.reparam`); their weights start at 1 (the model as written) until
+        :func:`~pymc_dilation.reparam.centering_weights` chooses them.
 
     Returns
     -------
@@ -522,8 +554,55 @@ def compile_model_logp(model=None, vars: Sequence | None = None, backend: str = 
             piece = flat[start : start + info.size].reshape(info.shape)
             replacements[frozen_values[info.name]] = piece.astype(info.dtype)
             start += info.size
-    logp = graph_replace(frozen.logp(), replacements, strict=False)
-    return ModelLogp([x, extra], logp, var_infos, extra_infos, backend)
+    plan = (
+        plan_reparameterization(frozen, {info.name: info.shape for info in var_infos})
+        if reparameterize
+        else []
+    )
+    if not plan:
+        logp = graph_replace(frozen.logp(), replacements, strict=False)
+        return ModelLogp([x, extra], logp, var_infos, extra_infos, backend)
+    weights = extra[sum(info.size for info in extra_infos) :]
+    values, log_jacobian = non_centered_values(frozen, replacements, plan, weights)
+    logp = graph_replace(frozen.logp(), values, strict=False) + log_jacobian
+    reparam = _reparameterization(
+        [x, extra], frozen_values, var_infos, plan, replacements, values, log_jacobian, weights
+    )
+    return ModelLogp([x, extra], logp, var_infos, extra_infos, backend, reparam)
+
+
+def _reparameterization(
+    inputs, frozen_values, var_infos, plan, pieces, values, log_jacobian, weights
+):
+    """The :class:`~pymc_dilation.reparam.Reparameterization` of ``plan``: which scalars, and
+    the graphs of the maps between coordinates (inputs bound by the caller)."""
+    planned = {p.name for p in plan}
+    offsets = np.cumsum([0] + [info.size for info in var_infos])
+    index = np.concatenate(
+        [
+            np.arange(offsets[i], offsets[i + 1])
+            for i, info in enumerate(var_infos)
+            if info.name in planned
+        ]
+    )
+    z, scales = centered_coordinates(pieces, plan, weights)
+    to_model = pt.concatenate(
+        [pt.cast(values[frozen_values[info.name]], "float64").ravel() for info in var_infos]
+    )
+    from_model = pt.concatenate(
+        [
+            z[info.name].ravel() if info.name in z else pieces[frozen_values[info.name]].ravel()
+            for info in var_infos
+        ]
+    )
+    return Reparameterization(
+        [p.name for p in plan],
+        [int(np.prod(p.shape)) for p in plan],
+        index,
+        inputs,
+        [to_model, log_jacobian],
+        [from_model, scales],
+    )
 
 
 def prior_sampler(model, var_infos: Sequence[VarInfo]):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xarray as xr
@@ -24,6 +25,7 @@ from pymc_dilation.engine.laplace import (
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
+from pymc_dilation.reparam import centering_weights
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -515,8 +517,12 @@ def sample_dilation(
         model, None if isinstance(center, str) else center, names, owner="sample_dilation"
     )
     logp = compile_model_logp(model)
-    extra = np.zeros(0)
+    extra = logp.ravel_extra({})
     start_vec = check_center(point, logp.logp_grad, extra, names, logp.dim)
+    if logp.reparam is not None:
+        logp.reparam.weights = centering_weights(logp, start_vec, extra)
+        extra = logp.ravel_extra({})
+        start_vec = logp.from_model(start_vec, extra)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
 
     start = time.perf_counter()
@@ -527,6 +533,7 @@ def sample_dilation(
         progressbar, labels, "sample_dilation",
     )  # fmt: skip
     elapsed = time.perf_counter() - start
+    chains_out = [_in_model_coordinates(run, logp, extra) for run in chains_out]
 
     traces = []
     for chain, run in enumerate(chains_out):
@@ -536,7 +543,30 @@ def sample_dilation(
             trace.record(logp.unravel(x), in_warmup=False)
         traces.append(trace)
     stats = _stage_stats(chains_out, laplace, elapsed, labels)
+    if logp.reparam is not None:
+        stats.attrs["centering"] = json.dumps(logp.reparam.summary())
     return population_inference_data(traces, model, stats)
+
+
+def _in_model_coordinates(run: _Chain, logp, extra: np.ndarray) -> _Chain:
+    """A chain's particles and modes in the model's coordinates, from the reparameterized
+    ones (:mod:`pymc_dilation.reparam`): the mode covariances through the map's Jacobian at
+    each mode (central differences)."""
+    if logp.reparam is None:
+        return run
+    covariances = np.empty_like(run.covariances)
+    for k, (location, covariance) in enumerate(zip(run.locations, run.covariances, strict=True)):
+        step = 1e-6 * (1.0 + np.abs(location))
+        rows = np.vstack([location + np.diag(step), location - np.diag(step)])
+        mapped = logp.to_model(rows, extra)
+        jacobian = ((mapped[: location.size] - mapped[location.size :]) / (2 * step[:, None])).T
+        covariances[k] = jacobian @ covariance @ jacobian.T
+    return replace(
+        run,
+        samples=logp.to_model(run.samples, extra),
+        locations=logp.to_model(run.locations, extra),
+        covariances=covariances,
+    )
 
 
 def _shared_center(center, start_vec: np.ndarray):
@@ -552,15 +582,17 @@ def prior_centers(model, logp, settings: _Settings, random_seed) -> np.ndarray |
     """Up to :data:`MAX_PRIOR_CENTERS` prior draws (unconstrained) with a finite log density.
 
     None when PyMC cannot draw the model's prior (see :func:`~pymc_dilation.model.prior_sampler`).
+    In the sampler's coordinates (``logp.from_model``).
     """
     draw = prior_sampler(model, logp.var_infos)
     n = min(MAX_PRIOR_CENTERS, settings.draws // 2)
     if draw is None or n == 0:
         return None
     seed = _seed_sequence(random_seed).spawn(settings.chains + 1)[-1]
-    xs = draw(n, seed.generate_state(2))
+    extra = logp.ravel_extra({})
+    xs = logp.from_model(draw(n, seed.generate_state(2)), extra)
     with np.errstate(all="ignore"):
-        finite = np.isfinite(logp.logp_grad_batch(xs, np.zeros(0))[0])
+        finite = np.isfinite(logp.logp_grad_batch(xs, extra)[0])
     return xs[finite] if finite.any() else None
 
 

@@ -38,6 +38,7 @@ from pymc_dilation.model import (
     data_signature,
     prior_sampler,
 )
+from pymc_dilation.reparam import centering_weights
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -379,14 +380,23 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         value_vars = {v.name: v for v in model.value_vars}
         self.vars = [value_vars[info.name] for info in self._logp.var_infos]
         self.var_names = tuple(info.name for info in self._logp.var_infos)
+        extra = self._logp.ravel_extra(initial_point)
         self.center = check_center(
-            center_vec,
-            self._logp.logp_grad,
-            self._logp.ravel_extra(initial_point),
-            self.var_names,
-            self._logp.dim,
+            center_vec, self._logp.logp_grad, extra, self.var_names, self._logp.dim
         )
+        reparam = self._logp.reparam
+        if reparam is not None:
+            reparam.weights = centering_weights(self._logp, self._logp.ravel(initial_point), extra)
+            self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
+
+    @property
+    def centering(self) -> dict[str, float]:
+        """Mean centering weight of each variable sampled in partially non-centered
+        coordinates (1: as written, 0: non-centered; see :mod:`pymc_dilation.reparam`);
+        empty when none is."""
+        reparam = self._logp.reparam
+        return {} if reparam is None else reparam.summary()
 
     def _prior_draws(self, model) -> np.ndarray | None:
         """Prior draws (unconstrained) shared by the chains as path centers, or None.
@@ -400,8 +410,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         draw = prior_sampler(model, self._logp.var_infos)
         if draw is None:
             return None
-        xs = draw(self.particles // 2, [PRIOR_POOL_SEED, self._logp.dim])
         extra = self._logp.ravel_extra(model.initial_point())
+        xs = self._logp.from_model(
+            draw(self.particles // 2, [PRIOR_POOL_SEED, self._logp.dim]), extra
+        )
         with np.errstate(all="ignore"):
             finite = np.isfinite(self._logp.logp_grad_batch(xs, extra)[0])
         return xs[finite] if finite.any() else None
@@ -426,6 +438,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
+        self._last_out = None  # (model coordinates, sampler coordinates) of the last draw
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size, the preconditioner and the jump
@@ -564,9 +577,28 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def step(self, point):
         extra = self._logp.ravel_extra(point)
         q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
-        new_data, stats = self._astep(q.data, extra)
+        if self._logp.reparam is None:
+            new_data, stats = self._astep(q.data, extra)
+        else:
+            new_data, stats = self._astep_reparameterized(q.data.astype(np.float64), extra)
         new = DictToArrayBijection.rmap(RaveledVars(new_data, q.point_map_info), start_point=point)
         return new, [stats]
+
+    def _astep_reparameterized(self, q: np.ndarray, extra: np.ndarray):
+        """:meth:`_astep` in the sampler's coordinates (:mod:`pymc_dilation.reparam`), from and
+        to the model's. The state is carried over from the last draw when PyMC hands it back
+        unchanged, so converting costs one map a draw and never moves the chain."""
+        reparam = self._logp.reparam
+        if self._last_out is not None and np.array_equal(self._last_out[0], q):
+            z = self._last_out[1]
+        else:
+            z = reparam.from_model(q, extra)[0][0]
+        z_new, stats = self._astep(z, extra)
+        q_new, log_jacobian = reparam.to_model(z_new, extra)
+        q_new = q_new[0]
+        stats["model_logp"] = stats["model_logp"] - float(log_jacobian[0])
+        self._last_out = (q_new.copy(), z_new.copy())
+        return q_new, stats
 
     def _astep(self, x: np.ndarray, extra: np.ndarray):
         start = time.perf_counter()
@@ -681,7 +713,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             lp, grad = self._logp.logp_grad(x, extra)
         if np.isfinite(lp) and np.all(np.isfinite(grad)):
             return
-        values = self._logp.unravel(x)
+        values = self._logp.unravel(self._logp.to_model(x, extra))
         raise SamplingError(
             "Initial evaluation of model at starting point failed! DilationLangevin: the log "
             f"density at the chain's start is {float(lp)}"

@@ -1,0 +1,195 @@
+"""The funnel suite: centered hierarchies and Neal's funnel, generated from seeds.
+
+Targets (any seed and size is accepted, so held-out ones need no code change):
+
+- ``centered-{effects}-g{G}-{data}-{seed}``: ``theta_j ~ Normal(mu, tau)`` (``effects`` =
+  ``normal``) or ``StudentT(4, mu, tau)`` (``student``), written centered as users write it,
+  ``mu ~ N(0, 5)``, ``tau ~ HalfNormal(2.5)``, and ``n_j`` observations ``y_ij ~ N(theta_j, 1)``
+  per group: ``weak`` data are 1–3 observations of sd 4 per group (the funnel: NUTS diverges),
+  ``strong`` 10–40 of sd 0.5 (posterior of each ``theta_j`` far narrower than ``tau``).
+  Reference: a long nutpie run on the better-conditioned form (non-centered for weak data,
+  ``theta`` as a deterministic; centered for strong), cached in
+  ``benchmarks/results/references/``.
+- ``neal-d{D}``: Neal's funnel, ``v ~ N(0, 3)``, ``x_i ~ N(0, exp(v / 2))``, ``D - 1`` of
+  them. Exact: ``v``'s mean 0 and sd 3, every ``x_i`` mean 0 and sd ``exp(9 / 4)``, log Z 0.
+- ``eight_schools_centered``: the centered eight schools; reference posteriordb's draws.
+- ``radon_centered``: the gallery's radon model with varying intercepts and slopes, centered;
+  reference a long nutpie run on its non-centered form.
+
+``python -m benchmarks funnels`` runs both samplers and PyMC's NUTS (on the model as written
+and, for the ESS goal, on the non-centered form) cold and warm, and writes
+``benchmarks/results/funnels.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SUITE", "build_model", "reference_moments", "moment_errors", "log_evidence"]
+
+SUITE = [
+    *(f"centered-normal-g{g}-{data}-{seed}" for g in (8, 50) for data in ("weak", "strong")
+      for seed in (1, 2)),
+    "centered-student-g20-weak-1",
+    "centered-normal-g200-weak-1",
+    "neal-d10",
+    "neal-d100",
+    "eight_schools_centered",
+    "radon_centered",
+]  # fmt: skip
+"""The default funnel suite."""
+
+_CENTERED = re.compile(r"centered-(normal|student)-g(\d+)-(weak|strong)-(\d+)$")
+_NEAL = re.compile(r"neal-d(\d+)$")
+REFERENCES = Path(__file__).parent / "results" / "references"
+NEAL_V_SD = 3.0
+
+
+def _hierarchy_data(name: str):
+    match = _CENTERED.match(name)
+    if match is None:
+        raise ValueError(f"Not a centered hierarchy of the funnel suite: {name!r}.")
+    effects, groups, data, seed = match.group(1), int(match.group(2)), match.group(3), match.group(4)
+    rng = np.random.default_rng([groups, int(seed), 23, data == "strong"])
+    low, high, noise = (1, 4, 4.0) if data == "weak" else (10, 41, 0.5)
+    sizes = rng.integers(low, high, groups)
+    theta = 1.0 + 1.0 * rng.standard_normal(groups)
+    if effects == "student":
+        theta = 1.0 + 1.0 * rng.standard_t(4, groups)
+    group = np.repeat(np.arange(groups), sizes)
+    y = theta[group] + rng.normal(0.0, noise, group.size)
+    return effects, groups, group, y, noise
+
+
+def build_model(name: str, centered: bool = True):
+    """The ``pm.Model`` of target ``name`` (``centered=False``: its non-centered form, with the
+    same variables as deterministics, for references and NUTS baselines)."""
+    import pymc as pm
+
+    if name == "eight_schools_centered":
+        y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+        sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+        with pm.Model() as model:
+            mu = pm.Normal("mu", 0.0, 5.0)
+            tau = pm.HalfCauchy("tau", 5.0)
+            theta = _effect(pm, "theta", mu, tau, centered, shape=8)
+            pm.Normal("y", theta, sigma, observed=y)
+        return model
+    if name == "radon_centered":
+        return _radon(centered)
+    neal = _NEAL.match(name)
+    if neal:
+        dim = int(neal.group(1))
+        with pm.Model() as model:
+            v = pm.Normal("v", 0.0, NEAL_V_SD)
+            _effect(pm, "x", 0.0, pm.math.exp(v / 2), centered, shape=dim - 1)
+        return model
+    effects, groups, group, y, noise = _hierarchy_data(name)
+    with pm.Model(coords={"group": np.arange(groups)}) as model:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        tau = pm.HalfNormal("tau", 2.5)
+        theta = _effect(pm, "theta", mu, tau, centered, dims="group", student=effects == "student")
+        pm.Normal("y", theta[group], noise, observed=y)
+    return model
+
+
+def _effect(pm, name, loc, scale, centered, student=False, **shape):
+    dist = (lambda n, **kw: pm.StudentT(n, nu=4, **kw)) if student else pm.Normal
+    if centered:
+        return dist(name, mu=loc, sigma=scale, **shape)
+    raw = dist(f"{name}_raw", mu=0.0, sigma=1.0, **shape)
+    return pm.Deterministic(name, loc + scale * raw, **{k: v for k, v in shape.items() if k == "dims"})
+
+
+def _radon(centered: bool):
+    import pandas as pd
+    import pymc as pm
+
+    from benchmarks.dimension import DATA
+
+    data = pd.read_csv(DATA / "radon.csv")
+    county, counties = pd.factorize(data["county"])
+    coords = {"county": counties, "obs_id": np.arange(len(data))}
+    with pm.Model(coords=coords) as model:
+        floor_idx = pm.Data("floor_idx", data["floor"].to_numpy(), dims="obs_id")
+        county_idx = pm.Data("county_idx", county, dims="obs_id")
+        mu_a = pm.Normal("mu_a", mu=0.0, sigma=10.0)
+        sigma_a = pm.Exponential("sigma_a", 1)
+        alpha = _effect(pm, "alpha", mu_a, sigma_a, centered, dims="county")
+        mu_b = pm.Normal("mu_b", mu=0.0, sigma=10.0)
+        sigma_b = pm.Exponential("sigma_b", 1)
+        beta = _effect(pm, "beta", mu_b, sigma_b, centered, dims="county")
+        sigma_y = pm.Exponential("sigma_y", 1)
+        y_hat = alpha[county_idx] + beta[county_idx] * floor_idx
+        pm.Normal("y_like", mu=y_hat, sigma=sigma_y, observed=data["log_radon"], dims="obs_id")
+    return model
+
+
+def _declared(model) -> list[str]:
+    """The variables of the centered form (free and deterministic) the moments compare."""
+    names = [rv.name for rv in model.free_RVs] + [d.name for d in model.deterministics]
+    return [n for n in names if not n.endswith("_raw")]
+
+
+@cache
+def reference_moments(name: str) -> dict[str, tuple[float, float]]:
+    """``{"name[i]": (mean, sd)}``: exact for Neal's funnel, posteriordb for eight schools, a
+    cached long nutpie run on the non-centered form else."""
+    from benchmarks.dimension import _flatten
+
+    neal = _NEAL.match(name)
+    if neal:
+        sd_x = float(np.exp(NEAL_V_SD**2 / 4))
+        out = {"v": (0.0, NEAL_V_SD)}
+        out.update({f"x[{i}]": (0.0, sd_x) for i in range(int(neal.group(1)) - 1)})
+        return out
+    if name == "eight_schools_centered":
+        from benchmarks.posteriordb import load_reference_draws
+
+        draws = load_reference_draws("eight_schools-eight_schools_noncentered")
+        out = {k: (float(np.mean(draws[k])), float(np.std(draws[k], ddof=1))) for k in ("mu", "tau")}
+        for j in range(8):  # posteriordb counts from 1
+            values = draws[f"theta[{j + 1}]"]
+            out[f"theta[{j}]"] = (float(np.mean(values)), float(np.std(values, ddof=1)))
+        return out
+    path = REFERENCES / f"funnel-{name}.json"
+    if path.exists():
+        return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
+    import nutpie
+
+    keep = _declared(build_model(name))
+    # Strong data: the centered form is the well-conditioned one (the non-centered one is a
+    # narrow curved ridge, where nutpie's own reference run was off by half an sd).
+    centered = "-strong-" in name
+    compiled = nutpie.compile_pymc_model(build_model(name, centered=centered))
+    trace = nutpie.sample(
+        compiled, draws=4000, tune=1500, chains=4, seed=12345, progress_bar=False,
+        target_accept=0.95,
+    )  # fmt: skip
+    moments = {
+        key: (float(draws.mean()), float(draws.std(ddof=1)))
+        for key, draws in _flatten(trace.posterior[keep]).items()
+    }
+    REFERENCES.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(moments, indent=0))
+    return moments
+
+
+def log_evidence(name: str) -> float | None:
+    """Exact log evidence where known (Neal's funnel: 0), else None."""
+    return 0.0 if _NEAL.match(name) else None
+
+
+def moment_errors(idata, name: str) -> dict[str, float]:
+    """Worst ``|mean − ref| / ref sd`` and worst ``|sd / ref sd − 1|``."""
+    from benchmarks.dimension import _flatten
+    from benchmarks.regressions import worst_moment_errors
+    from pymc_dilation._compat import group_dataset
+
+    posterior = group_dataset(idata, "posterior")
+    return worst_moment_errors(_flatten(posterior), reference_moments(name))
