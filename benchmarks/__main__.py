@@ -19,6 +19,8 @@ Commands:
   without the probe (:mod:`benchmarks.population_cost`);
 - ``mixtures``: two-mode Gaussian mixtures in 20 to 200 dimensions, both samplers against
   ``pm.sample_smc`` (:mod:`benchmarks.mixtures`);
+- ``funnels``: centered hierarchies, Neal's funnel, centered eight schools and radon, both
+  samplers against PyMC's NUTS as written and non-centered (:mod:`benchmarks.funnels`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
   posteriors (:mod:`benchmarks.unimodal_overhead`).
 """
@@ -39,6 +41,7 @@ COMMANDS = {
     "population-cost": "benchmarks.population_cost",
     "unimodal-overhead": "benchmarks.unimodal_overhead",
     "mixtures": "benchmarks.mixtures",
+    "funnels": "benchmarks.funnels",
 }
 
 

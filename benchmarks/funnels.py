@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SUITE", "build_model", "reference_moments", "moment_errors", "log_evidence"]
+__all__ = ["SUITE", "build_model", "reference_moments", "moment_errors", "log_evidence", "main"]
 
 SUITE = [
     *(f"centered-normal-g{g}-{data}-{seed}" for g in (8, 50) for data in ("weak", "strong")
@@ -54,7 +54,12 @@ def _hierarchy_data(name: str):
     match = _CENTERED.match(name)
     if match is None:
         raise ValueError(f"Not a centered hierarchy of the funnel suite: {name!r}.")
-    effects, groups, data, seed = match.group(1), int(match.group(2)), match.group(3), match.group(4)
+    effects, groups, data, seed = (
+        match.group(1),
+        int(match.group(2)),
+        match.group(3),
+        match.group(4),
+    )
     rng = np.random.default_rng([groups, int(seed), 23, data == "strong"])
     low, high, noise = (1, 4, 4.0) if data == "weak" else (10, 41, 0.5)
     sizes = rng.integers(low, high, groups)
@@ -103,7 +108,9 @@ def _effect(pm, name, loc, scale, centered, student=False, **shape):
     if centered:
         return dist(name, mu=loc, sigma=scale, **shape)
     raw = dist(f"{name}_raw", mu=0.0, sigma=1.0, **shape)
-    return pm.Deterministic(name, loc + scale * raw, **{k: v for k, v in shape.items() if k == "dims"})
+    return pm.Deterministic(
+        name, loc + scale * raw, **{k: v for k, v in shape.items() if k == "dims"}
+    )
 
 
 def _radon(centered: bool):
@@ -152,7 +159,9 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
         from benchmarks.posteriordb import load_reference_draws
 
         draws = load_reference_draws("eight_schools-eight_schools_noncentered")
-        out = {k: (float(np.mean(draws[k])), float(np.std(draws[k], ddof=1))) for k in ("mu", "tau")}
+        out = {
+            k: (float(np.mean(draws[k])), float(np.std(draws[k], ddof=1))) for k in ("mu", "tau")
+        }
         for j in range(8):  # posteriordb counts from 1
             values = draws[f"theta[{j + 1}]"]
             out[f"theta[{j}]"] = (float(np.mean(values)), float(np.std(values, ddof=1)))
@@ -193,3 +202,131 @@ def moment_errors(idata, name: str) -> dict[str, float]:
 
     posterior = group_dataset(idata, "posterior")
     return worst_moment_errors(_flatten(posterior), reference_moments(name))
+
+
+SAMPLERS = ("dilation", "population", "nuts", "nuts_noncentered")
+"""``dilation``: ``pm.sample(step=DilationLangevin())`` on the model as written;
+``population``: ``sample_dilation``; ``nuts``: PyMC's NUTS as written; ``nuts_noncentered``:
+PyMC's NUTS on the non-centered form (the ESS/s goal's baseline)."""
+
+
+def _call(sampler: str, name: str, args):
+    import pymc as pm
+
+    from pymc_dilation import DilationLangevin, sample_dilation
+
+    with build_model(name, centered=sampler != "nuts_noncentered"):
+        if sampler == "population":
+            return sample_dilation(draws=args.particles, random_seed=args.seed, progressbar=False)
+        step = DilationLangevin() if sampler == "dilation" else None
+        return pm.sample(
+            step=step, draws=args.draws, tune=args.tune, chains=args.chains, cores=1,
+            random_seed=args.seed, progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+
+
+def measure(name: str, sampler: str, args) -> dict:
+    """One timed call: wall, errors against the reference, min bulk ESS of the declared
+    variables, divergences, log Z error where exact."""
+    import time
+    import warnings
+
+    import arviz as az
+
+    from pymc_dilation._compat import group_dataset
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = _call(sampler, name, args)
+    wall = time.perf_counter() - start
+    posterior = group_dataset(idata, "posterior")
+    stats = group_dataset(idata, "sample_stats")
+    row = {"wall_s": wall, **moment_errors(idata, name)}
+    keep = [v for v in _declared(build_model(name)) if v in posterior]
+    if sampler != "population":
+        row["min_ess"] = float(az.ess(posterior[keep]).to_array().min())
+        row["ess_per_s"] = row["min_ess"] / wall
+    row["divergences"] = int(np.asarray(stats["diverging"]).sum())
+    exact = log_evidence(name)
+    if "log_marginal_likelihood" in stats and exact is not None:
+        log_z = np.asarray(stats["log_marginal_likelihood"], dtype=float).ravel()
+        row["log_z_err"] = float(abs(np.mean(log_z[np.isfinite(log_z)]) - exact))
+    if "centering" in stats.attrs:
+        row["centering"] = stats.attrs["centering"]
+    return row
+
+
+_COLUMNS = [
+    ("target", "{}"), ("sampler", "{}"), ("mean_err", "{:.3f}"), ("sd_err", "{:.3f}"),
+    ("divergences", "{}"), ("log_z_err", "{:.3f}"), ("min_ess", "{:.0f}"),
+    ("cold_wall_s", "{:.1f}"), ("warm_wall_s", "{:.1f}"), ("warm_ess_per_s", "{:.1f}"),
+    ("warm_ess_per_s_vs_nuts_noncentered", "{:.2f}"),
+]  # fmt: skip
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (the warm call's errors; both calls' walls)."""
+    lines = [
+        "| " + " | ".join(key for key, _ in _COLUMNS) + " |",
+        "|" + "|".join("---" for _ in _COLUMNS) + "|",
+    ]
+    for row in rows:
+        cells = ["" if row.get(key) is None else fmt.format(row[key]) for key, fmt in _COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks funnels [--targets ...] [--samplers ...] [--chains 4] [--draws
+    1000] [--tune 1000] [--particles 2000] [--seed 1] [--output benchmarks/results/funnels]``.
+
+    Each (target, sampler) is called twice in one process with the same seed: ``cold`` (the
+    first call, compilation included) and ``warm``. Writes ``OUTPUT.md`` and ``OUTPUT.json``
+    after every call."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks funnels")
+    parser.add_argument("--targets", nargs="+", default=SUITE)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--particles", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", default="benchmarks/results/funnels")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for name in args.targets:
+        reference_moments(name)  # a missing reference is computed before any timing
+        baseline = None
+        for sampler in args.samplers:
+            cold = measure(name, sampler, args)
+            warm = measure(name, sampler, args)
+            row = {"target": name, "sampler": sampler, **warm}
+            row["cold_wall_s"], row["warm_wall_s"] = cold["wall_s"], warm["wall_s"]
+            row["cold_mean_err"], row["cold_sd_err"] = cold["mean_err"], cold["sd_err"]
+            if "ess_per_s" in warm:
+                row["warm_ess_per_s"] = warm["ess_per_s"]
+            if sampler == "nuts_noncentered":
+                baseline = warm.get("ess_per_s")
+            rows.append(row)
+            print(
+                f"{name:<32} {sampler:<17} mean {row['mean_err']:.3f} sd {row['sd_err']:.3f} "
+                f"div {row['divergences']:4d} ESS {row.get('min_ess', np.nan):6.0f} "
+                f"log Z err {row.get('log_z_err', np.nan):.3f} "
+                f"wall {row['cold_wall_s']:.1f}/{row['warm_wall_s']:.1f} s",
+                flush=True,
+            )
+        for row in rows:
+            if row["target"] == name and baseline and "warm_ess_per_s" in row:
+                row["warm_ess_per_s_vs_nuts_noncentered"] = row["warm_ess_per_s"] / baseline
+        output.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        output.with_suffix(".md").write_text(markdown_table(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

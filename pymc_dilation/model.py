@@ -555,7 +555,11 @@ def compile_model_logp(
             replacements[frozen_values[info.name]] = piece.astype(info.dtype)
             start += info.size
     plan = (
-        plan_reparameterization(frozen, {info.name: info.shape for info in var_infos})
+        plan_reparameterization(
+            frozen,
+            {info.name: info.shape for info in var_infos},
+            [model.rvs_to_values[rv].name for rv in model.free_RVs],
+        )
         if reparameterize
         else []
     )

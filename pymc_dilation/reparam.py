@@ -158,8 +158,10 @@ class _Planned:
     scale: object
 
 
-def plan_reparameterization(frozen, sampled: dict) -> list[_Planned]:
-    """The sampled variables to reparameterize, in the model's order.
+def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Planned]:
+    """The sampled variables to reparameterize, in declaration order (``order``: the value
+    variables' names in the user's model, where a variable comes after those it depends on;
+    the frozen copy's own order is another).
 
     A variable qualifies when its family is in :data:`LOCATION_SCALE`, its scale depends on a
     sampled variable (a funnel; a constant scale makes none), and neither its location nor its
@@ -176,7 +178,8 @@ def plan_reparameterization(frozen, sampled: dict) -> list[_Planned]:
     extra_values = {v for v in frozen.value_vars if v.name not in sampled}
     sampled_values = {v for v in frozen.value_vars if v.name in sampled}
     planned = []
-    for rv in frozen.free_RVs:
+    rank = {name: i for i, name in enumerate(order)}
+    for rv in sorted(frozen.free_RVs, key=lambda rv: rank[frozen.rvs_to_values[rv].name]):
         value = frozen.rvs_to_values[rv]
         if value.name not in sampled:
             continue
@@ -214,7 +217,8 @@ def non_centered_values(frozen, pieces: dict, plan: list[_Planned], weights_flat
     pieces : dict
         ``{value variable: its piece of the flat inputs}``: ``z`` for the sampled variables.
     plan : list
-        From :func:`plan_reparameterization`.
+        From :func:`plan_reparameterization`, in declaration order: a location or scale that
+        is itself reparameterized enters through its own ``x(z)``, built before.
     weights_flat : TensorVariable
         The centering weights of every reparameterized scalar, in the plan's order.
 
@@ -225,21 +229,17 @@ def non_centered_values(frozen, pieces: dict, plan: list[_Planned], weights_flat
     log_jacobian : TensorVariable
         ``sum((1 - w) * log s)`` over the reparameterized scalars.
     """
-    by_name = {p.name: p for p in plan}
-    values, log_jacobian, offset = {}, pt.constant(0.0, dtype="float64"), 0
-    for rv in frozen.free_RVs:
-        value = frozen.rvs_to_values[rv]
-        piece = pieces[value]
-        planned = by_name.get(value.name)
-        if planned is None:
-            values[value] = piece
-            continue
+    by_name = {v.name: v for v in frozen.value_vars}
+    values = dict(pieces)
+    log_jacobian, offset = pt.constant(0.0, dtype="float64"), 0
+    for planned in plan:
+        value = by_name[planned.name]
         size = int(np.prod(planned.shape))
         loc, scale = graph_replace([planned.loc, planned.scale], values, strict=False)
         w = weights_flat[offset : offset + size].reshape(planned.shape)
         loc_b = _broadcast(loc, planned.shape)
         log_scale = pt.log(_broadcast(scale, planned.shape))
-        x = loc_b + pt.exp((1.0 - w) * log_scale) * (piece - w * loc_b)
+        x = loc_b + pt.exp((1.0 - w) * log_scale) * (pieces[value] - w * loc_b)
         values[value] = x.astype(value.dtype)
         log_jacobian = log_jacobian + pt.sum((1.0 - w) * log_scale)
         offset += size
@@ -320,7 +320,9 @@ def centering_weights(logp, q0: np.ndarray, extra: np.ndarray, max_iter: int = 2
 
     def climb(objective, z):
         with np.errstate(all="ignore"):
-            found = minimize(objective, z, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+            found = minimize(
+                objective, z, jac=True, method="L-BFGS-B", options={"maxiter": max_iter}
+            )
         return found.x if np.isfinite(found.fun) and np.all(np.isfinite(found.x)) else z
 
     def negative(z):

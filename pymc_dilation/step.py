@@ -218,6 +218,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         Number of tuning iterations. PyMC 6 tells the step method itself; on PyMC 5 give it to
         place the end of the adaptation windows (otherwise windows simply keep doubling until
         tuning stops).
+    reparameterize : bool
+        Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
+        ``theta ~ Normal(mu, tau)``: a funnel) non-centered where the data say little about
+        them, as written where they pin them down (see :mod:`pymc_dilation.reparam`). Exact
+        (a change of variables); the draws are reported as declared, and
+        :attr:`centering` says what was done. ``False`` samples the model as written.
     backend : {"numba", "c"}
         How to compile the log density (the C backend is a slower fallback).
     model : pymc.Model, optional
@@ -320,6 +326,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         mode_jumps: bool = True,
         initial_step: float = 0.5,
         tune: int | None = None,
+        reparameterize: bool = True,
         backend: str = "numba",
         model=None,
         rng=None,
@@ -354,6 +361,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.mode_jumps = check_bool("mode_jumps", mode_jumps)
         self.tune_iterations = None if tune is None else check_positive_int("tune", tune, zero=True)
         check_choice("backend", backend, ("numba", "c"))
+        reparameterize = check_bool("reparameterize", reparameterize)
         self.blocked = check_bool("blocked", blocked)
         self.rng = get_random_generator(check_random_seed("rng", rng, legacy=False))
         center_vec = resolve_center(
@@ -364,7 +372,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             owner="DilationLangevin",
         )
         self._shared_center = center is not None
-        self._build = (vars, backend, center_vec)
+        self._build = (vars, backend, center_vec, reparameterize)
         self._compile(model)
         self.tune = True
         self._start_chain(self.rng, self.tune_iterations, None)
@@ -372,11 +380,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def _compile(self, model) -> None:
         """Compile the log density with the model's data as it is now, and what depends on it
         (the center's check, the prior pool); remember the data it was compiled with."""
-        vars, backend, center_vec = self._build
+        vars, backend, center_vec, reparameterize = self._build
         self._model = model
         self._data_signature = data_signature(model)
         initial_point = model.initial_point()
-        self._logp = compile_model_logp(model, vars, backend=backend)
+        self._logp = compile_model_logp(model, vars, backend=backend, reparameterize=reparameterize)
         value_vars = {v.name: v for v in model.value_vars}
         self.vars = [value_vars[info.name] for info in self._logp.var_infos]
         self.var_names = tuple(info.name for info in self._logp.var_infos)

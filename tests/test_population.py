@@ -328,13 +328,14 @@ def test_center_by_name_in_constrained_space_and_unknown_names():
     assert np.all(np.asarray(idata.posterior["sigma"]) > 0)
 
 
-def test_a_funnel_is_warned_about():
-    # Neal's funnel: no Gaussian describes it, so the importance weights are unreliable.
+def test_a_funnel_as_written_is_warned_about():
+    # Neal's funnel sampled as written: no Gaussian describes it, so the importance weights
+    # are unreliable (by default it is non-centered, see test_reparam).
     with pm.Model():
         log_scale = pm.Normal("log_scale", 0.0, 3.0)
         pm.Normal("x", 0.0, pm.math.exp(log_scale / 2), shape=8)
         with pytest.warns(UnreliableResultWarning, match="Pareto k-hat"):
-            sample_dilation(draws=1000, random_seed=1, progressbar=False)
+            sample_dilation(draws=1000, random_seed=1, progressbar=False, reparameterize=False)
 
 
 def test_a_correlated_regression_with_flat_priors_is_not_warned_about(draws_of):
@@ -556,9 +557,9 @@ def test_a_well_posed_density_passes_the_convergence_checks():
     assert float(stats["stein_mean_z"][0]) < 5 and float(stats["stein_cov_z"][0]) < 5
 
 
-def test_centered_eight_schools_is_right_or_warned(draws_of):
-    # theta ~ N(mu, tau): a funnel. Reference (non-centered, posteriordb): mu 4.41 ± 3.31,
-    # tau 3.60 ± 3.20.
+def test_centered_eight_schools_is_right(draws_of):
+    # theta ~ N(mu, tau): a funnel, sampled non-centered by default. Reference (posteriordb):
+    # mu 4.41 ± 3.31, tau 3.60 ± 3.20. As written, tau's mean was 1e95 (escaped particles).
     y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
     sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
     with pm.Model(), warnings.catch_warnings(record=True) as caught:
@@ -568,14 +569,10 @@ def test_centered_eight_schools_is_right_or_warned(draws_of):
         theta = pm.Normal("theta", mu, tau, shape=8)
         pm.Normal("y", theta, sigma, observed=y)
         idata = sample_dilation(draws=1000, random_seed=1, progressbar=False)
-    right = (
-        abs(draws_of(idata, "mu").mean() - 4.41) < 0.2 * 3.31
-        and abs(draws_of(idata, "tau").mean() - 3.60) < 0.2 * 3.20
-    )
-    assert right or _convergence_warnings(caught)
-    if not right:  # measured: tau collapses to 1e-6; the warning says what to do
-        advice = [m for m in _convergence_warnings(caught) if "non-centered" in m]
-        assert advice and "target_accept" in advice[0]
+    assert abs(draws_of(idata, "mu").mean() - 4.41) < 0.15 * 3.31
+    assert abs(draws_of(idata, "tau").mean() - 3.60) < 0.15 * 3.20
+    assert abs(draws_of(idata, "tau").std() / 3.20 - 1) < 0.15
+    assert not _convergence_warnings(caught)
 
 
 def test_the_progress_bar_fits_80_columns():

@@ -428,22 +428,6 @@ def test_competence():
     assert DilationLangevin.competence(model["n"], False) == Competence.INCOMPATIBLE
 
 
-def test_centered_eight_schools_is_flagged_as_pymc_flags_it():
-    # A funnel: the chains cannot be right about tau and must say so through the statistics
-    # PyMC's own warnings read (divergences, R-hat), as NUTS does.
-    y = np.array([28, 8, -3, 7, -1, 1, 18, 12.0])
-    s = np.array([15, 10, 16, 11, 9, 11, 10, 18.0])
-    with pm.Model():
-        mu = pm.Normal("mu", 0, 5)
-        tau = pm.HalfCauchy("tau", 5)
-        theta = pm.Normal("theta", mu, tau, shape=8)
-        pm.Normal("y", theta, s, observed=y)
-        idata = pm.sample(draws=500, tune=500, step=DilationLangevin(), random_seed=1, **SAMPLE)
-    divergent = int(np.asarray(idata.sample_stats["diverging"]).sum())
-    rhat = float(az.rhat(idata)["tau"])
-    assert divergent > 50 or rhat > 1.05, (divergent, rhat)
-
-
 def test_chains_do_not_start_in_the_neck_of_a_singular_optimum(caplog):
     # The identified one-factor model of the Bayesian-workflow tutorial: its density is
     # unbounded where an item's noise sd goes to 0 and the abilities fit that item exactly,
