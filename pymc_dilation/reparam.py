@@ -1,32 +1,34 @@
-"""Automatic partial non-centering of location-scale variables: funnels sampled as written.
+"""Automatic non-centering of location-scale variables: funnels sampled as the user wrote them.
 
 A centered hierarchy, ``theta ~ Normal(mu, tau)`` with ``tau`` a free variable, has a funnel
 for a posterior: the curvature in ``theta`` grows without bound as ``tau`` shrinks, and no step
-size or constant preconditioner fits both ends. The sampler therefore works in other
-coordinates. For every free variable ``x`` of a location-scale family (:data:`LOCATION_SCALE`)
-whose scale depends on another sampled variable, with location ``m`` and scale ``s`` (functions
-of the other variables), it samples ``z`` with
+size or constant preconditioner fits both ends. The samplers therefore work in other
+coordinates. For every sampled variable ``x`` of a location-scale family
+(:data:`LOCATION_SCALE`) whose scale depends on another sampled variable, with location ``m``
+and scale ``s`` (graphs of the other variables), they sample ``z`` with
 
 ``x = m + s**(1 - w) * (z - w * m)``
 
-elementwise, a centering weight ``w`` in [0, 1] per element: ``w = 1`` is the model as written
-(``z = x``), ``w = 0`` the non-centered form (``z`` standardised). This is the variationally
-inferred parameterization (VIP) of Gorinova, Moore and Hoffman (2020), with ``w`` chosen by the
-curvature (:func:`centering_weights`) rather than learned by an optimiser. The log density in
-``z`` is the model's at ``x(z)`` plus ``sum((1 - w) * log s)``, the log Jacobian: the change of
-variables is exact for any distribution, ``w`` only decides how well it is conditioned. Nested
-hierarchies are handled in the model's order (a location that is itself reparameterized enters
-through its own ``x(z)``).
+elementwise, a centering weight ``w`` per scalar: ``w = 1`` is the model as written
+(``z = x``), ``w = 0`` the non-centered form (``x = m + s z``). This is the partially
+non-centered parameterization of Papaspiliopoulos, Roberts and Sköld (2007) in the form
+Gorinova, Moore and Hoffman (2020) learn by variational inference (VIP); here ``w`` is chosen
+from the curvature (:func:`centering_weights`). The log density in ``z`` is the model's at
+``x(z)`` plus ``sum((1 - w) * log s)``, the log Jacobian.
+
+Exact: the change of variables, for any weights and any distribution (the weights decide only
+how well conditioned the sampled density is); the evidence is unchanged. Heuristic: the
+choice of the weights. Nested hierarchies are handled in declaration order (a location or
+scale that is itself reparameterized enters through its own ``x(z)``).
 
 For the normal-normal model (``x_i ~ N(m, s)``, data ``y_i ~ N(x_i, d_i)``) the weight that
-makes ``z_i``'s conditional scale independent of ``s`` is ``w_i = s**2 / (s**2 + d_i**2)``,
-which is ``1 - v_i / s**2`` with ``v_i = 1 / H_ii`` the conditional posterior variance of
-``x_i`` (``H`` the negative Hessian of the log density in ``x``). :func:`centering_weights`
-evaluates that formula at the optimum of the non-centered posterior: weak data give ``w`` near
-0 (non-centered), strong data near 1 (centered), per element.
+makes ``z_i``'s conditional scale independent of ``s`` is ``s**2 / (s**2 + d_i**2)``: near 0
+(non-centered) where the data are weak, near 1 (as written) where they pin ``x_i`` down.
+:func:`centering_weights` evaluates it at the scales of the hyperparameters' Laplace-marginal
+mode and rounds it to 0 or 1 (a weight strictly between leaves a weaker funnel).
 
 The sampled state lives in ``z``; draws are mapped back (``to_model``), so results hold the
-variables as the user declared them.
+variables as the user declared them, with their names, dims and coords.
 """
 
 from __future__ import annotations
@@ -47,9 +49,22 @@ __all__ = [
     "non_centered_values",
     "centered_coordinates",
     "centering_weights",
+    "log_choice",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("pymc")  # where pm.sample logs what it does
+
+
+def log_choice(reparam: Reparameterization | None, owner: str) -> None:
+    """Log, as PyMC logs its own set-up, which variables are sampled non-centered."""
+    if reparam is not None and reparam.describe():
+        _log.info(
+            "%s: sampling %s (a funnel otherwise; reparameterize=False samples the model as "
+            "written). Draws are reported as declared.",
+            owner,
+            reparam.describe(),
+        )
+
 
 LOCATION_SCALE = {
     # RandomVariable class: (value transform, index of the location, of the scale in its params)
@@ -131,6 +146,21 @@ class Reparameterization:
         qs = np.ascontiguousarray(np.atleast_2d(qs), dtype=np.float64)
         zs, scales = self._function("from_model")(qs, np.asarray(extra, dtype=np.float64))
         return np.asarray(zs), np.asarray(scales)
+
+    def describe(self) -> str:
+        """What is sampled how, in words, for the log: ``"theta non-centered"``, or
+        ``"alpha non-centered (80 of 85 scalars; the rest as written)"``."""
+        parts, start = [], 0
+        for name, size in zip(self.names, self.sizes, strict=True):
+            written = int(np.sum(self.weights[start : start + size] > 0.5))
+            start += size
+            if written == 0:
+                parts.append(f"{name} non-centered")
+            elif written < size:
+                parts.append(
+                    f"{name} non-centered ({size - written} of {size} scalars; the rest as written)"
+                )
+        return "; ".join(parts)
 
     def summary(self) -> dict[str, float]:
         """Mean centering weight of each reparameterized variable."""
@@ -289,9 +319,10 @@ def centering_weights(logp, q0: np.ndarray, extra: np.ndarray, max_iter: int = 2
        schools: ``tau`` 29 against a posterior median near 3, which gave weights near 0.8
        and a funnel).
     4. ``w = s**2 L / (1 + s**2 L)`` with the scales ``s`` at that mode (0 where not finite),
-       rounded to 1 above :data:`CENTERED_ABOVE`, else 0. A weight strictly between keeps a weaker funnel: the density in
-       ``z`` grows like ``s**(-w)`` per scalar as the scale goes to 0 (the change of
-       variables cancels only ``1 - w`` of the ``1 / s``), so with 20 groups at ``w = 0.2``
+       rounded to 1 above :data:`CENTERED_ABOVE`, else 0. A weight strictly between keeps a
+       weaker funnel: the density in ``z`` grows like ``s**(-w)`` per scalar as the scale
+       goes to 0 (the change of variables cancels only ``1 - w`` of the ``1 / s``), so with
+       20 groups at ``w = 0.2``
        the climb to the mode ran into the neck (Student-t effects, weak data: ``tau``
        1e-30, every draw there). At 0 or 1 each scalar is either free of the scale or as
        written, where data that pin it keep the chain out of the neck.

@@ -38,7 +38,7 @@ from pymc_dilation.model import (
     data_signature,
     prior_sampler,
 )
-from pymc_dilation.reparam import centering_weights
+from pymc_dilation.reparam import centering_weights, log_choice
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -395,6 +395,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         reparam = self._logp.reparam
         if reparam is not None:
             reparam.weights = centering_weights(self._logp, self._logp.ravel(initial_point), extra)
+            log_choice(reparam, "DilationLangevin")
             self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
 
