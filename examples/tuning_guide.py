@@ -67,6 +67,7 @@ PARTICLES = 500 if FAST else 2000
 # | `target_accept` | target Metropolis acceptance rate of the step-size adaptation |
 # | `anneal_metropolis` | accept/reject during the annealing (MALA) or not (ULA) |
 # | `refine_sweeps`, `refine_steps` | exact refinement at λ = 1 (`sample_dilation`) |
+# | `reparameterize` | sample centered hierarchies (funnels) non-centered where that helps |
 #
 # The defaults, read from the installed version:
 
@@ -91,6 +92,7 @@ OPTIONS = [
     "refine_sweeps",
     "refine_steps",
     "precondition",
+    "reparameterize",
 ]
 show(
     pd.DataFrame(
@@ -371,6 +373,71 @@ show(pd.DataFrame(rows).T)
 # importance draws, and the refinement (`refine_sweeps` sweeps of `refine_steps` steps and one
 # jump). More `refine_sweeps` let the exact moves correct more of what the estimates got wrong.
 #
+# ## Funnels: centered hierarchies are reparameterized for you
+#
+# A hierarchy written centered, `theta ~ Normal(mu, tau)`, is a funnel: as `tau` shrinks the
+# posterior of `theta` narrows without bound, and no step size fits both ends (PyMC's NUTS
+# diverges there). Both samplers find such variables in the model's graph (a `Normal`,
+# `StudentT`, `Cauchy`, `Laplace`, `Logistic`, `Gumbel` or `LogNormal` whose scale is another
+# sampled variable) and sample each of their scalars in the coordinates that suit it:
+# non-centered (`theta = mu + tau * z`) where the data say little about it, as written where
+# the data pin it down (data nine times as precise as the prior at the hierarchy's typical
+# scale; see `pymc_dilation.reparam`). The change of variables is exact, the draws come back
+# as you declared them (same names, dims and coords; `pm.sample_posterior_predictive` works
+# on them), `DilationLangevin.centering` and `sample_stats.attrs["centering"]` say what was
+# done (0: non-centered, 1: as written), and PyMC's log says it at the start.
+# `reparameterize=False` samples the model as written.
+
+# %%
+with pm.Model() as eight_schools:
+    mu8 = pm.Normal("mu", 0.0, 5.0)
+    tau8 = pm.HalfCauchy("tau", 5.0)
+    theta8 = pm.Normal("theta", mu8, tau8, shape=8)
+    pm.Normal(
+        "y", theta8, [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0],
+        observed=[28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
+    )  # fmt: skip
+rows = {}
+with eight_schools:
+    for label, reparameterize in (("default", True), ("reparameterize=False", False)):
+        step = DilationLangevin(reparameterize=reparameterize)
+        trace = pm.sample(
+            step=step, tune=TUNE, draws=DRAWS, chains=4, cores=1, random_seed=1,
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+        rows[f"DilationLangevin, {label}"] = {
+            "tau mean": float(trace.posterior["tau"].mean()),
+            "tau sd": float(trace.posterior["tau"].std()),
+            "divergences": int(trace.sample_stats["diverging"].sum()),
+            "R-hat tau": float(az.rhat(trace)["tau"]),
+            "centering": step.centering,
+        }
+    population = sample_dilation(PARTICLES, random_seed=1, progressbar=False)
+    rows["sample_dilation, default"] = {
+        "tau mean": float(population.posterior["tau"].mean()),
+        "tau sd": float(population.posterior["tau"].std()),
+        "centering": population.sample_stats.attrs["centering"],
+    }
+print("reference (posteriordb): tau 3.60 ± 3.20")
+show(pd.DataFrame(rows).T)
+
+# %% [markdown]
+# What is not done for you, and what you can do by hand:
+#
+# - **Multivariate latent fields** (`pm.MvNormal` with a covariance of sampled
+#   hyperparameters, a GP written by hand) are left as written. `pm.gp.Latent` already samples
+#   its field non-centered; otherwise write `f = mu + cholesky(K) @ z` with `z ~ N(0, 1)`.
+# - **Hierarchies built from deterministics** (`theta = mu + tau * z` written by you) are
+#   already non-centered and are left alone; so are scales that a companion step method of a
+#   `CompoundStep` samples.
+# - **The choice per scalar** is made once, before sampling, at the Laplace approximation of
+#   the hyperparameters' marginal. Where the posterior of a scale spans orders of magnitude
+#   and some groups have strong data, compare with `reparameterize=False` or write the model
+#   the way you want it sampled.
+# - **`sample_dilation` in high dimension**: on the non-centered form of a weakly identified
+#   hierarchy with 50–200 groups its importance weights degenerate (Pareto k̂ far above 0.7)
+#   and it warns; use `DilationLangevin` there (see the benchmarks).
+#
 # ## When to use something else
 #
 # Be pragmatic:
@@ -390,10 +457,10 @@ show(pd.DataFrame(rows).T)
 #   with a standard error (`mode_table`). Both miss modes whose basin no particle reaches: in
 #   50 dimensions, narrow modes next to wider ones. Read its warnings: they say when the
 #   importance weights behind the weights and the evidence are unreliable.
-# - **Funnels**: a funnel (hierarchical scale parameters, `gp_pois_regr` in the benchmarks) is
-#   not described by Gaussians; `sample_dilation` then warns (Pareto k̂ above 0.7, or its own
-#   convergence checks, below) and its draws should not be trusted. Reparameterise
-#   (non-centered form) or use NUTS with a higher `target_accept`.
+# - **Funnels the reparameterization does not reach** (a GP's latent field written as an
+#   `MvNormal`, `gp_pois_regr` in the benchmarks): `sample_dilation` then warns (Pareto k̂
+#   above 0.7, or its own convergence checks, below) and its draws should not be trusted.
+#   Write the field non-centered, or use NUTS with a higher `target_accept`.
 # - **Modes the tuning population does not reach**: a `DilationLangevin` chain jumps only to
 #   modes of its map. Compare the chains' maps (`mode_occupancy`, `check_mode_maps`), raise
 #   `particles`, and compare with `sample_dilation` when a mode may be missing.
@@ -406,12 +473,15 @@ show(pd.DataFrame(rows).T)
 #
 # **`sample_dilation` is not for:**
 #
-# - **Funnels**: centered hierarchical models (`theta ~ N(mu, tau)`) and GP hyperparameters
-#   over a latent field (`gp_pois_regr`). The particles gather in the neck, where the density
-#   in unconstrained space grows without bound (centered eight schools: tau about 1e-6 where
-#   the reference is 3.6 ± 3.2). It warns (below). Use the non-centered form
-#   (`theta = mu + tau * z`, `z ~ N(0, 1)`), or `pm.sample` (NUTS) with a higher
-#   `target_accept` (0.95).
+# - **Funnels it cannot reparameterize** (GP hyperparameters over a latent field written as
+#   an `MvNormal`; `gp_pois_regr`), or centered hierarchies sampled with
+#   `reparameterize=False`: the particles gather in the neck, where the density in
+#   unconstrained space grows without bound (centered eight schools as written: tau about
+#   1e-6 where the reference is 3.6 ± 3.2). It warns (below). Write the field non-centered,
+#   or use `pm.sample` (NUTS or `DilationLangevin`).
+# - **Weakly identified hierarchies with many groups**: even non-centered, 50–200 groups with
+#   weak data put its importance weights out of reach (Pareto k̂ above 0.7); it warns. Use
+#   `DilationLangevin`.
 # - **Very high dimension with narrow modes beside wide ones**: a mode that no particle's path
 #   reaches is missing (seen in the 50-dimensional benchmark mixtures). Run it with more
 #   `draws`, compare chains (they warn when they disagree on the modes), or use `pm.sample_smc`.
@@ -423,10 +493,10 @@ show(pd.DataFrame(rows).T)
 #
 # **`DilationLangevin` is not for:**
 #
-# - **Funnels**: no constant preconditioner fits a funnel's neck and mouth
-#   (`gp_pois_regr`'s scale parameters mix slowly; where the optimum is the neck, as in a
-#   centered random walk's scale, chains stay there). Use the non-centered form, or NUTS with a
-#   higher `target_accept`.
+# - **Funnels it cannot reparameterize**: no constant preconditioner fits a funnel's neck and
+#   mouth (`gp_pois_regr`'s scale parameters mix slowly; where the optimum is the neck, as in
+#   a centered random walk's scale, chains stay there). Write those parts non-centered, or use
+#   NUTS with a higher `target_accept`.
 # - **Mode weights with standard errors and the evidence**: its chains visit the modes of their
 #   maps in proportion to their mass (check with `mode_occupancy`), but the map's own weights
 #   are an importance-sampling estimate that degenerates in high dimension. Use
@@ -442,20 +512,13 @@ show(pd.DataFrame(rows).T)
 # drifted apart), and few particles may be stuck or never move during the refinement. The
 # figures are in `sample_stats` (`stein_mean_z`, `stein_cov_z`, `subpopulation_rhat`,
 # `particle_ess`, `stuck_share`, `unmoved_share`); a failed check raises an
-# `UnreliableResultWarning` that says what to do. On centered eight schools:
+# `UnreliableResultWarning` that says what to do. On centered eight schools sampled as
+# written (`reparameterize=False`):
 
 # %%
-with pm.Model() as centered:
-    mu8 = pm.Normal("mu", 0.0, 5.0)
-    tau8 = pm.HalfCauchy("tau", 5.0)
-    theta8 = pm.Normal("theta", mu8, tau8, shape=8)
-    pm.Normal(
-        "y", theta8, [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0],
-        observed=[28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0],
-    )  # fmt: skip
-with centered, warnings.catch_warnings(record=True) as caught:
+with eight_schools, warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", UnreliableResultWarning)
-    funnel = sample_dilation(PARTICLES, random_seed=1, progressbar=False)
+    funnel = sample_dilation(PARTICLES, random_seed=1, progressbar=False, reparameterize=False)
 checks = ["stein_mean_z", "stein_cov_z", "subpopulation_rhat", "particle_ess", "stuck_share"]
 show(pd.DataFrame({name: np.asarray(funnel.sample_stats[name]) for name in checks}).round(3))
 print(f"tau: mean {float(funnel.posterior['tau'].mean()):.3g} (reference 3.60 ± 3.20)")
