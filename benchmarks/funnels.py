@@ -13,6 +13,11 @@ Targets (any seed and size is accepted, so held-out ones need no code change):
 - ``neal-d{D}``: Neal's funnel, ``v ~ N(0, 3)``, ``x_i ~ N(0, exp(v / 2))``, ``D - 1`` of
   them. Exact: ``v``'s mean 0 and sd 3, log Z 0 (the moments compared are ``v``'s: ``x``'s
   sd cannot be estimated from a few thousand draws).
+- ``gp_latent-n{N}-{seed}``: a latent Gaussian process written as users write it by hand,
+  ``f ~ MvNormal(0, eta² ExpQuad(ls) + 1e-6 I)`` at ``N`` sorted points, ``ls ~ InvGamma(5, 5)``,
+  ``eta ~ HalfNormal(1)``, Poisson counts ``y ~ Poisson(exp(1 + f))``: the hyperparameters
+  scale the whole field. Reference: a long nutpie run on the non-centered form
+  (``f = cholesky(K) z``).
 - ``eight_schools_centered``: the centered eight schools; reference posteriordb's draws.
 - ``radon_centered``: the gallery's radon model with varying intercepts and slopes, centered;
   reference a long nutpie run on its non-centered form.
@@ -38,6 +43,7 @@ SUITE = [
       for seed in (1, 2)),
     "centered-student-g20-weak-1",
     "centered-normal-g200-weak-1",
+    "gp_latent-n30-1",
     "neal-d10",
     "neal-d100",
     "eight_schools_centered",
@@ -47,6 +53,7 @@ SUITE = [
 
 _CENTERED = re.compile(r"centered-(normal|student)-g(\d+)-(weak|strong)-(\d+)$")
 _NEAL = re.compile(r"neal-d(\d+)$")
+_GP = re.compile(r"gp_latent-n(\d+)-(\d+)$")
 REFERENCES = Path(__file__).parent / "results" / "references"
 NEAL_V_SD = 3.0
 
@@ -88,6 +95,9 @@ def build_model(name: str, centered: bool = True):
         return model
     if name == "radon_centered":
         return _radon(centered)
+    gp = _GP.match(name)
+    if gp:
+        return _gp_latent(int(gp.group(1)), int(gp.group(2)), centered)
     neal = _NEAL.match(name)
     if neal:
         dim = int(neal.group(1))
@@ -112,6 +122,28 @@ def _effect(pm, name, loc, scale, centered, student=False, **shape):
     return pm.Deterministic(
         name, loc + scale * raw, **{k: v for k, v in shape.items() if k == "dims"}
     )
+
+
+def _gp_latent(n: int, seed: int, centered: bool):
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng([n, seed, 29])
+    x = np.sort(rng.uniform(0.0, 10.0, n))
+    true_cov = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / 1.5**2) + 1e-6 * np.eye(n)
+    f_true = np.linalg.cholesky(true_cov) @ rng.standard_normal(n)
+    y = rng.poisson(np.exp(1.0 + f_true))
+    with pm.Model(coords={"point": np.arange(n)}) as model:
+        ls = pm.InverseGamma("ls", 5.0, 5.0)
+        eta = pm.HalfNormal("eta", 1.0)
+        cov = eta**2 * pm.gp.cov.ExpQuad(1, ls)(x[:, None]) + 1e-6 * np.eye(n)
+        if centered:
+            f = pm.MvNormal("f", mu=np.zeros(n), cov=cov, dims="point")
+        else:
+            f_raw = pm.Normal("f_raw", 0.0, 1.0, dims="point")
+            f = pm.Deterministic("f", pt.linalg.cholesky(cov) @ f_raw, dims="point")
+        pm.Poisson("y", pt.exp(1.0 + f), observed=y, dims="point")
+    return model
 
 
 def _radon(centered: bool):

@@ -379,7 +379,7 @@ show(pd.DataFrame(rows).T)
 # posterior of `theta` narrows without bound, and no step size fits both ends (PyMC's NUTS
 # diverges there). Both samplers find such variables in the model's graph (a `Normal`,
 # `StudentT`, `Cauchy`, `Laplace`, `Logistic`, `Gumbel` or `LogNormal` whose scale is another
-# sampled variable) and sample each of their scalars in the coordinates that suit it:
+# sampled variable, or an `MvNormal` whose covariance is) and sample each of their scalars in the coordinates that suit it:
 # non-centered (`theta = mu + tau * z`) where the data say little about it, as written where
 # the data pin it down (data nine times as precise as the prior at the hierarchy's typical
 # scale; see `pymc_dilation.reparam`). The change of variables is exact, the draws come back
@@ -424,9 +424,10 @@ show(pd.DataFrame(rows).T)
 # %% [markdown]
 # What is not done for you, and what you can do by hand:
 #
-# - **Multivariate latent fields** (`pm.MvNormal` with a covariance of sampled
-#   hyperparameters, a GP written by hand) are left as written. `pm.gp.Latent` already samples
-#   its field non-centered; otherwise write `f = mu + cholesky(K) @ z` with `z ~ N(0, 1)`.
+# - **Multivariate latent fields**: a single `pm.MvNormal` vector whose covariance depends on
+#   sampled hyperparameters (a GP written by hand) is handled, as `f = mu + cholesky(K) @ z`
+#   where the data are weak; batched `MvNormal`s, `MvStudentT` and other multivariate
+#   families are left as written (`pm.gp.Latent` already samples its field non-centered).
 # - **Hierarchies built from deterministics** (`theta = mu + tau * z` written by you) are
 #   already non-centered and are left alone; so are scales that a companion step method of a
 #   `CompoundStep` samples.
@@ -457,8 +458,8 @@ show(pd.DataFrame(rows).T)
 #   with a standard error (`mode_table`). Both miss modes whose basin no particle reaches: in
 #   50 dimensions, narrow modes next to wider ones. Read its warnings: they say when the
 #   importance weights behind the weights and the evidence are unreliable.
-# - **Funnels the reparameterization does not reach** (a GP's latent field written as an
-#   `MvNormal`, `gp_pois_regr` in the benchmarks): `sample_dilation` then warns (Pareto k̂
+# - **Funnels the reparameterization does not reach** (a field already written non-centered
+#   whose data are strong, `gp_pois_regr` in the benchmarks): `sample_dilation` then warns (Pareto k̂
 #   above 0.7, or its own convergence checks, below) and its draws should not be trusted.
 #   Write the field non-centered, or use NUTS with a higher `target_accept`.
 # - **Modes the tuning population does not reach**: a `DilationLangevin` chain jumps only to
@@ -473,8 +474,8 @@ show(pd.DataFrame(rows).T)
 #
 # **`sample_dilation` is not for:**
 #
-# - **Funnels it cannot reparameterize** (GP hyperparameters over a latent field written as
-#   an `MvNormal`; `gp_pois_regr`), or centered hierarchies sampled with
+# - **Funnels it cannot reparameterize** (`gp_pois_regr`, a latent field written
+#   non-centered by hand), or centered hierarchies sampled with
 #   `reparameterize=False`: the particles gather in the neck, where the density in
 #   unconstrained space grows without bound (centered eight schools as written: tau about
 #   1e-6 where the reference is 3.6 ± 3.2). It warns (below). Write the field non-centered,

@@ -75,6 +75,7 @@ LOCATION_SCALE = {
     "LogisticRV": (None, 0, 1),
     "GumbelRV": (None, 0, 1),
     "LogNormalRV": ("LogTransform", 0, 1),  # log x = m + s * standard normal
+    "MvNormalRV": (None, 0, 1),  # x = m + cholesky(cov) z: the scale is a matrix
 }
 """Families reparameterized, with the transform their value variable must have (a user's own
 transform leaves a variable as written)."""
@@ -173,9 +174,10 @@ class Reparameterization:
 
 def _location_scale(rv, transform):
     """``(location, scale)`` graphs of ``rv`` if it is a location-scale variable sampled in its
-    family's own value space, else None."""
-    spec = LOCATION_SCALE.get(type(rv.owner.op).__name__)
-    if spec is None:
+    family's own value space (a single vector for ``MvNormal``), else None."""
+    kind = type(rv.owner.op).__name__
+    spec = LOCATION_SCALE.get(kind)
+    if spec is None or (kind == "MvNormalRV" and rv.type.ndim != 1):
         return None
     wanted, i_loc, i_scale = spec
     if (None if transform is None else type(transform).__name__) != wanted:
@@ -186,12 +188,45 @@ def _location_scale(rv, transform):
 
 @dataclass(frozen=True)
 class _Planned:
-    """One reparameterized variable: its location and scale as graphs of the value variables."""
+    """One reparameterized variable: its location and scale (a covariance matrix when
+    ``matrix``) as graphs of the value variables."""
 
     name: str
     shape: tuple[int, ...]
     loc: object
     scale: object
+    matrix: bool = False
+
+    def to_model(self, loc, scale, z, w):
+        """``x(z)`` and the log Jacobian of the map, given the location and scale graphs.
+
+        Elementwise: ``x = m + s**(1 - w) (z - w m)``. A covariance ``C = L Lᵀ``:
+        ``x = (diag(w) + diag(1 - w) L) z + (1 - w) m``, a lower-triangular map whose log
+        Jacobian is ``sum(log(w + (1 - w) diag(L)))``; ``w = 0`` is ``x = m + L z``.
+        """
+        loc_b = _broadcast(loc, self.shape)
+        if self.matrix:
+            chol = pt.linalg.cholesky(pt.cast(scale, "float64"))
+            lower = pt.diag(w) + (1.0 - w)[:, None] * chol
+            x = pt.dot(lower, z) + (1.0 - w) * loc_b
+            return x, pt.sum(pt.log(w + (1.0 - w) * pt.diag(chol)))
+        log_scale = pt.log(_broadcast(scale, self.shape))
+        x = loc_b + pt.exp((1.0 - w) * log_scale) * (z - w * loc_b)
+        return x, pt.sum((1.0 - w) * log_scale)
+
+    def from_model(self, loc, scale, x, w):
+        """``z(x)``, and each scalar's prior scale given the others: ``s``, or for a
+        covariance ``1 / sqrt(diag(C⁻¹))`` (so that ``1 / s**2`` is the prior's share of the
+        log density's curvature in that scalar)."""
+        loc_b = _broadcast(loc, self.shape)
+        if self.matrix:
+            chol = pt.linalg.cholesky(pt.cast(scale, "float64"))
+            lower = pt.diag(w) + (1.0 - w)[:, None] * chol
+            z = pt.linalg.solve_triangular(lower, x - (1.0 - w) * loc_b, lower=True)
+            inverse = pt.linalg.solve_triangular(chol, pt.eye(self.shape[0]), lower=True)
+            return z, 1.0 / pt.sqrt(pt.sum(inverse**2, axis=0))
+        scale_b = _broadcast(scale, self.shape)
+        return w * loc_b + (x - loc_b) * pt.exp((w - 1.0) * pt.log(scale_b)), scale_b
 
 
 def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Planned]:
@@ -227,16 +262,9 @@ def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Pl
             continue
         if set(ancestors([loc, scale])) & extra_values:
             continue
-        planned.append(_Planned(value.name, tuple(sampled[value.name]), loc, scale))
+        matrix = type(rv.owner.op).__name__ == "MvNormalRV"
+        planned.append(_Planned(value.name, tuple(sampled[value.name]), loc, scale, matrix))
     return planned
-
-
-def _pieces(flat, infos) -> list:
-    out, start = [], 0
-    for info in infos:
-        out.append(flat[start : start + info.size].reshape(info.shape))
-        start += info.size
-    return out
 
 
 def _broadcast(graph, shape):
@@ -273,11 +301,9 @@ def non_centered_values(frozen, pieces: dict, plan: list[_Planned], weights_flat
         size = int(np.prod(planned.shape))
         loc, scale = graph_replace([planned.loc, planned.scale], values, strict=False)
         w = weights_flat[offset : offset + size].reshape(planned.shape)
-        loc_b = _broadcast(loc, planned.shape)
-        log_scale = pt.log(_broadcast(scale, planned.shape))
-        x = loc_b + pt.exp((1.0 - w) * log_scale) * (pieces[value] - w * loc_b)
+        x, log_det = planned.to_model(loc, scale, pieces[value], w)
         values[value] = x.astype(value.dtype)
-        log_jacobian = log_jacobian + pt.sum((1.0 - w) * log_scale)
+        log_jacobian = log_jacobian + log_det
         offset += size
     return values, log_jacobian
 
@@ -295,10 +321,7 @@ def centered_coordinates(pieces: dict, plan: list[_Planned], weights_flat):
         size = int(np.prod(planned.shape))
         loc, scale = graph_replace([planned.loc, planned.scale], pieces, strict=False)
         w = weights_flat[offset : offset + size].reshape(planned.shape)
-        loc_b = _broadcast(loc, planned.shape)
-        scale_b = _broadcast(scale, planned.shape)
-        x = by_name[planned.name]
-        z[planned.name] = w * loc_b + (x - loc_b) * pt.exp((w - 1.0) * pt.log(scale_b))
+        z[planned.name], scale_b = planned.from_model(loc, scale, by_name[planned.name], w)
         scales.append(scale_b.ravel())
         offset += size
     return z, pt.concatenate(scales)
