@@ -379,8 +379,9 @@ show(pd.DataFrame(rows).T)
 # posterior of `theta` narrows without bound, and no step size fits both ends (PyMC's NUTS
 # diverges there). Both samplers find such variables in the model's graph (a `Normal`,
 # `StudentT`, `Cauchy`, `Laplace`, `Logistic`, `Gumbel` or `LogNormal` whose scale is another
-# sampled variable, or an `MvNormal` whose covariance is) and sample each of their scalars in the coordinates that suit it:
-# non-centered (`theta = mu + tau * z`) where the data say little about it, as written where
+# sampled variable, or an `MvNormal` whose covariance is) and sample each of their scalars in
+# the coordinates that suit it: non-centered (`theta = mu + tau * z`) where the data say
+# little about it, as written where
 # the data pin it down (data nine times as precise as the prior at the hierarchy's typical
 # scale; see `pymc_dilation.reparam`). The change of variables is exact, the draws come back
 # as you declared them (same names, dims and coords; `pm.sample_posterior_predictive` works
