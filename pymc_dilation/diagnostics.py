@@ -170,6 +170,12 @@ def convergence_reasons(stats: xr.Dataset) -> list[str]:
         unmoved = _stat(stats, "unmoved_share", chain)
         if unmoved > UNMOVED_SHARE_LIMIT:
             found.append(f"{unmoved:.0%} of the particles never moved during the refinement")
+        invalid = _stat(stats, "invalid_share", chain)
+        if invalid > 0:
+            found.append(
+                f"{invalid:.1%} of the particles ended without a finite log density (escaped "
+                "or diverged) and were replaced by copies of valid ones"
+            )
         if found:
             reasons.append(
                 f"Chain {chain}: the population did not converge to the posterior: "

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pymc as pm
 import pytest
+import xarray as xr
 
 from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
@@ -708,3 +709,27 @@ def test_uneven_importance_weights_widen_a_mode_whose_gaussian_misses_a_shoulder
     assert np.all((0.4 < sds) & (sds < 1.5 * exact)), sds  # widened from 0.25, not beyond
     assert mapped.estimate.ess > DISCOVERY_ESS * 512
     assert abs(mapped.estimate.log_evidence) < 3 * mapped.estimate.log_evidence_se  # log Z = 0
+
+
+def test_particles_without_a_finite_density_are_never_reported():
+    # A GP's amplitude at 1.7e6 with a NaN log density was reported as a draw (NaN in f).
+    from pymc_dilation.engine.population import replace_invalid
+
+    rng = np.random.default_rng(0)
+    ys = rng.normal(size=(6, 2))
+    lps = np.zeros(6)
+    lps[1] = np.nan
+    ys[4, 0] = np.inf
+    labels = np.arange(6)
+    diverging = np.zeros(6, dtype=bool)
+    share = replace_invalid(ys, lps, labels, diverging, rng)
+    assert share == pytest.approx(2 / 6)
+    assert np.all(np.isfinite(ys)) and np.all(np.isfinite(lps))
+    assert diverging[[1, 4]].all() and not diverging[[0, 2, 3, 5]].any()
+    assert set(labels[[1, 4]]) <= {0, 2, 3, 5}
+    from pymc_dilation.diagnostics import convergence_reasons
+
+    stats = xr.Dataset(
+        {"invalid_share": (("chain",), [share])}, coords={"draw": np.arange(6), "chain": [0]}
+    )
+    assert "without a finite log density" in convergence_reasons(stats)[0]

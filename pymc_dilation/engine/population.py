@@ -216,6 +216,25 @@ def _robust_root(ys: np.ndarray) -> np.ndarray:
     return np.linalg.cholesky(cov + 1e-10 * max(np.trace(cov), 1e-300) / dim * np.eye(dim))
 
 
+def replace_invalid(ys, lps, labels, diverging, rng) -> float:
+    """Replace, in place, particles without a finite log density or position by copies of
+    valid ones drawn uniformly; returns the share replaced.
+
+    Such a particle has escaped (up a funnel's mouth: a GP's amplitude at 1.7e6 with a NaN
+    log density was reported as a draw) or diverged, and is no draw of the posterior. The
+    particles are equally weighted after the resampling, so copies of valid ones are what the
+    population can still vouch for; the share is reported (``invalid_share``) and warned about
+    (:func:`pymc_dilation.diagnostics.convergence_reasons`). If none is valid, nothing is
+    replaced.
+    """
+    invalid = ~np.isfinite(lps) | ~np.all(np.isfinite(ys), axis=1)
+    if invalid.any() and not invalid.all():
+        pick = rng.choice(np.flatnonzero(~invalid), size=int(invalid.sum()))
+        ys[invalid], lps[invalid], labels[invalid] = ys[pick], lps[pick], labels[pick]
+        diverging[invalid] = True
+    return float(invalid.mean())
+
+
 def refine(
     target: PopulationTarget,
     ys: np.ndarray,
@@ -772,6 +791,7 @@ def run_population(
     checks = population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
+    checks["invalid_share"] = replace_invalid(ys, lps, labels, diverging, rng)
     return PopulationResult(
         samples=ys,
         logp=lps,
