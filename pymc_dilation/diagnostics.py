@@ -92,9 +92,11 @@ UNMOVED_SHARE_LIMIT = 0.05
 reported. Well-posed posteriors measured at most 0.002, funnels 0.23 to 0.64."""
 
 ADVICE = (
-    "Reparameterize the model (a non-centered form for hierarchical scales: "
-    "theta = mu + tau * z with z ~ N(0, 1)) or sample it with pm.sample (NUTS) and a higher "
-    "target_accept; if its posterior has no funnel, increase refine_sweeps or draws."
+    "Centered hierarchies are sampled non-centered automatically (sample_stats.attrs"
+    "['centering']); for a funnel that remains, write that part non-centered yourself "
+    "(theta = mu + tau * z with z ~ N(0, 1)) or sample the model with pm.sample "
+    "(DilationLangevin, or NUTS with a higher target_accept); if its posterior has no funnel, "
+    "increase refine_sweeps or draws."
 )
 """What the convergence warnings tell the user to do."""
 
