@@ -263,17 +263,30 @@ def build_model(name: str):
     return model
 
 
-def _radon_model():
-    """The gallery's ``varying_intercept_slope_noncentered`` radon model."""
+def radon_data():
+    """The gallery's radon data, ``(log_radon, coords)``, and a function that declares its
+    ``floor_idx`` and ``county_idx`` data (call it inside the model)."""
     import pandas as pd
     import pymc as pm
 
     data = pd.read_csv(DATA / "radon.csv")
     county, counties = pd.factorize(data["county"])
     coords = {"county": counties, "obs_id": np.arange(len(data))}
-    with pm.Model(coords=coords) as model:
+
+    def declare():
         floor_idx = pm.Data("floor_idx", data["floor"].to_numpy(), dims="obs_id")
-        county_idx = pm.Data("county_idx", county, dims="obs_id")
+        return floor_idx, pm.Data("county_idx", county, dims="obs_id")
+
+    return data["log_radon"], coords, declare
+
+
+def _radon_model():
+    """The gallery's ``varying_intercept_slope_noncentered`` radon model."""
+    import pymc as pm
+
+    log_radon, coords, declare = radon_data()
+    with pm.Model(coords=coords) as model:
+        floor_idx, county_idx = declare()
         mu_a = pm.Normal("mu_a", mu=0.0, sigma=10.0)
         sigma_a = pm.Exponential("sigma_a", 5)
         z_a = pm.Normal("z_a", mu=0, sigma=1, dims="county")
@@ -284,7 +297,7 @@ def _radon_model():
         beta = pm.Deterministic("beta", mu_b + z_b * sigma_b, dims="county")
         sigma_y = pm.Exponential("sigma_y", 5)
         y_hat = alpha[county_idx] + beta[county_idx] * floor_idx
-        pm.Normal("y_like", mu=y_hat, sigma=sigma_y, observed=data["log_radon"], dims="obs_id")
+        pm.Normal("y_like", mu=y_hat, sigma=sigma_y, observed=log_radon, dims="obs_id")
     return model
 
 

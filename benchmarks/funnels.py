@@ -147,17 +147,13 @@ def _gp_latent(n: int, seed: int, centered: bool):
 
 
 def _radon(centered: bool):
-    import pandas as pd
     import pymc as pm
 
-    from benchmarks.dimension import DATA
+    from benchmarks.dimension import radon_data
 
-    data = pd.read_csv(DATA / "radon.csv")
-    county, counties = pd.factorize(data["county"])
-    coords = {"county": counties, "obs_id": np.arange(len(data))}
+    log_radon, coords, declare = radon_data()
     with pm.Model(coords=coords) as model:
-        floor_idx = pm.Data("floor_idx", data["floor"].to_numpy(), dims="obs_id")
-        county_idx = pm.Data("county_idx", county, dims="obs_id")
+        floor_idx, county_idx = declare()
         mu_a = pm.Normal("mu_a", mu=0.0, sigma=10.0)
         sigma_a = pm.Exponential("sigma_a", 1)
         alpha = _effect(pm, "alpha", mu_a, sigma_a, centered, dims="county")
@@ -166,7 +162,7 @@ def _radon(centered: bool):
         beta = _effect(pm, "beta", mu_b, sigma_b, centered, dims="county")
         sigma_y = pm.Exponential("sigma_y", 1)
         y_hat = alpha[county_idx] + beta[county_idx] * floor_idx
-        pm.Normal("y_like", mu=y_hat, sigma=sigma_y, observed=data["log_radon"], dims="obs_id")
+        pm.Normal("y_like", mu=y_hat, sigma=sigma_y, observed=log_radon, dims="obs_id")
     return model
 
 
@@ -298,14 +294,9 @@ _COLUMNS = [
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table (the warm call's errors; both calls' walls)."""
-    lines = [
-        "| " + " | ".join(key for key, _ in _COLUMNS) + " |",
-        "|" + "|".join("---" for _ in _COLUMNS) + "|",
-    ]
-    for row in rows:
-        cells = ["" if row.get(key) is None else fmt.format(row[key]) for key, fmt in _COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from benchmarks.mixtures import markdown_table as table
+
+    return table(rows, _COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,17 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     Each (target, sampler) is called twice in one process with the same seed: ``cold`` (the
     first call, compilation included) and ``warm``. Writes ``OUTPUT.md`` and ``OUTPUT.json``
     after every call."""
-    import argparse
+    from benchmarks.mixtures import sampling_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks funnels")
-    parser.add_argument("--targets", nargs="+", default=SUITE)
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--tune", type=int, default=1000)
-    parser.add_argument("--particles", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", default="benchmarks/results/funnels")
+    parser = sampling_arguments(
+        "python -m benchmarks funnels", SUITE, SAMPLERS, "benchmarks/results/funnels"
+    )
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -103,31 +103,42 @@ _COLUMNS = [
 ]
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (the warm call's errors; both calls' walls)."""
+def markdown_table(rows: list[dict[str, Any]], columns=None) -> str:
+    """The rows as a Markdown table (the warm call's errors; both calls' walls); ``columns``
+    is a list of ``(key, format)`` (default: this benchmark's)."""
+    columns = _COLUMNS if columns is None else columns
     lines = [
-        "| " + " | ".join(key for key, _ in _COLUMNS) + " |",
-        "|" + "|".join("---" for _ in _COLUMNS) + "|",
+        "| " + " | ".join(key for key, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
     ]
     for row in rows:
         cells = []
-        for key, fmt in _COLUMNS:
+        for key, fmt in columns:
             value = row.get(key)
             cells.append("" if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks mixtures", description=__doc__)
-    parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS)
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+def sampling_arguments(prog: str, targets, samplers, output: str, description=None):
+    """The command line shared by the benchmarks that call each sampler cold and warm."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--targets", nargs="+", default=list(targets))
+    parser.add_argument("--samplers", nargs="+", default=list(samplers), choices=samplers)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--particles", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", default="benchmarks/results/mixtures")
+    parser.add_argument("--output", default=output)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = sampling_arguments(
+        "python -m benchmarks mixtures", DEFAULT_TARGETS, SAMPLERS,
+        "benchmarks/results/mixtures", __doc__,
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     from benchmarks import dimension
