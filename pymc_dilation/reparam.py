@@ -14,7 +14,8 @@ elementwise, a centering weight ``w`` per scalar: ``w = 1`` is the model as writ
 non-centered parameterization of Papaspiliopoulos, Roberts and Sköld (2007) in the form
 Gorinova, Moore and Hoffman (2020) learn by variational inference (VIP); here ``w`` is chosen
 from the curvature (:func:`centering_weights`). The log density in ``z`` is the model's at
-``x(z)`` plus ``sum((1 - w) * log s)``, the log Jacobian.
+``x(z)`` plus the log Jacobian, ``sum((1 - w) * log s)`` (for an ``MvNormal`` see
+``_Planned.to_model``).
 
 Exact: the change of variables, for any weights and any distribution (the weights decide only
 how well conditioned the sampled density is); the evidence is unchanged. Heuristic: the
@@ -49,15 +50,19 @@ __all__ = [
     "non_centered_values",
     "centered_coordinates",
     "centering_weights",
-    "log_choice",
+    "choose_centering",
 ]
 
 _log = logging.getLogger("pymc")  # where pm.sample logs what it does
 
 
-def log_choice(reparam: Reparameterization | None, owner: str) -> None:
-    """Log, as PyMC logs its own set-up, which variables are sampled non-centered."""
-    if reparam is not None and reparam.describe():
+def choose_centering(logp, q0: np.ndarray, extra: np.ndarray, owner: str) -> None:
+    """Set ``logp.reparam``'s weights by :func:`centering_weights` from ``q0`` (the model's
+    coordinates) and log, as PyMC logs its own set-up, which variables are sampled
+    non-centered. Both samplers call this once, before sampling."""
+    reparam = logp.reparam
+    reparam.weights = centering_weights(logp, q0, extra)
+    if reparam.describe():
         _log.info(
             "%s: sampling %s (a funnel otherwise; reparameterize=False samples the model as "
             "written). Draws are reported as declared.",
@@ -291,7 +296,8 @@ def non_centered_values(frozen, pieces: dict, plan: list[_Planned], weights_flat
     values : dict
         ``{value variable: graph of z}`` (the model's coordinates).
     log_jacobian : TensorVariable
-        ``sum((1 - w) * log s)`` over the reparameterized scalars.
+        The map's log Jacobian summed over the reparameterized variables
+        (``_Planned.to_model``).
     """
     by_name = {v.name: v for v in frozen.value_vars}
     values = dict(pieces)

@@ -25,7 +25,7 @@ from pymc_dilation.engine.laplace import (
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
-from pymc_dilation.reparam import centering_weights, log_choice
+from pymc_dilation.reparam import choose_centering
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -532,8 +532,7 @@ def sample_dilation(
     extra = logp.ravel_extra({})
     start_vec = check_center(point, logp.logp_grad, extra, names, logp.dim)
     if logp.reparam is not None:
-        logp.reparam.weights = centering_weights(logp, start_vec, extra)
-        log_choice(logp.reparam, "sample_dilation")
+        choose_centering(logp, start_vec, extra, "sample_dilation")
         extra = logp.ravel_extra({})
         start_vec = logp.from_model(start_vec, extra)
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)

@@ -38,7 +38,7 @@ from pymc_dilation.model import (
     data_signature,
     prior_sampler,
 )
-from pymc_dilation.reparam import centering_weights, log_choice
+from pymc_dilation.reparam import choose_centering
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -392,10 +392,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.center = check_center(
             center_vec, self._logp.logp_grad, extra, self.var_names, self._logp.dim
         )
-        reparam = self._logp.reparam
-        if reparam is not None:
-            reparam.weights = centering_weights(self._logp, self._logp.ravel(initial_point), extra)
-            log_choice(reparam, "DilationLangevin")
+        if self._logp.reparam is not None:
+            choose_centering(self._logp, self._logp.ravel(initial_point), extra, "DilationLangevin")
             self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
 
