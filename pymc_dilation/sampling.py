@@ -24,8 +24,10 @@ from pymc_dilation.engine.laplace import (
 )
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
+from pymc_dilation.engine.symmetry import orbit_mass_ratio, symmetry_move
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.reparam import choose_centering
+from pymc_dilation.symmetry import announce, find_symmetries, symmetry_test_points
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -384,6 +386,7 @@ def sample_dilation(
     refine_sweeps: int = DEFAULTS["refine_sweeps"],
     refine_steps: int = DEFAULTS["refine_steps"],
     reparameterize: bool = True,
+    symmetry_jumps: bool = True,
 ):
     """Sample a PyMC model with a population annealed along the dilation path.
 
@@ -443,6 +446,13 @@ def sample_dilation(
         in the model's own coordinates, and ``sample_stats.attrs["centering"]`` (JSON) gives
         each such variable's mean centering weight (1: as written, 0: non-centered).
         ``False`` samples the model as written.
+    symmetry_jumps : bool
+        Look for symmetries of the posterior (exchangeable mixture components, sign flips;
+        :mod:`pymc_dilation.symmetry`) and, when there are some, move every particle by a
+        uniformly drawn one (an exact Metropolis–Hastings jump), and count every mode's
+        copies in the evidence: ``log_marginal_likelihood`` holds the mass of copies no
+        particle reached (their number from the group, their mass from the copy found).
+        ``sample_stats.attrs["symmetries"]`` (JSON) lists them.
 
     Returns
     -------
@@ -515,6 +525,7 @@ def sample_dilation(
         owner="sample_dilation",
     )  # fmt: skip
     check_bool("reparameterize", reparameterize)
+    check_bool("symmetry_jumps", symmetry_jumps)
     check_continuous_free_vars(model, "sample_dilation")
     if model.discrete_value_vars:
         raise ValueError(
@@ -544,6 +555,15 @@ def sample_dilation(
         target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
         progressbar, labels, "sample_dilation",
     )  # fmt: skip
+    group = None
+    if symmetry_jumps:
+        density = lambda xs: logp.logp_grad_batch(xs, extra)[0]  # noqa: E731
+        points = symmetry_test_points(start_vec, prior, density)
+        group = find_symmetries(model, logp, extra, points)
+        announce(group, "sample_dilation")
+    if group is not None:
+        rng = _seeds(random_seed, settings.chains + 1)[-1]
+        chains_out = [_symmetrized(run, group, density, rng) for run in chains_out]
     elapsed = time.perf_counter() - start
     chains_out = [_in_model_coordinates(run, logp, extra) for run in chains_out]
 
@@ -557,7 +577,23 @@ def sample_dilation(
     stats = _stage_stats(chains_out, laplace, elapsed, labels)
     if logp.reparam is not None:
         stats.attrs["centering"] = json.dumps(logp.reparam.summary())
+    if group is not None:
+        stats.attrs["symmetries"] = json.dumps(group.describe())
     return population_inference_data(traces, model, stats)
+
+
+def _symmetrized(run: _Chain, group, density, rng: np.random.Generator) -> _Chain:
+    """Every particle moved by a uniformly drawn symmetry (exact MH), and the evidence with
+    every mode's copies counted (:func:`~pymc_dilation.engine.symmetry.orbit_mass_ratio`;
+    unchanged when the group is too large to enumerate)."""
+    samples = run.samples
+    with np.errstate(all="ignore"):
+        lps = density(samples)
+    moved = symmetry_move(group, samples, lps, density, rng).points
+    roots = np.linalg.cholesky(run.covariances + 1e-12 * np.eye(run.covariances.shape[-1]))
+    ratio = orbit_mass_ratio(group, run.locations, roots, run.result.estimate.weights)
+    log_evidence = run.log_evidence + (np.log(ratio) if ratio else 0.0)
+    return replace(run, samples=moved, log_evidence=float(log_evidence))
 
 
 def _in_model_coordinates(run: _Chain, logp, extra: np.ndarray) -> _Chain:

@@ -30,6 +30,7 @@ from pymc_dilation.engine.population import (
     map_growing_population,
 )
 from pymc_dilation.engine.schedules import make_schedule
+from pymc_dilation.engine.symmetry import SymmetryGroup, symmetry_move
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
 from pymc_dilation.model import (
@@ -39,6 +40,7 @@ from pymc_dilation.model import (
     prior_sampler,
 )
 from pymc_dilation.reparam import choose_centering
+from pymc_dilation.symmetry import announce, find_symmetries, symmetry_test_points
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -212,6 +214,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         (``"dense"``, ``O(d²)``), or the diagonal only (``O(d)``).
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
+    symmetry_jumps : bool
+        Look for symmetries of the posterior (exchangeable mixture components, sign flips of
+        factor loadings or of a variable that enters squared; :mod:`pymc_dilation.symmetry`)
+        and report every draw under a uniformly drawn one, after an exact
+        Metropolis–Hastings test (one log-density evaluation a draw). Label switching and sign
+        ambiguity are then sampled with their exact shares however many copies of a mode
+        there are; the chain itself keeps moving in the copy it is in. :attr:`symmetries`
+        says what was found (also logged).
     initial_step : float
         Step size at the start of the adaptation, in whitened units.
     tune : int, optional
@@ -242,7 +252,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     chain's map), ``mode_weight`` (the estimated weight of the draw's mode) and
     ``jump_acceptance`` (1 or 0 when a jump was proposed; NaN when none was: one mode, or a
     draw where the proposal undervalues the posterior, see
-    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`). See
+    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`); ``symmetry_acceptance`` (1 or 0
+    for the symmetry jump of the reported draw, NaN without symmetries). ``mode_index`` is the
+    mode of the chain's state: with symmetry jumps the reported draw may be in a copy of it. See
     :func:`pymc_dilation.mode_occupancy` for a table of each chain's modes and
     :func:`pymc_dilation.plot_mode_occupancy` for a picture.
 
@@ -286,6 +298,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         "n_modes": (int, []),
         "mode_weight": (np.float64, []),
         "jump_acceptance": (np.float64, []),
+        "symmetry_acceptance": (np.float64, []),
         "warning": (SamplerWarning, None),
     }
 
@@ -324,6 +337,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         anneal_metropolis: bool = True,
         precondition: str = "low-rank",
         mode_jumps: bool = True,
+        symmetry_jumps: bool = True,
         initial_step: float = 0.5,
         tune: int | None = None,
         reparameterize: bool = True,
@@ -359,6 +373,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.anneal_metropolis = check_bool("anneal_metropolis", anneal_metropolis)
         self.precondition = check_choice("precondition", precondition, PRECONDITIONERS)
         self.mode_jumps = check_bool("mode_jumps", mode_jumps)
+        self.symmetry_jumps = check_bool("symmetry_jumps", symmetry_jumps)
         self.tune_iterations = None if tune is None else check_positive_int("tune", tune, zero=True)
         check_choice("backend", backend, ("numba", "c"))
         reparameterize = check_bool("reparameterize", reparameterize)
@@ -396,6 +411,22 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             choose_centering(self._logp, self._logp.ravel(initial_point), extra, "DilationLangevin")
             self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
+        self._symmetry = self._find_symmetries(model, extra) if self.symmetry_jumps else None
+
+    def _find_symmetries(self, model, extra: np.ndarray) -> SymmetryGroup | None:
+        """The posterior's symmetries (:mod:`pymc_dilation.symmetry`), announced in PyMC's log."""
+        points = symmetry_test_points(
+            self.center, self._prior_pool, lambda xs: self._logp.logp_grad_batch(xs, extra)[0]
+        )
+        group = find_symmetries(model, self._logp, extra, points)
+        announce(group, "DilationLangevin")
+        return group
+
+    @property
+    def symmetries(self) -> list[str]:
+        """The symmetries the draws are spread over by exact jumps (empty when none was
+        found, or ``symmetry_jumps=False``)."""
+        return [] if self._symmetry is None else self._symmetry.describe()
 
     @property
     def centering(self) -> dict[str, float]:
@@ -446,6 +477,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
         self._last_out = None  # (model coordinates, sampler coordinates) of the last draw
+        self._reported = None  # (reported draw, chain state) when a symmetry moved the draw
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size, the preconditioner and the jump
@@ -610,6 +642,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def _astep(self, x: np.ndarray, extra: np.ndarray):
         start = time.perf_counter()
         x = x.astype(np.float64)
+        if self._reported is not None and np.array_equal(self._reported[0], x):
+            x = self._reported[1]  # the chain goes on from its state, not from the moved draw
         n_grad = 0
         if self.mode_map is None:
             self._check_start(x, extra)
@@ -645,6 +679,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._divergences += n_div
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
+        x_out, lp_out, symmetry = x_new, lp_new, np.nan
+        if self._symmetry is not None:
+            x_out, lp_out, symmetry = self._symmetry_move(x_new, lp_new, extra)
+            n_grad += 1
         warning = self._warnings.pop(0) if self._warnings else None
         stats = {
             "tune": self.tune,
@@ -653,16 +691,30 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             "mean_tree_accept": accept,
             "diverging": n_div > 0,
             "divergences": self._divergences,
-            "model_logp": lp_new,
+            "model_logp": lp_out,
             "tree_size": float(n_grad),
             "perf_counter_diff": time.perf_counter() - start,
             "mode_index": mode,
             "n_modes": self.mode_map.n_modes,
             "mode_weight": float(self.mode_map.weights[mode]),
             "jump_acceptance": jump,
+            "symmetry_acceptance": symmetry,
             "warning": warning,
         }
-        return x_new, stats
+        return x_out, stats
+
+    def _symmetry_move(self, x: np.ndarray, lp: float, extra: np.ndarray):
+        """The draw to report: the chain's state moved by a random symmetry (exact MH test,
+        :func:`~pymc_dilation.engine.symmetry.symmetry_move`). The chain itself stays where it
+        is, so its preconditioner keeps fitting the copy of the mode it learned."""
+        move = symmetry_move(
+            self._symmetry, x[None], np.array([lp]),
+            lambda xs: self._logp.logp_grad_batch(xs, extra)[0], self.rng,
+        )  # fmt: skip
+        accepted = bool(move.accepted[0])
+        x_out = move.points[0]
+        self._reported = (x_out.copy(), x.copy()) if accepted else None
+        return x_out, float(move.lps[0]), float(accepted)
 
     def _trajectory(self, x, lp, grad, extra, eps):
         """One HMC trajectory, jittered in length; during tuning its length adapts (ChEES)."""

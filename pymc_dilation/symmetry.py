@@ -1,0 +1,215 @@
+"""Symmetries of a PyMC model's posterior, found from its variables and confirmed numerically.
+
+Candidates come from the model's structure: variables sharing an axis of the same length
+(a ``dims`` name, or just the length), whose entries may be exchangeable labels (a
+mixture's ``w``, ``mu`` and ``sigma`` over its components) or columns whose signs may flip
+together (a factor model's loadings and factors), and real-valued variables whose sign may
+flip alone or in pairs (``y ~ Normal(a * b, ...)``). Each candidate is confirmed on the
+compiled log density: its generators must leave it unchanged at several points drawn from
+the prior (or about the start). What survives is a
+:class:`~pymc_dilation.engine.symmetry.SymmetryGroup` in the sampler's coordinates, which the
+engine's exact symmetry jumps use (:func:`~pymc_dilation.engine.symmetry.symmetry_move`).
+
+The group acts on unconstrained values: a permutation of a Dirichlet's components is linear
+on its simplex-transformed values (their completion by minus their sum is permuted with them),
+elementwise transforms with shared bounds commute with permutations, and signs flip only on
+untransformed variables. A symmetry that only shows in constrained space through another
+transform (an ordered one, a zero-sum one) is not found; one that is found is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from pymc_dilation.engine.symmetry import GroupFactor, SymmetryGroup, confirmed
+
+__all__ = ["find_symmetries", "symmetry_test_points"]
+
+_log = logging.getLogger("pymc")
+
+MAX_PAIRED_SIGNS = 12
+"""Sign flips of pairs of whole variables are tried when at most this many are real-valued."""
+TEST_POINTS = 6
+
+
+@dataclass(frozen=True)
+class _Variable:
+    """A sampled variable as the group sees it: its entries' indices in the extended vector."""
+
+    name: str
+    index: np.ndarray  # constrained shape -> extended-vector index
+    dims: tuple[str | None, ...]
+    signed: bool  # untransformed: its sign may flip
+
+    def axes(self, length: int, dim: str | None = None) -> list[int]:
+        if dim is not None:
+            return [a for a, name in enumerate(self.dims) if name == dim]
+        return [a for a, n in enumerate(self.index.shape) if n == length]
+
+    def slots(self, axis: int) -> np.ndarray:
+        length = self.index.shape[axis]
+        return np.moveaxis(self.index, axis, 0).reshape(length, -1)
+
+
+def _variables(model, logp) -> tuple[list[_Variable], list[np.ndarray]]:
+    """The sampled variables' extended indices, and the completions of simplex values."""
+    from pymc.logprob.transforms import SimplexTransform
+
+    shapes = model.eval_rv_shapes()
+    value_vars = {v.name: v for v in model.value_vars}
+    variables, completions = [], []
+    offset = 0
+    for info in logp.var_infos:
+        value = value_vars[info.name]
+        rv = model.values_to_rvs[value]
+        transform = model.rvs_to_transforms.get(rv)
+        shape = tuple(int(n) for n in shapes[rv.name])
+        dims = tuple(model.named_vars_to_dims.get(rv.name, ())) or (None,) * len(shape)
+        positions = offset + np.arange(info.size).reshape(info.shape)
+        offset += info.size
+        if isinstance(transform, SimplexTransform) and shape and shape[-1] == info.shape[-1] + 1:
+            batch = positions.reshape(-1, shape[-1] - 1)
+            completed = []
+            for row in batch:
+                completions.append(row)
+                completed.append(logp.dim + len(completions) - 1)
+            index = np.concatenate([batch, np.array(completed)[:, None]], axis=1).reshape(shape)
+        elif tuple(info.shape) == shape:
+            index = positions
+        else:  # a transform that changes the shape otherwise (zero-sum, Cholesky): no candidate
+            continue
+        variables.append(_Variable(rv.name, index, dims, transform is None))
+    return variables, completions
+
+
+def _label_sets(variables: Sequence[_Variable], length: int) -> list[list[tuple[_Variable, int]]]:
+    """Candidate sets of ``(variable, axis)`` sharing ``length`` labels: all of them, those of
+    each ``dims`` name, and all but one of them; largest first."""
+    everyone = [(v, v.axes(length)[-1]) for v in variables if v.axes(length)]
+    sets = [everyone]
+    names = {v.dims[a] for v, a in everyone if v.dims[a] is not None}
+    for name in sorted(names):
+        sets.append([(v, v.axes(length, name)[0]) for v in variables if v.axes(length, name)])
+    if len(everyone) > 1:
+        sets += [everyone[:i] + everyone[i + 1 :] for i in range(len(everyone))]
+    unique, seen = [], set()
+    for candidate in sets:
+        key = tuple(sorted((v.name, a) for v, a in candidate))
+        if candidate and key not in seen:
+            seen.add(key)
+            unique.append(candidate)
+    return sorted(unique, key=len, reverse=True)
+
+
+def _factor(kind: str, members: Sequence[tuple[_Variable, int]]) -> GroupFactor:
+    slots = np.concatenate([v.slots(a) for v, a in members], axis=1)
+    names = ", ".join(v.name for v, _ in members)
+    what = "labels permuted" if kind == "permute" else "signs flipped"
+    return GroupFactor(kind, slots, f"{names}: {slots.shape[0]} {what}")
+
+
+def symmetry_test_points(
+    center: np.ndarray, pool: np.ndarray | None, logp, n: int = TEST_POINTS
+) -> np.ndarray:
+    """Up to ``n`` points with a finite log density: prior draws (``pool``) first, then the
+    center jittered (a fixed generator: the same model gets the same points)."""
+    rng = np.random.default_rng(20241002)
+    rows = [] if pool is None else [pool[:n]]
+    rows.append(center + 0.5 * rng.standard_normal((n, center.size)))
+    points = np.vstack(rows)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(logp(points))
+    return points[finite][:n]
+
+
+def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> SymmetryGroup | None:
+    """The symmetry group of the sampled variables' log density, or None when it has none.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    logp : ModelLogp
+        The compiled log density (sampler coordinates).
+    extra : numpy.ndarray
+        Values of the other free variables (and centering weights), fixed.
+    points : numpy.ndarray
+        ``(n, d)`` points with a finite log density where candidates are tested
+        (:func:`symmetry_test_points`).
+
+    Notes
+    -----
+    Label permutations of every length are tried first (the largest set of variables that
+    passes wins), then sign flips of labels among untransformed variables, then sign flips of
+    single untransformed variables and of pairs. A confirmed factor's slots are not reused by
+    a later factor of the same kind, so the factors compose into a group whose uniformly
+    drawn elements make a symmetric proposal.
+    """
+    if len(points) == 0:
+        return None
+    variables, completions = _variables(model, logp)
+    if not variables:
+        return None
+
+    def density(xs):
+        return logp.logp_grad_batch(xs, extra)[0]
+
+    def holds(factor: GroupFactor) -> bool:
+        return confirmed(factor, logp.dim, completions, density, points)
+
+    factors: list[GroupFactor] = []
+    lengths = sorted({n for v in variables for n in v.index.shape if n >= 2})
+    taken: set[int] = set()
+    for length in lengths:
+        for members in _label_sets(variables, length):
+            factor = _factor("permute", members)
+            if taken.isdisjoint(factor.slots.ravel().tolist()) and holds(factor):
+                factors.append(factor)
+                taken.update(factor.slots.ravel().tolist())
+                break
+    permuted = {tuple(np.sort(f.slots.ravel())) for f in factors}
+    signed = [v for v in variables if v.signed]
+    flipped: set[int] = set()
+    for length in sorted({n for v in signed for n in v.index.shape}):
+        for members in _label_sets(signed, length):
+            factor = _factor("flip", members)
+            cells = factor.slots.ravel().tolist()
+            overlaps_permutation = not taken.isdisjoint(cells)
+            aligned = tuple(np.sort(factor.slots.ravel())) in permuted
+            if flipped.isdisjoint(cells) and (aligned or not overlaps_permutation) and holds(factor):
+                factors.append(factor)
+                flipped.update(cells)
+                break
+    loose = [v for v in signed if flipped.isdisjoint(v.index.ravel().tolist())]
+    groups = [(v,) for v in loose]
+    if len(loose) <= MAX_PAIRED_SIGNS:
+        groups += list(combinations(loose, 2))
+    for group in groups:
+        cells = np.concatenate([v.index.ravel() for v in group])
+        if not flipped.isdisjoint(cells.tolist()) or not taken.isdisjoint(cells.tolist()):
+            continue
+        names = ", ".join(v.name for v in group)
+        factor = GroupFactor("flip", cells[None], f"{names}: sign flipped")
+        if holds(factor):
+            factors.append(factor)
+            flipped.update(cells.tolist())
+    if not factors:
+        return None
+    return SymmetryGroup(logp.dim, tuple(completions), tuple(factors))
+
+
+def announce(group: SymmetryGroup | None, owner: str) -> None:
+    """Say in PyMC's log which symmetries the draws are spread over."""
+    if group is None:
+        return
+    _log.info(
+        "%s: the posterior is unchanged by %s (%d copies of each mode); every draw is "
+        "reported under a random one of these symmetries (exact Metropolis-Hastings jumps).",
+        owner,
+        "; ".join(group.describe()),
+        group.order,
+    )

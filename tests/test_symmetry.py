@@ -1,0 +1,271 @@
+"""Symmetries of the posterior: the group's action, the exact jump, detection on models, and
+both samplers on posteriors whose copies no gradient crosses."""
+
+from itertools import permutations
+
+import numpy as np
+import pymc as pm
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+import pymc_dilation as pdl
+from pymc_dilation.engine.symmetry import (
+    GroupFactor,
+    SymmetryGroup,
+    orbit_mass_ratio,
+    symmetry_move,
+)
+from pymc_dilation.model import compile_model_logp, prior_sampler
+from pymc_dilation.symmetry import find_symmetries, symmetry_test_points
+
+
+def _simplex_values(w):
+    """PyMC's simplex transform: the first K-1 entries of the centered log weights."""
+    log_w = np.log(w)
+    return (log_w - log_w.mean(axis=-1, keepdims=True))[..., :-1]
+
+
+def test_a_permutation_acts_on_simplex_values_as_on_the_weights():
+    rng = np.random.default_rng(0)
+    k = 4
+    w = rng.dirichlet(np.ones(k), size=50)
+    mu = rng.normal(size=(50, k))
+    x = np.hstack([_simplex_values(w), mu])  # d = 3 + 4
+    d = x.shape[1]
+    completion = np.arange(k - 1)
+    slots = np.column_stack([np.r_[np.arange(k - 1), d], np.arange(k - 1, 2 * k - 1)])
+    group = SymmetryGroup(d, (completion,), (GroupFactor("permute", slots),))
+    perm, sign = group.random_elements(rng, 50)
+    images = group.apply(x, perm, sign)
+    # Recover each row's label permutation from mu, and check w moved with it.
+    for row, image, m in zip(w, images, mu, strict=True):
+        order = [int(np.flatnonzero(np.isclose(m, v))[0]) for v in image[k - 1 :]]
+        np.testing.assert_allclose(image[: k - 1], _simplex_values(row[order]), atol=1e-12)
+
+
+def test_group_elements_are_uniform_and_compose_permutations_with_flips():
+    rng = np.random.default_rng(1)
+    slots = np.arange(3)[:, None]
+    group = SymmetryGroup(
+        3, (), (GroupFactor("permute", slots), GroupFactor("flip", slots))
+    )  # the signed permutations of 3 coordinates: 48 elements
+    assert group.order == 48
+    perm, sign = group.all_elements()
+    images = group.apply(np.tile([1.0, 2.0, 3.0], (48, 1)), perm, sign)
+    assert len({tuple(row) for row in images}) == 48
+    perm, sign = group.random_elements(rng, 48_000)
+    images = group.apply(np.tile([1.0, 2.0, 3.0], (48_000, 1)), perm, sign)
+    _, counts = np.unique(images, axis=0, return_counts=True)
+    assert len(counts) == 48
+    assert np.all(np.abs(counts / 48_000 - 1 / 48) < 5 * np.sqrt((1 / 48) / 48_000))
+
+
+def test_factors_reject_invalid_slots():
+    with pytest.raises(ValueError, match="kind"):
+        GroupFactor("rotate", np.zeros((2, 1), dtype=int))
+    with pytest.raises(ValueError, match="two labels"):
+        GroupFactor("permute", np.zeros((1, 1), dtype=int))
+    with pytest.raises(ValueError, match="distinct"):
+        GroupFactor("flip", np.zeros((2, 1), dtype=int))
+
+
+def _two_wells(weight_right: float):
+    def logp(xs):
+        x = xs[:, 0]
+        return np.logaddexp(
+            np.log(weight_right) + norm.logpdf(x, 3.0, 1.0),
+            np.log1p(-weight_right) + norm.logpdf(x, -3.0, 1.0),
+        )
+
+    return logp
+
+
+def test_symmetry_move_gives_a_symmetric_posterior_its_copies_from_one_of_them():
+    rng = np.random.default_rng(2)
+    group = SymmetryGroup(1, (), (GroupFactor("flip", np.array([[0]])),))
+    logp = _two_wells(0.5)
+    xs = rng.normal(3.0, 1.0, size=(4000, 1))  # every draw in the right copy
+    move = symmetry_move(group, xs, logp(xs), logp, rng)
+    share = float((move.points[:, 0] > 0).mean())
+    assert abs(share - 0.5) < 4 * np.sqrt(0.25 / 4000)
+    assert move.accepted.all()
+    np.testing.assert_allclose(move.lps, logp(move.points))
+
+
+def test_symmetry_move_keeps_an_asymmetric_posterior_exact():
+    """A flip that is not a symmetry is a proposal like any other: the MH test keeps the
+    0.7/0.3 shares of exact draws (an always-accepted flip would give 0.5)."""
+    rng = np.random.default_rng(3)
+    group = SymmetryGroup(1, (), (GroupFactor("flip", np.array([[0]])),))
+    logp = _two_wells(0.7)
+    n = 20_000
+    right = rng.uniform(size=n) < 0.7
+    xs = np.where(right, rng.normal(3.0, 1.0, n), rng.normal(-3.0, 1.0, n))[:, None]
+    move = symmetry_move(group, xs, logp(xs), logp, rng)
+    share = float((move.points[:, 0] > 0).mean())
+    assert abs(share - 0.7) < 4 * np.sqrt(0.21 / n)
+    assert 0.3 < move.accepted.mean() < 0.9
+
+
+def test_orbit_mass_ratio_counts_the_copies_no_mode_covers():
+    group = SymmetryGroup(2, (), (GroupFactor("permute", np.array([[0], [1]])),))
+    roots = np.tile(0.1 * np.eye(2), (2, 1, 1))
+    one = np.array([[1.0, -1.0]])
+    assert orbit_mass_ratio(group, one, roots[:1], np.array([1.0])) == pytest.approx(2.0)
+    both = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    assert orbit_mass_ratio(group, both, roots, np.array([0.5, 0.5])) == pytest.approx(1.0)
+    fixed = np.array([[0.5, 0.5]])  # on the mirror: its own copy
+    assert orbit_mass_ratio(group, fixed, roots[:1], np.array([1.0])) == pytest.approx(1.0)
+    mixed = np.array([[1.0, -1.0], [0.5, 0.5]])  # one copy of two, and a fixed mode
+    ratio = orbit_mass_ratio(group, mixed, roots, np.array([0.4, 0.6]))
+    assert ratio == pytest.approx(0.4 * 2 + 0.6)
+
+
+def _mixture_model(ordered: bool = False, k: int = 3):
+    rng = np.random.default_rng(4)
+    data = np.concatenate([rng.normal(c, 1.0, 60) for c in np.linspace(-5, 5, k)])
+    with pm.Model() as model:
+        kwargs = {}
+        if ordered:
+            kwargs = dict(transform=pm.distributions.transforms.ordered, initval=np.arange(k))
+        mu = pm.Normal("mu", 0.0, 10.0, shape=k, **kwargs)
+        sigma = pm.HalfNormal("sigma", 2.0, shape=k)
+        w = pm.Dirichlet("w", np.ones(k))
+        pm.NormalMixture("y", w=w, mu=mu, sigma=sigma, observed=data)
+    return model
+
+
+def _factor_model():
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 30)) + 0.3 * rng.normal(size=(6, 30))
+    coords = {"item": range(6), "factor": range(2), "obs": range(30)}
+    with pm.Model(coords=coords) as model:
+        loadings = pm.Normal("W", 0.0, 1.0, dims=("item", "factor"))
+        factors = pm.Normal("F", 0.0, 1.0, dims=("factor", "obs"))
+        sigma = pm.HalfNormal("sigma", 1.0)
+        pm.Normal("Y", loadings @ factors, sigma, observed=data)
+    return model
+
+
+def _eight_schools():
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        tau = pm.HalfCauchy("tau", 5.0)
+        z = pm.Normal("z", 0.0, 1.0, shape=8)
+        sigma = np.array([15, 10, 16, 11, 9, 11, 10, 18.0])
+        pm.Normal("y", mu + tau * z, sigma, observed=np.array([28, 8, -3, 7, -1, 1, 18, 12.0]))
+    return model
+
+
+def _squared_model(prior: str = "flat"):
+    """A one-parameter likelihood with two symmetric solutions (theta = +-2), modes ~0.01
+    wide, the start beside one of them (issue 23's first class)."""
+    y = np.random.default_rng(0).normal(4.0, 0.5, 60)
+    with pm.Model() as model:
+        if prior == "flat":
+            theta = pm.Flat("theta", initval=1.5)
+        else:
+            theta = pm.Normal("theta", 0.3, 3.0, initval=1.5)  # not symmetric about 0
+        pm.Normal("y", theta**2, 0.5, observed=y)
+    return model, y
+
+
+def _found(model):
+    logp = compile_model_logp(model)
+    extra = logp.ravel_extra(model.initial_point())
+    draw = prior_sampler(model, logp.var_infos)
+    pool = None if draw is None else draw(8, 1)
+    density = lambda xs: logp.logp_grad_batch(xs, extra)[0]  # noqa: E731
+    points = symmetry_test_points(logp.ravel(model.initial_point()), pool, density)
+    group = find_symmetries(model, logp, extra, points)
+    return None if group is None else group.describe()
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (lambda: _mixture_model(), ["mu, sigma, w: 3 labels permuted"]),
+        (lambda: _mixture_model(ordered=True), None),
+        (_factor_model, ["W, F: 2 labels permuted", "W, F: 2 signs flipped"]),
+        (lambda: _squared_model()[0], ["theta: sign flipped"]),
+        (lambda: _squared_model("normal")[0], None),
+        (_eight_schools, None),
+    ],
+    ids=["mixture", "ordered-mixture", "factor", "squared-flat", "squared-asymmetric", "schools"],
+)
+def test_symmetries_are_found_where_they_are_and_only_there(build, expected):
+    assert _found(build()) == expected
+
+
+def _exact_squared(y):
+    grid = np.linspace(-4.0, 4.0, 200_001)
+    ll = np.concatenate(
+        [norm.logpdf(y[None], (g**2)[:, None], 0.5).sum(1) for g in np.array_split(grid, 20)]
+    )
+    return logsumexp(ll) + np.log(grid[1] - grid[0])
+
+
+def test_dilation_langevin_samples_both_copies_of_a_flat_prior_model_in_every_chain():
+    """Before: 0.00-0.13 of the draws in the far mode, no warning (exact 0.5)."""
+    model, _ = _squared_model()
+    with model:
+        step = pdl.DilationLangevin()
+        idata = pm.sample(
+            draws=400, tune=300, chains=2, cores=1, step=step, random_seed=1,
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    assert step.symmetries == ["theta: sign flipped"]
+    theta = idata.posterior["theta"].values
+    shares = (theta > 0).mean(axis=1)
+    assert np.all(np.abs(shares - 0.5) < 4 * np.sqrt(0.25 / 400)), shares
+    assert np.all(np.abs(np.abs(theta) - 2.0) < 0.1)
+    accept = idata.sample_stats["symmetry_acceptance"].values
+    assert np.all(accept == 1.0)
+
+
+def test_a_chain_without_symmetry_jumps_stays_in_one_copy():
+    model, _ = _squared_model()
+    with model:
+        step = pdl.DilationLangevin(symmetry_jumps=False)
+        idata = pm.sample(
+            draws=200, tune=200, chains=1, step=step, random_seed=1, progressbar=False,
+            compute_convergence_checks=False,
+        )  # fmt: skip
+    assert step.symmetries == []
+    assert np.isnan(idata.sample_stats["symmetry_acceptance"].values).all()
+
+
+def test_sample_dilation_counts_the_copy_it_did_not_reach_in_the_evidence():
+    model, y = _squared_model()
+    idata = pdl.sample_dilation(draws=1000, chains=2, random_seed=2, progressbar=False, model=model)
+    theta = idata.posterior["theta"].values
+    assert np.all(np.abs((theta > 0).mean(axis=1) - 0.5) < 4 * np.sqrt(0.25 / 1000))
+    log_z = idata.sample_stats["log_marginal_likelihood"].values
+    assert np.all(np.abs(log_z - _exact_squared(y)) < 0.1), (log_z, _exact_squared(y))
+    assert "theta: sign flipped" in idata.sample_stats.attrs["symmetries"]
+
+
+def test_every_chain_spreads_a_mixture_over_its_label_orders():
+    """Three exchangeable components: 6 orders, each within 0.06 of 1/6 in every chain."""
+    model = _mixture_model()
+    with model:
+        idata = pm.sample(
+            draws=500, tune=500, chains=2, cores=1, step=pdl.DilationLangevin(),
+            random_seed=3, progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    mu = idata.posterior["mu"].values  # (chain, draw, 3)
+    orders = np.argsort(np.argsort(mu, axis=-1), axis=-1)
+    for chain in orders:
+        shares = [np.all(chain == p, axis=1).mean() for p in permutations(range(3))]
+        assert np.max(np.abs(np.array(shares) - 1 / 6)) < 0.06, shares
+    sorted_mu = np.sort(mu, axis=-1).mean(axis=(0, 1))
+    np.testing.assert_allclose(sorted_mu, [-5.0, 0.0, 5.0], atol=0.5)
+
+
+def test_symmetry_jumps_is_validated():
+    model, _ = _squared_model()
+    with model, pytest.raises(ValueError, match="symmetry_jumps"):
+        pdl.DilationLangevin(symmetry_jumps="yes")
+    with pytest.raises(ValueError, match="symmetry_jumps"):
+        pdl.sample_dilation(draws=100, model=model, symmetry_jumps=1)
