@@ -180,7 +180,11 @@ def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> Symme
             cells = factor.slots.ravel().tolist()
             overlaps_permutation = not taken.isdisjoint(cells)
             aligned = tuple(np.sort(factor.slots.ravel())) in permuted
-            if flipped.isdisjoint(cells) and (aligned or not overlaps_permutation) and holds(factor):
+            if (
+                flipped.isdisjoint(cells)
+                and (aligned or not overlaps_permutation)
+                and holds(factor)
+            ):
                 factors.append(factor)
                 flipped.update(cells)
                 break

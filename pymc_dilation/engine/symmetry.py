@@ -50,8 +50,8 @@ INVARIANCE_RTOL = 1e-8
 """A candidate is a symmetry when every generator changes the log density by at most this
 (relative to ``1 + |log density|``) at every test point: far above rounding (summing a
 permuted vector), far below any real asymmetry."""
-MAX_ENUMERATED = 5040
-"""Groups up to this order (``7!``) are enumerated to count a mode's distinct copies."""
+MAX_ENUMERATED = 40320
+"""Groups up to this order (``8!``) are enumerated to count a mode's distinct copies."""
 SAME_COPY = 3.0
 """Two images of a mode closer than this (Mahalanobis, in the mode's covariance) are one copy."""
 
@@ -291,18 +291,17 @@ def orbit_mass_ratio(
     weights = np.asarray(weights, dtype=float)
     n_modes = len(locations)
     orbit = -np.ones(n_modes, dtype=int)
-    copies: list[int] = []
+    copies: list[float] = []
     for k in range(n_modes):
         if orbit[k] >= 0:
             continue
         images = group.apply(np.repeat(locations[k][None], len(perm), axis=0), perm, sign)
-        whitened = np.linalg.solve(roots[k], (images - locations[k]).T).T
-        distinct: list[np.ndarray] = []
-        for image, white in zip(images, whitened, strict=True):
-            if all(np.linalg.norm(white - other) > SAME_COPY for other in distinct):
-                distinct.append(white)
+        # The elements that leave the mode where it is (components with equal values) form
+        # its stabiliser; the distinct copies are the group's order over the stabiliser's.
+        offsets = np.linalg.solve(roots[k], (images - locations[k]).T).T
+        stabiliser = int(np.sum(np.linalg.norm(offsets, axis=1) <= SAME_COPY))
         orbit[k] = len(copies)
-        copies.append(len(distinct))
+        copies.append(len(perm) / max(stabiliser, 1))
         for j in range(k + 1, n_modes):
             if orbit[j] >= 0:
                 continue
