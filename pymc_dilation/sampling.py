@@ -24,10 +24,10 @@ from pymc_dilation.engine.laplace import (
 )
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.engine.symmetry import orbit_mass_ratio, symmetry_move
+from pymc_dilation.engine.symmetry import mirrored, moves_mode, orbit_mass_ratio, symmetry_move
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.reparam import choose_centering
-from pymc_dilation.symmetry import announce, find_symmetries, symmetry_test_points
+from pymc_dilation.symmetry import Symmetries, announce, find_symmetries, symmetry_test_points
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -108,13 +108,14 @@ def _to_target(z: np.ndarray, laplace: LaplaceApproximation | None) -> np.ndarra
     return z if laplace is None else laplace.to_density(z)
 
 
-def _path_centers(rng, n, start, shared_center, prior_draws, laplace) -> np.ndarray:
+def _path_centers(rng, n, start, shared_center, prior_draws, laplace, near=None) -> np.ndarray:
     """``(n, d)`` centers in engine coordinates: the user's (shared), or prior draws and cloud.
 
     Without a user center, up to half of the particles start from prior draws (when the model
     has a prior PyMC can draw from) and the rest from
     :func:`~pymc_dilation.engine.explore.overdispersed_cloud` about the Laplace mode (about
-    ``start`` when nothing whitens the target).
+    ``start`` when nothing whitens the target). With a near symmetry (``near``, see
+    :class:`~pymc_dilation.symmetry.Symmetries`), half of these are mirrored by it.
     """
     if isinstance(shared_center, str):  # "map": the Laplace mode, origin of the whitened space
         return np.zeros((n, len(start)))
@@ -126,6 +127,8 @@ def _path_centers(rng, n, start, shared_center, prior_draws, laplace) -> np.ndar
     if prior_draws is not None and len(prior_draws):
         take = min(len(prior_draws), n // 2)
         centers[:take] = _to_engine(prior_draws[rng.permutation(len(prior_draws))[:take]], laplace)
+    if near is not None:
+        centers = _to_engine(mirrored(near, _to_target(centers, laplace), rng), laplace)
     return centers
 
 
@@ -267,10 +270,15 @@ def _in_target_coordinates(result: PopulationResult, laplace) -> _Chain:
 
 
 def _run_chains(
-    target, start, shared_center, prior_draws, settings, random_seed, progressbar, names, owner
-):
-    """Every chain's run (:class:`_Chain`, target coordinates) and the Laplace step used."""
+    target, start, shared_center, prior_draws, settings, random_seed, progressbar, names, owner,
+    near=None,
+):  # fmt: skip
+    """Every chain's run (:class:`_Chain`, target coordinates), the Laplace step used, and
+    the near symmetries used (those that move the Laplace mode to another one)."""
     target, laplace = _whiten(target, start, settings, names, owner, prior_draws)
+    if near is not None and laplace is not None:
+        if not moves_mode(near, laplace.mode, laplace.root, np.random.default_rng(0)):
+            near = None
     chains = []
     stages = len(settings.levels) + settings.refine_sweeps
     n_levels, sweeps = len(settings.levels), settings.refine_sweeps
@@ -282,7 +290,9 @@ def _run_chains(
             def update(k, progress=progress, task=task):
                 progress.update(task, completed=k, stage=stage_label(k, n_levels, sweeps))
 
-        centers = _path_centers(rng, settings.draws, start, shared_center, prior_draws, laplace)
+        centers = _path_centers(
+            rng, settings.draws, start, shared_center, prior_draws, laplace, near
+        )
         try:
             result = run_population(
                 target,
@@ -300,7 +310,7 @@ def _run_chains(
             if progress is not None:
                 progress.stop()
         chains.append(_in_target_coordinates(result, laplace))
-    return chains, laplace
+    return chains, laplace, near
 
 
 def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr.Dataset:
@@ -551,19 +561,19 @@ def sample_dilation(
     start = time.perf_counter()
     prior = None if center is not None else prior_centers(model, logp, settings, random_seed)
     labels = parameter_labels(logp.var_infos)
-    chains_out, laplace = _run_chains(
-        target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
-        progressbar, labels, "sample_dilation",
-    )  # fmt: skip
-    group = None
+    found = Symmetries()
     if symmetry_jumps:
         density = lambda xs: logp.logp_grad_batch(xs, extra)[0]  # noqa: E731
-        points = symmetry_test_points(start_vec, prior, density)
-        group = find_symmetries(model, logp, extra, points)
-        announce(group, "sample_dilation")
-    if group is not None:
+        found = find_symmetries(model, logp, extra, symmetry_test_points(start_vec, prior, density))
+        announce(found, "sample_dilation")
+    chains_out, laplace, near = _run_chains(
+        target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
+        progressbar, labels, "sample_dilation", found.near,
+    )  # fmt: skip
+    found = replace(found, near=near)
+    if found:
         rng = _seeds(random_seed, settings.chains + 1)[-1]
-        chains_out = [_symmetrized(run, group, density, rng) for run in chains_out]
+        chains_out = [_symmetrized(run, found, density, rng) for run in chains_out]
     elapsed = time.perf_counter() - start
     chains_out = [_in_model_coordinates(run, logp, extra) for run in chains_out]
 
@@ -577,23 +587,29 @@ def sample_dilation(
     stats = _stage_stats(chains_out, laplace, elapsed, labels)
     if logp.reparam is not None:
         stats.attrs["centering"] = json.dumps(logp.reparam.summary())
-    if group is not None:
-        stats.attrs["symmetries"] = json.dumps(group.describe())
+    if found:
+        stats.attrs["symmetries"] = json.dumps(found.describe())
     return population_inference_data(traces, model, stats)
 
 
-def _symmetrized(run: _Chain, group, density, rng: np.random.Generator) -> _Chain:
-    """Every particle moved by a uniformly drawn symmetry (exact MH), and the evidence with
-    every mode's copies counted (:func:`~pymc_dilation.engine.symmetry.orbit_mass_ratio`;
-    unchanged when the group is too large to enumerate)."""
-    samples = run.samples
+def _symmetrized(run: _Chain, found: Symmetries, density, rng: np.random.Generator) -> _Chain:
+    """Every particle moved by a uniformly drawn symmetry (exact MH; near symmetries too),
+    and the evidence with every mode's copies counted
+    (:func:`~pymc_dilation.engine.symmetry.orbit_mass_ratio`; unchanged when the group is too
+    large to enumerate)."""
+    samples, log_evidence = run.samples, run.log_evidence
     with np.errstate(all="ignore"):
         lps = density(samples)
-    moved = symmetry_move(group, samples, lps, density, rng).points
-    roots = np.linalg.cholesky(run.covariances + 1e-12 * np.eye(run.covariances.shape[-1]))
-    ratio = orbit_mass_ratio(group, run.locations, roots, run.result.estimate.weights)
-    log_evidence = run.log_evidence + (np.log(ratio) if ratio else 0.0)
-    return replace(run, samples=moved, log_evidence=float(log_evidence))
+    for group in (found.near, found.exact):
+        if group is not None:
+            move = symmetry_move(group, samples, lps, density, rng)
+            samples, lps = move.points, move.lps
+    if found.exact is not None:
+        roots = np.linalg.cholesky(run.covariances + 1e-12 * np.eye(run.covariances.shape[-1]))
+        weights = run.result.estimate.weights
+        ratio = orbit_mass_ratio(found.exact, run.locations, roots, weights)
+        log_evidence += np.log(ratio) if ratio else 0.0
+    return replace(run, samples=samples, log_evidence=float(log_evidence))
 
 
 def _in_model_coordinates(run: _Chain, logp, extra: np.ndarray) -> _Chain:
@@ -828,7 +844,7 @@ def sample_logdensity(
     )  # fmt: skip
     start = time.perf_counter()
     target = PopulationTarget(dim, lambda xs: _checked_output(logp_grad(xs), len(xs), dim))
-    chains_out, laplace = _run_chains(
+    chains_out, laplace, _ = _run_chains(
         target, start_vec, _shared_center(center, start_vec), None, settings, random_seed,
         progressbar, [f"x[{i}]" for i in range(dim)], "sample_logdensity",
     )  # fmt: skip

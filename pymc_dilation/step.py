@@ -30,7 +30,7 @@ from pymc_dilation.engine.population import (
     map_growing_population,
 )
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.engine.symmetry import SymmetryGroup, symmetry_move
+from pymc_dilation.engine.symmetry import mirrored, moves_mode, symmetry_move
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
 from pymc_dilation.model import (
@@ -40,7 +40,7 @@ from pymc_dilation.model import (
     prior_sampler,
 )
 from pymc_dilation.reparam import choose_centering
-from pymc_dilation.symmetry import announce, find_symmetries, symmetry_test_points
+from pymc_dilation.symmetry import Symmetries, announce, find_symmetries, symmetry_test_points
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -411,22 +411,24 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             choose_centering(self._logp, self._logp.ravel(initial_point), extra, "DilationLangevin")
             self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
-        self._symmetry = self._find_symmetries(model, extra) if self.symmetry_jumps else None
+        self._symmetry = (
+            self._find_symmetries(model, extra) if self.symmetry_jumps else Symmetries()
+        )
 
-    def _find_symmetries(self, model, extra: np.ndarray) -> SymmetryGroup | None:
+    def _find_symmetries(self, model, extra: np.ndarray) -> Symmetries:
         """The posterior's symmetries (:mod:`pymc_dilation.symmetry`), announced in PyMC's log."""
         points = symmetry_test_points(
             self.center, self._prior_pool, lambda xs: self._logp.logp_grad_batch(xs, extra)[0]
         )
-        group = find_symmetries(model, self._logp, extra, points)
-        announce(group, "DilationLangevin")
-        return group
+        found = find_symmetries(model, self._logp, extra, points)
+        announce(found, "DilationLangevin")
+        return found
 
     @property
     def symmetries(self) -> list[str]:
-        """The symmetries the draws are spread over by exact jumps (empty when none was
+        """The symmetries the sampler jumps by (near ones marked so; empty when none was
         found, or ``symmetry_jumps=False``)."""
-        return [] if self._symmetry is None else self._symmetry.describe()
+        return self._symmetry.describe()
 
     @property
     def centering(self) -> dict[str, float]:
@@ -478,6 +480,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._extra = None
         self._last_out = None  # (model coordinates, sampler coordinates) of the last draw
         self._reported = None  # (reported draw, chain state) when a symmetry moved the draw
+        self._near = None  # the near symmetries that mirror this chain's path centers
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size, the preconditioner and the jump
@@ -519,6 +522,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 "there. If the chains disagree, reparameterize the model (non-centered "
                 "hierarchies) or give the scales priors that keep them from 0."
             )
+        near = self._symmetry.near
+        if near is not None and moves_mode(near, laplace.mode, laplace.root, self.rng):
+            self._near = near
         unused = np.ones(0 if self._prior_pool is None else len(self._prior_pool), dtype=bool)
 
         def draw_centers(n: int) -> np.ndarray:
@@ -529,6 +535,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 pick = self.rng.permutation(np.flatnonzero(unused))[: n // 2]
                 unused[pick] = False
                 centers[: len(pick)] = laplace.to_whitened(self._prior_pool[pick])
+            if self._near is not None:  # half of them mirrored
+                mirror = mirrored(self._near, laplace.to_density(centers), self.rng)
+                centers = laplace.to_whitened(mirror)
             return centers
 
         mapped = map_growing_population(
@@ -680,7 +689,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
         x_out, lp_out, symmetry = x_new, lp_new, np.nan
-        if self._symmetry is not None:
+        if self._symmetry.exact is not None:
             x_out, lp_out, symmetry = self._symmetry_move(x_new, lp_new, extra)
             n_grad += 1
         warning = self._warnings.pop(0) if self._warnings else None
@@ -708,7 +717,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         :func:`~pymc_dilation.engine.symmetry.symmetry_move`). The chain itself stays where it
         is, so its preconditioner keeps fitting the copy of the mode it learned."""
         move = symmetry_move(
-            self._symmetry, x[None], np.array([lp]),
+            self._symmetry.exact, x[None], np.array([lp]),
             lambda xs: self._logp.logp_grad_batch(xs, extra)[0], self.rng,
         )  # fmt: skip
         accepted = bool(move.accepted[0])

@@ -26,9 +26,9 @@ from itertools import combinations
 
 import numpy as np
 
-from pymc_dilation.engine.symmetry import GroupFactor, SymmetryGroup, confirmed
+from pymc_dilation.engine.symmetry import GroupFactor, SymmetryGroup, invariance
 
-__all__ = ["find_symmetries", "symmetry_test_points"]
+__all__ = ["Symmetries", "find_symmetries", "symmetry_test_points", "announce"]
 
 _log = logging.getLogger("pymc")
 
@@ -127,8 +127,94 @@ def symmetry_test_points(
     return points[finite][:n]
 
 
-def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> SymmetryGroup | None:
-    """The symmetry group of the sampled variables' log density, or None when it has none.
+class _Collected:
+    """Factors of one group as they are confirmed; each fits only where it composes with the
+    others into uniformly drawn elements (disjoint cells, or a flip of a permutation's very
+    cells: the signed permutations)."""
+
+    def __init__(self):
+        self.factors: list[GroupFactor] = []
+        self.permuted: set[int] = set()
+        self.flipped: set[int] = set()
+        self.permuted_sets: set[tuple[int, ...]] = set()
+
+    def fits(self, factor: GroupFactor) -> bool:
+        cells = set(factor.slots.ravel().tolist())
+        if factor.kind == "permute":
+            return self.permuted.isdisjoint(cells)
+        if not self.flipped.isdisjoint(cells):
+            return False
+        return self.permuted.isdisjoint(cells) or tuple(sorted(cells)) in self.permuted_sets
+
+    def add(self, factor: GroupFactor) -> None:
+        self.factors.append(factor)
+        cells = factor.slots.ravel().tolist()
+        if factor.kind == "permute":
+            self.permuted.update(cells)
+            self.permuted_sets.add(tuple(sorted(cells)))
+        else:
+            self.flipped.update(cells)
+
+    def group(self, dim: int, completions) -> SymmetryGroup | None:
+        permutes = [f for f in self.factors if f.kind == "permute"]
+        flips = [f for f in self.factors if f.kind == "flip"]
+        factors = tuple(permutes + flips)  # flip after permute: a signed permutation
+        return SymmetryGroup(dim, tuple(completions), factors) if factors else None
+
+
+@dataclass(frozen=True)
+class Symmetries:
+    """What :func:`find_symmetries` found.
+
+    Attributes
+    ----------
+    exact : SymmetryGroup or None
+        Symmetries of the log density: draws are reported under a random element, the chain
+        keeps its own copy (the evidence counts every copy).
+    near : SymmetryGroup or None
+        Maps that change the log density by at most
+        :data:`~pymc_dilation.engine.symmetry.NEAR_NATS` at the test points (a symmetric
+        likelihood under a prior that is not): half of the paths start from mirrored centers
+        when they move the Laplace mode to another mode, so the map finds and weighs the
+        mirrored modes; ``sample_dilation`` also proposes them to its particles (exact
+        Metropolis–Hastings).
+    """
+
+    exact: SymmetryGroup | None = None
+    near: SymmetryGroup | None = None
+
+    def describe(self) -> list[str]:
+        out = [] if self.exact is None else self.exact.describe()
+        if self.near is not None:
+            out += [f"{text} (nearly)" for text in self.near.describe()]
+        return out
+
+    def __bool__(self) -> bool:
+        return self.exact is not None or self.near is not None
+
+
+def _candidates(variables: Sequence[_Variable]) -> list[list[GroupFactor]]:
+    """Candidate factors, one list per question (largest variable sets first): label
+    permutations of each length, sign flips of labels among untransformed variables, and
+    sign flips of single untransformed variables and of pairs."""
+    questions = []
+    for length in sorted({n for v in variables for n in v.index.shape if n >= 2}):
+        questions.append([_factor("permute", m) for m in _label_sets(variables, length)])
+    signed = [v for v in variables if v.signed]
+    for length in sorted({n for v in signed for n in v.index.shape}):
+        questions.append([_factor("flip", m) for m in _label_sets(signed, length)])
+    whole = [(v,) for v in signed]
+    if len(signed) <= MAX_PAIRED_SIGNS:
+        whole += list(combinations(signed, 2))
+    for group in whole:
+        cells = np.concatenate([v.index.ravel() for v in group])
+        names = ", ".join(v.name for v in group)
+        questions.append([GroupFactor("flip", cells[None], f"{names}: sign flipped")])
+    return questions
+
+
+def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> Symmetries:
+    """The symmetries (exact and near) of the sampled variables' log density.
 
     Parameters
     ----------
@@ -143,77 +229,50 @@ def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> Symme
 
     Notes
     -----
-    Label permutations of every length are tried first (the largest set of variables that
-    passes wins), then sign flips of labels among untransformed variables, then sign flips of
-    single untransformed variables and of pairs. A confirmed factor's slots are not reused by
-    a later factor of the same kind, so the factors compose into a group whose uniformly
-    drawn elements make a symmetric proposal.
+    Label permutations of every length are tried first (for each length the largest set of
+    variables that is a symmetry wins), then sign flips of labels among untransformed
+    variables, then sign flips of single untransformed variables and of pairs. A candidate
+    that is not exact but changes the log density little (:class:`Symmetries`) becomes a near
+    symmetry when no candidate of its question is exact.
     """
-    if len(points) == 0:
-        return None
-    variables, completions = _variables(model, logp)
-    if not variables:
-        return None
+    variables, completions = _variables(model, logp) if len(points) else ([], [])
+    exact, near = _Collected(), _Collected()
 
     def density(xs):
         return logp.logp_grad_batch(xs, extra)[0]
 
-    def holds(factor: GroupFactor) -> bool:
-        return confirmed(factor, logp.dim, completions, density, points)
-
-    factors: list[GroupFactor] = []
-    lengths = sorted({n for v in variables for n in v.index.shape if n >= 2})
-    taken: set[int] = set()
-    for length in lengths:
-        for members in _label_sets(variables, length):
-            factor = _factor("permute", members)
-            if taken.isdisjoint(factor.slots.ravel().tolist()) and holds(factor):
-                factors.append(factor)
-                taken.update(factor.slots.ravel().tolist())
+    for question in _candidates(variables):
+        near_pick = None
+        for factor in question:
+            if not (exact.fits(factor) or near.fits(factor)):
+                continue
+            found = invariance(factor, logp.dim, completions, density, points)
+            if found.exact and exact.fits(factor):
+                exact.add(factor)
+                near_pick = None
                 break
-    permuted = {tuple(np.sort(f.slots.ravel())) for f in factors}
-    signed = [v for v in variables if v.signed]
-    flipped: set[int] = set()
-    for length in sorted({n for v in signed for n in v.index.shape}):
-        for members in _label_sets(signed, length):
-            factor = _factor("flip", members)
-            cells = factor.slots.ravel().tolist()
-            overlaps_permutation = not taken.isdisjoint(cells)
-            aligned = tuple(np.sort(factor.slots.ravel())) in permuted
-            if (
-                flipped.isdisjoint(cells)
-                and (aligned or not overlaps_permutation)
-                and holds(factor)
-            ):
-                factors.append(factor)
-                flipped.update(cells)
-                break
-    loose = [v for v in signed if flipped.isdisjoint(v.index.ravel().tolist())]
-    groups = [(v,) for v in loose]
-    if len(loose) <= MAX_PAIRED_SIGNS:
-        groups += list(combinations(loose, 2))
-    for group in groups:
-        cells = np.concatenate([v.index.ravel() for v in group])
-        if not flipped.isdisjoint(cells.tolist()) or not taken.isdisjoint(cells.tolist()):
-            continue
-        names = ", ".join(v.name for v in group)
-        factor = GroupFactor("flip", cells[None], f"{names}: sign flipped")
-        if holds(factor):
-            factors.append(factor)
-            flipped.update(cells.tolist())
-    if not factors:
-        return None
-    return SymmetryGroup(logp.dim, tuple(completions), tuple(factors))
+            if found.near and near_pick is None and near.fits(factor):
+                near_pick = factor
+        if near_pick is not None:
+            near.add(near_pick)
+    return Symmetries(exact.group(logp.dim, completions), near.group(logp.dim, completions))
 
 
-def announce(group: SymmetryGroup | None, owner: str) -> None:
-    """Say in PyMC's log which symmetries the draws are spread over."""
-    if group is None:
-        return
-    _log.info(
-        "%s: the posterior is unchanged by %s (%d copies of each mode); every draw is "
-        "reported under a random one of these symmetries (exact Metropolis-Hastings jumps).",
-        owner,
-        "; ".join(group.describe()),
-        group.order,
-    )
+def announce(found: Symmetries, owner: str) -> None:
+    """Say in PyMC's log which symmetries the sampler uses."""
+    if found.exact is not None:
+        _log.info(
+            "%s: the posterior is unchanged by %s (%d copies of each mode); every draw is "
+            "reported under a random one of these symmetries (exact Metropolis-Hastings "
+            "jumps).",
+            owner,
+            "; ".join(found.exact.describe()),
+            found.exact.order,
+        )
+    if found.near is not None:  # internal: they only choose where some tuning paths start
+        _log.debug(
+            "%s: the posterior changes little under %s; half of the tuning paths start from "
+            "centers mirrored by them, so that mirrored modes are found and weighed.",
+            owner,
+            "; ".join(found.near.describe()),
+        )

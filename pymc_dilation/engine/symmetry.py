@@ -24,7 +24,7 @@ Factors. The group is a product of *factors*, each acting on labelled *slots* ``
 indices of ``e`` that belong to label ``k``. A ``"permute"`` factor sends label ``k``'s slots
 to label ``sigma(k)``'s (``K!`` elements); a ``"flip"`` factor negates the slots of any subset
 of labels (``2**K`` elements). Nothing here knows of PyMC: which slots form a factor is found
-by :func:`confirmed` on candidates the caller proposes.
+by :func:`invariance` on candidates the caller proposes.
 """
 
 from __future__ import annotations
@@ -40,12 +40,19 @@ __all__ = [
     "GroupFactor",
     "SymmetryGroup",
     "SymmetryMove",
-    "confirmed",
+    "Invariance",
+    "invariance",
+    "mirrored",
+    "moves_mode",
     "symmetry_move",
     "orbit_mass_ratio",
 ]
 
 KINDS = ("permute", "flip")
+NEAR_NATS = 3.0
+"""A candidate that changes the log density by at most this at every test point is a *near*
+symmetry (a weakly informative prior that is not symmetric, say): it mirrors path centers
+(:func:`mirrored`), and the population proposes it as an exact Metropolis–Hastings jump."""
 INVARIANCE_RTOL = 1e-8
 """A candidate is a symmetry when every generator changes the log density by at most this
 (relative to ``1 + |log density|``) at every test point: far above rounding (summing a
@@ -199,14 +206,37 @@ class SymmetryGroup:
         return [f.description or f"{f.kind} {f.labels} labels" for f in self.factors]
 
 
-def confirmed(
+@dataclass(frozen=True)
+class Invariance:
+    """How a candidate's generators change the log density at the test points.
+
+    Attributes
+    ----------
+    exact : bool
+        Unchanged everywhere (within :data:`INVARIANCE_RTOL`): a symmetry.
+    max_change : float
+        The largest change, in nats (``inf`` when no point was moved or a density was not
+        finite).
+    """
+
+    exact: bool
+    max_change: float
+
+    @property
+    def near(self) -> bool:
+        """Not exact, but every generator's Metropolis–Hastings ratio at the test points is at
+        least ``exp(-NEAR_NATS)``: worth proposing as a jump of the chain itself."""
+        return not self.exact and self.max_change <= NEAR_NATS
+
+
+def invariance(
     factor: GroupFactor,
     dim: int,
     completions: Sequence[np.ndarray],
     logp: BatchLogp,
     points: np.ndarray,
-) -> bool:
-    """Whether each of ``factor``'s generators leaves ``logp`` unchanged at ``points``.
+) -> Invariance:
+    """Whether (and by how much) each of ``factor``'s generators changes ``logp`` at ``points``.
 
     Points the generators do not move (labels with equal values) prove nothing and are
     skipped; at least one point must be moved, and every point must have a finite density.
@@ -221,14 +251,46 @@ def confirmed(
     images = group.apply(repeated, perm, sign)
     moved = np.abs(images - repeated).max(axis=1) > 1e-6 * (1.0 + np.abs(repeated).max(axis=1))
     if not moved.any():
-        return False
+        return Invariance(False, np.inf)
     with np.errstate(all="ignore"):
         values = logp(np.vstack([points, images[moved]]))
     base, changed = values[:n], values[n:]
-    if not np.all(np.isfinite(base)):
-        return False
+    if not np.all(np.isfinite(base)) or not np.all(np.isfinite(changed)):
+        return Invariance(False, np.inf)
     reference = np.repeat(base, n_gen)[moved]
-    return bool(np.all(np.abs(changed - reference) <= INVARIANCE_RTOL * (1.0 + np.abs(reference))))
+    change = np.abs(changed - reference)
+    exact = bool(np.all(change <= INVARIANCE_RTOL * (1.0 + np.abs(reference))))
+    return Invariance(exact, float(change.max()))
+
+
+def moves_mode(
+    group: SymmetryGroup, mode: np.ndarray, root: np.ndarray, rng: np.random.Generator
+) -> bool:
+    """Whether some element of ``group`` sends the mode (``mode``, covariance ``root
+    root^T``) to another one: an image farther than :data:`SAME_COPY` (Mahalanobis). A near
+    symmetry that only shuffles a mode within itself gives the map nothing the kernel does
+    not; one that mirrors it (a symmetric likelihood under a prior that is not) points at
+    the mode no path from this side reaches."""
+    elements = group.all_elements()
+    if elements is None:
+        elements = group.random_elements(rng, 256)
+    perm, sign = elements
+    images = group.apply(np.repeat(np.atleast_2d(mode), len(perm), axis=0), perm, sign)
+    offsets = np.linalg.solve(root, (images - mode).T).T
+    return bool(np.max(np.linalg.norm(offsets, axis=1)) > SAME_COPY)
+
+
+def mirrored(
+    group: SymmetryGroup, xs: np.ndarray, rng: np.random.Generator, share: float = 0.5
+) -> np.ndarray:
+    """``xs`` with a random ``share`` of the rows moved by uniformly drawn group elements: path
+    centers that reach the copies a near symmetry maps the found modes to."""
+    xs = np.array(xs, dtype=float, copy=True)
+    pick = rng.uniform(size=len(xs)) < share
+    if pick.any():
+        perm, sign = group.random_elements(rng, int(pick.sum()))
+        xs[pick] = group.apply(xs[pick], perm, sign)
+    return xs
 
 
 @dataclass(frozen=True)
