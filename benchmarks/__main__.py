@@ -21,6 +21,9 @@ Commands:
   ``pm.sample_smc`` (:mod:`benchmarks.mixtures`);
 - ``funnels``: centered hierarchies, Neal's funnel, centered eight schools and radon, both
   samplers against PyMC's NUTS as written and non-centered (:mod:`benchmarks.funnels`);
+- ``symmetric``: posteriors with symmetric copies of their modes (a Flat-prior squared
+  likelihood, label-switching mixtures, a factor model), both samplers against NUTS and
+  ``pm.sample_smc`` (:mod:`benchmarks.symmetric`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
   posteriors (:mod:`benchmarks.unimodal_overhead`).
 """
@@ -42,6 +45,7 @@ COMMANDS = {
     "unimodal-overhead": "benchmarks.unimodal_overhead",
     "mixtures": "benchmarks.mixtures",
     "funnels": "benchmarks.funnels",
+    "symmetric": "benchmarks.symmetric",
 }
 
 
