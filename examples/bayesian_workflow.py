@@ -34,7 +34,12 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
-from pymc_dilation import compare_with_nuts, mode_occupancy, plot_mode_occupancy
+from pymc_dilation import (
+    DilationLangevin,
+    compare_with_nuts,
+    mode_occupancy,
+    plot_mode_occupancy,
+)
 from pymc_dilation._compat import plot_ppc, plot_rank, plot_trace
 
 try:  # rich tables in a notebook, plain text in a terminal
@@ -158,6 +163,18 @@ print("largest difference between two chains' shares:", disagree)
 print("largest R-hat of the loadings:", first.table["r_hat"].loc["loading[0]":"loading[4]"].max())
 
 # %% [markdown]
+# `DilationLangevin` found this symmetry in the model before sampling: flipping the signs of
+# `theta` and `loading` together leaves the log density unchanged (checked at prior draws), so
+# every draw it reports is the chain's state under a random sign flip, after an exact
+# Metropolis–Hastings test. Its chains therefore hold about half their draws on each side,
+# whichever side the chain itself is on. The step says what it found (and PyMC's log says it
+# at the start):
+
+# %%
+with model:
+    print(DilationLangevin().symmetries)
+
+# %% [markdown]
 # ## Which modes each chain visited
 #
 # `DilationLangevin` records the mode of its chain's map each draw lies in (`mode_index`), the
@@ -204,7 +221,8 @@ fig = plot_rank(worst, var_names=["loading"])
 # Chains that settle in different places are the most important warning MCMC gives. Do not
 # average them, and do not just run longer: chains of a gradient-based sampler such as NUTS
 # rarely cross between well separated modes, however long they run (a `DilationLangevin` chain
-# crosses only between the modes of its map, and only as often as its jumps are accepted).
+# crosses only between the modes of its map, as often as its jumps are accepted, and to the
+# copies of its mode under the symmetries it found in the model).
 # Instead:
 #
 # 1. **Find out how they differ.** Per-chain means (above), trace plots and pair plots show which
