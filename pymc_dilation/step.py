@@ -474,7 +474,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._cache = None
         self._divergences = 0
         self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
-        self._map = ChainMap(self._logp.dim, self.mode_jumps, self.particles)
+        exact = self._symmetry.exact
+        self._map = ChainMap(
+            self._logp.dim, self.mode_jumps, self.particles,
+            fold=None if exact is None else exact.canonical,
+        )  # fmt: skip
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
@@ -506,7 +510,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         the estimated weights) and the gradient evaluations spent.
         """
         dim = self._logp.dim
-        target = PopulationTarget(dim, self._logp.batch_callable(extra), self._logp.point_fn, extra)
+        exact = self._symmetry.exact
+        target = PopulationTarget(
+            dim, self._logp.batch_callable(extra), self._logp.point_fn, extra,
+            fold=None if exact is None else exact.canonical,
+        )  # fmt: skip
         start = self.center if self._shared_center else x
         laplace = laplace_approximation(target.logp_grad_batch, start)
         if singular_optimum(laplace, self._prior_pool):

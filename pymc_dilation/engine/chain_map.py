@@ -156,8 +156,9 @@ class ChainMap:
         The chain's tuning draws in each mode, for :meth:`refit_misfits`.
     """
 
-    def __init__(self, dim: int, jumps: bool, particles: int):
+    def __init__(self, dim: int, jumps: bool, particles: int, fold=None):
         self.dim, self.jumps, self.particles = dim, jumps, particles
+        self.fold = fold  # see PopulationTarget.fold: the map holds one copy of each mode
         self.modes: ModeMap | None = None
         self.record: ChainModeMap | None = None
         self.mixture: MixtureProposal | None = None
@@ -305,8 +306,9 @@ class ChainMap:
         self.growth_checks += 1
         self.last_growth_check = iteration
         modes, calls = add_modes(
-            logp_grad, self.modes, x[None], np.array([lp]), grad[None], widen=True
-        )
+            logp_grad, self.modes, x[None], np.array([lp]), grad[None], widen=True,
+            fold=self.fold,
+        )  # fmt: skip
         if modes is self.modes:
             # Nothing new: back off. A heavy-tailed unimodal posterior keeps putting the chain
             # where the Gaussian undervalues it (eight schools: 41 of 41 checks of a chain
@@ -379,7 +381,7 @@ class ChainMap:
         jump acceptance 0.41, R-hat 1.10.
         """
         modes, estimate, _, spent = weigh_and_discover(
-            logp_grad, self.modes, self.record.weights, CHECK_DRAWS, rng
+            logp_grad, self.modes, self.record.weights, CHECK_DRAWS, rng, self.fold
         )
         if modes is not self.modes:
             n_grad = self.record.n_grad + CHECK_DRAWS + spent

@@ -273,6 +273,7 @@ def map_modes(
     grads: np.ndarray,
     depth: float = VALLEY_DEPTH,
     ascent_iter: int = 20,
+    fold: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ModeMap:
     """The mode map of a population (see the module docstring).
 
@@ -286,9 +287,19 @@ def map_modes(
         See :data:`VALLEY_DEPTH`.
     ascent_iter : int
         Gradient-ascent iterations at most.
+    fold : callable, optional
+        A point's copy under an exact symmetry (see
+        :attr:`~pymc_dilation.engine.population.PopulationTarget.fold`): the optima are
+        folded, so the map holds one copy of each mode; a particle whose ascent crossed into
+        another copy does not enter its mode's moments.
     """
     n, dim = ys.shape
     optima, opt_lp, calls = ascend(logp_grad, ys, lps, grads, ascent_iter)
+    crossed = np.zeros(n, dtype=bool)
+    if fold is not None:
+        folded = fold(optima)
+        crossed = ~np.all(np.isclose(folded, optima, rtol=1e-9, atol=1e-9), axis=1)
+        optima = np.where(crossed[:, None], folded, optima)
     heads, labels, merge_calls = merge_optima(logp_grad, optima, opt_lp, depth)
     calls += merge_calls * len(_SEGMENT)
     places, head_roots, converged, hessian_grads = newton_polish(logp_grad, optima[heads])
@@ -303,7 +314,7 @@ def map_modes(
     locations, means, roots, mode_lp = [], [], [], []
     for k, head in enumerate(kept):
         location, lp_local = places[head], float(place_lp[head])
-        bulk = ys[(labels == k) & (lps >= lp_local - bulk_depth(dim))]
+        bulk = ys[(labels == k) & (lps >= lp_local - bulk_depth(dim)) & ~crossed]
         if len(bulk) >= moment_particles(dim):
             mean = bulk.mean(axis=0)
             cov = np.cov(bulk.T).reshape(dim, dim)
@@ -332,6 +343,7 @@ def add_modes(
     grads: np.ndarray,
     depth: float = VALLEY_DEPTH,
     widen: bool = False,
+    fold: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[ModeMap, int]:
     """``modes`` with the modes of the points ``xs`` that the map lacks added.
 
@@ -346,7 +358,7 @@ def add_modes(
     Gaussian to the moments of the two, each weighed by its Laplace mass: a mode that is two
     overlapping bumps, mapped from the particles of one, then has a Gaussian covering both.
     """
-    own = map_modes(logp_grad, xs, lps, grads, depth)
+    own = map_modes(logp_grad, xs, lps, grads, depth, fold=fold)
     calls = own.n_grad
     new = []
     means, roots, widened = modes.means.copy(), modes.roots.copy(), False

@@ -69,6 +69,11 @@ class PopulationTarget:
         Second argument of ``point_fn``.
     laplace : LaplaceApproximation, optional
         When set, the particles live in its whitened coordinates (see :meth:`whitened`).
+    fold : callable, optional
+        ``(n, d) -> (n, d)``: each point's copy under an exact symmetry of the density, in a
+        fixed fundamental domain (:meth:`~pymc_dilation.engine.symmetry.SymmetryGroup.canonical`).
+        When set, particles are folded before they are mapped, so the map holds one copy of
+        each mode (a mixture of 4 exchangeable components: 85 modes, 24 of each, otherwise).
     """
 
     dim: int
@@ -76,6 +81,7 @@ class PopulationTarget:
     point_fn: object = None
     extra: np.ndarray = field(default_factory=lambda: np.zeros(0))
     laplace: LaplaceApproximation | None = None
+    fold: Callable[[np.ndarray], np.ndarray] | None = None
 
     def whitened(self, laplace: LaplaceApproximation) -> PopulationTarget:
         """The same density in the whitened coordinates ``z`` of ``laplace``.
@@ -91,7 +97,24 @@ class PopulationTarget:
                 laplace.n_grad,
                 laplace.converged,
             )
-        return replace(self, logp_grad_batch=laplace.whiten(self.logp_grad_batch), laplace=combined)
+        fold = None
+        if self.fold is not None:
+            outer = self.fold
+
+            def fold(zs: np.ndarray) -> np.ndarray:
+                return laplace.to_whitened(outer(laplace.to_density(zs)))
+
+        return replace(
+            self,
+            logp_grad_batch=laplace.whiten(self.logp_grad_batch),
+            laplace=combined,
+            fold=fold,
+        )
+
+    def folded(self, ys: np.ndarray, lps: np.ndarray, grads: np.ndarray):
+        """``(ys, lps, grads)`` with the points moved by :attr:`fold` (unchanged without it;
+        log densities and gradients evaluated again where a point moved)."""
+        return fold_points(self.fold, self.logp_grad_batch, ys, lps, grads)
 
     def langevin(self, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis=True):
         """Langevin steps on all particles, in place, by the fastest driver available."""
@@ -342,8 +365,33 @@ def map_population(
         target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
         initial_step, record, progress,
     )  # fmt: skip
-    modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+    state = _folded_state(target, state)
+    modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads, fold=target.fold)
     return _weigh(target, state, modes, rng)
+
+
+def fold_points(fold, logp_grad, ys, lps, grads):
+    """``(ys, lps, grads)`` with the points moved by ``fold`` (unchanged when it is None), the
+    log densities and gradients evaluated again where a point moved."""
+    if fold is None:
+        return ys, lps, grads
+    folded = np.ascontiguousarray(fold(ys))
+    moved = ~np.all(np.isclose(folded, ys, rtol=1e-9, atol=1e-9), axis=1)
+    if not moved.any():
+        return ys, lps, grads
+    lps, grads = np.array(lps, dtype=float), np.array(grads, dtype=float)
+    with np.errstate(all="ignore"):
+        new_lps, new_grads = logp_grad(folded[moved])
+    lps[moved] = np.where(np.isfinite(new_lps), new_lps, -np.inf)
+    grads[moved] = np.where(np.isfinite(new_grads), new_grads, 0.0)
+    return folded, lps, grads
+
+
+def _folded_state(target: PopulationTarget, state: AnnealState) -> AnnealState:
+    """The annealed particles folded by the target's symmetry (see
+    :attr:`PopulationTarget.fold`)."""
+    ys, lps, grads = target.folded(state.ys, state.lps, state.grads)
+    return state._replace(ys=ys, lps=lps, grads=grads)
 
 
 def map_growing_population(
@@ -409,8 +457,10 @@ def map_growing_population(
                 initial_step,
             )  # fmt: skip
         )
-        state = _concatenate(states)
-        modes = map_modes(target.logp_grad_batch, state.ys, state.lps, state.grads)
+        state = _folded_state(target, _concatenate(states))
+        modes = map_modes(
+            target.logp_grad_batch, state.ys, state.lps, state.grads, fold=target.fold
+        )
         total = len(state.ys)
         mapped = _weigh(target, state, modes, rng)
         # Stop at the size limit, when a doubling's particles reached no more modes of weight,
@@ -479,8 +529,10 @@ def _climb_more(
     while total < most:
         batch = min(total, most - total)
         centers = draw_centers(batch)
-        lps, grads = _evaluate(target, centers)
-        grown, calls = add_modes(target.logp_grad_batch, modes, centers, lps, grads)
+        centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
+        grown, calls = add_modes(
+            target.logp_grad_batch, modes, centers, lps, grads, fold=target.fold
+        )
         spent += (calls + 1) * batch
         total += batch
         if grown is modes:
@@ -498,7 +550,9 @@ def _join_climbed(target, mapped: MappedPopulation, state: AnnealState, climbed:
     """``mapped`` with the modes of ``climbed`` (see :func:`_climb_more`) it lacks, weighed
     again when there are any; returns it and the gradient evaluations spent."""
     lps, grads = _evaluate(target, climbed.locations)
-    modes, calls = add_modes(target.logp_grad_batch, mapped.modes, climbed.locations, lps, grads)
+    modes, calls = add_modes(
+        target.logp_grad_batch, mapped.modes, climbed.locations, lps, grads, fold=target.fold
+    )
     spent = (calls + 1) * climbed.n_modes
     if modes is mapped.modes:
         return mapped, spent
@@ -529,8 +583,8 @@ def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPo
     ends on the one optimum, and the annealing (80 steps per particle) only repeats that;
     where the ascents find a second mode, the annealed population runs as before.
     """
-    lps, grads = _evaluate(target, centers)
-    modes = map_modes(target.logp_grad_batch, centers, lps, grads)
+    centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
+    modes = map_modes(target.logp_grad_batch, centers, lps, grads, fold=target.fold)
     state = AnnealState(centers, lps, grads, _probe_step(target), 1)
     mapped = _weigh(target, state, modes, rng)
     heavy = int(np.sum(mapped.estimate.weights >= GROWTH_WEIGHT))
@@ -561,7 +615,9 @@ def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_a
     far = mapped.jumps.uncovered(ys)
     if not far.any():
         return mapped, n_grad
-    modes, calls = add_modes(target.logp_grad_batch, mapped.modes, ys[far], lps[far], grads[far])
+    modes, calls = add_modes(
+        target.logp_grad_batch, mapped.modes, ys[far], lps[far], grads[far], fold=target.fold
+    )
     n_grad += -(-calls * int(far.sum()) // len(ys))
     if modes is mapped.modes:
         return mapped, n_grad
@@ -589,7 +645,7 @@ def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
     n = len(state.ys)
     n_draws = max(n, DRAWS_PER_MODE * modes.n_modes)
     modes, estimate, draws, calls = weigh_and_discover(
-        target.logp_grad_batch, modes, modes.counts(), n_draws, rng
+        target.logp_grad_batch, modes, modes.counts(), n_draws, rng, target.fold
     )
     extra_grads = -(-(calls + n_draws - n) // n)
     # Whiten by the modes' covariance averaged by their weights: the initial whitening came
@@ -624,6 +680,7 @@ def weigh_and_discover(
     shares: np.ndarray,
     n: int,
     rng: np.random.Generator,
+    fold: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[ModeMap, WeightEstimate, object, int]:
     """Weigh ``modes`` by importance sampling, and look for what their Gaussians miss.
 
@@ -639,6 +696,9 @@ def weigh_and_discover(
     then mixed worse). The modes are then weighed again (new modes get an even share of the
     proposal), at most :data:`DISCOVERY_ROUNDS` times.
 
+    With ``fold`` (see :attr:`PopulationTarget.fold`) the heavy draws are folded before they
+    climb, so that the copies of the modes under a symmetry do not join the map.
+
     Returns the modes, the last estimate, its draws and the log density evaluations spent
     beyond the first ``n`` draws.
     """
@@ -652,9 +712,10 @@ def weigh_and_discover(
         heavy = _heavy_draws(estimate, n)
         if round_ == DISCOVERY_ROUNDS or heavy.size == 0:
             break
-        grown, calls = add_modes(
-            logp_grad, modes, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy], widen=True
+        climbers = fold_points(
+            fold, logp_grad, draws.xs[heavy], draws.lps[heavy], draws.grads[heavy]
         )
+        grown, calls = add_modes(logp_grad, modes, *climbers, widen=True, fold=fold)
         spent += calls * len(heavy)
         if grown is modes and estimate.ess < DISCOVERY_ESS * n:
             grown = _widen_to_draws(modes, estimate, draws, heavy)

@@ -208,6 +208,23 @@ class SymmetryGroup:
     def describe(self) -> list[str]:
         return [f.description or f"{f.kind} {f.labels} labels" for f in self.factors]
 
+    def canonical(self, xs: np.ndarray) -> np.ndarray:
+        """Every row moved to its copy in a fixed fundamental domain: each flipped label's
+        first slot made non-negative, then each permuted factor's labels sorted by their
+        first slot. Rows of one orbit get the same image (ties aside), so a map built from
+        canonical particles holds one copy of each mode."""
+        xs = np.atleast_2d(np.asarray(xs, dtype=float))
+        for factor in sorted(self.factors, key=lambda f: f.kind != "flip"):
+            keys = self.extend(xs)[:, np.asarray(factor.slots)[:, 0]]
+            if factor.kind == "flip":
+                maps = np.where(keys < 0, -1.0, 1.0)
+            else:
+                maps = np.argsort(keys, axis=1, kind="stable")
+            perm, sign = self._identity(len(xs))
+            factor.compose(perm, sign, maps)
+            xs = self.apply(xs, perm, sign)
+        return xs
+
 
 @dataclass(frozen=True)
 class Invariance:
