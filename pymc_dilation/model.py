@@ -201,9 +201,10 @@ class ModelLogp:
         return self._outputs_built
 
     def _compile_numba(self):
-        return pytensor.function(
-            self._inputs, self._outputs(), mode=_mode("NUMBA"), on_unused_input="ignore"
-        )
+        with pytensor.config.change_flags(numba__fastmath=FASTMATH):
+            return pytensor.function(
+                self._inputs, self._outputs(), mode=_mode("NUMBA"), on_unused_input="ignore"
+            )
 
     def _load_point_function(self, cache_key: str):
         """The point wrapper stored under ``cache_key``, loaded without compiling the graph.
@@ -362,12 +363,24 @@ the disk cache: Numba loads the compiled wrapper (which holds the model's code) 
 its globals, and a cache miss fails to type this object instead of compiling a wrong function."""
 
 
+FASTMATH = False
+"""Whether the model's Numba code may reorder floating-point operations (PyTensor's default is
+True). Off, so that a seed gives the same draws whatever the cache holds: with it on, the log
+density compiled afresh and the same function loaded from the disk cache differed in the last
+bits (a 2-component mixture on PyTensor 3.3: relative 9e-16 at 75 % of points), and HMC
+trajectories amplify that into other draws. Measured cost: -35 % to +50 % per evaluation
+(2-3 us on radon and a 100-group hierarchy, where a draw costs hundreds)."""
+
+
 def _key_mode() -> str:
     """How the log density is compiled, for :func:`~pymc_dilation.graph_cache.graph_key`: the
     point wrapper's source and signature are part of it, so a changed wrapper is never loaded
     stale."""
     wrapper = hashlib.sha256(f"{_POINT_WRAPPER_SRC} {POINT_SIGNATURE}".encode()).hexdigest()
-    return f"NUMBA with parameter checks as -inf, logp and its gradient, wrapper {wrapper}"
+    return (
+        f"NUMBA with parameter checks as -inf, logp and its gradient, fastmath {FASTMATH}, "
+        f"wrapper {wrapper}"
+    )
 
 
 @typeof_impl.register(PointFunctionAddress)
@@ -394,7 +407,7 @@ def _pytensor_cache_key(fn) -> str | None:
 
 def _wrapper_cache_key(graph_key: str) -> str:
     """The point wrapper's cache key: PyTensor's graph key, the wrapper source and versions."""
-    digest = hashlib.sha256(("v3" + _POINT_WRAPPER_SRC).encode())
+    digest = hashlib.sha256((f"v4 fastmath {FASTMATH}" + _POINT_WRAPPER_SRC).encode())
     digest.update(f"{pytensor.__version__} {numba.__version__} {graph_key}".encode())
     return "pymc_dilation_point_" + digest.hexdigest()
 
@@ -433,9 +446,9 @@ def _compile_wrapper(jit_fn, key: str | None):
     if key is None or compile_numba_function_src is None:
         local_env: dict = {}
         exec(compile(_POINT_WRAPPER_SRC, "<point wrapper>", "exec"), env, local_env)
-        return numba.njit(POINT_SIGNATURE)(local_env["point_fn"])
+        return numba.njit(POINT_SIGNATURE, fastmath=FASTMATH)(local_env["point_fn"])
     source = compile_numba_function_src(_POINT_WRAPPER_SRC, "point_fn", env, cache_key=key)
-    return numba.njit(POINT_SIGNATURE, cache=True)(source)
+    return numba.njit(POINT_SIGNATURE, cache=True, fastmath=FASTMATH)(source)
 
 
 _F8 = numba.types.float64
