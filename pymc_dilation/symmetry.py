@@ -35,6 +35,12 @@ _log = logging.getLogger("pymc")
 MAX_PAIRED_SIGNS = 12
 """Sign flips of pairs of whole variables are tried when at most this many are real-valued."""
 TEST_POINTS = 6
+SAME_SHAPE = frozenset(
+    {"LogTransform", "LogOddsTransform", "IntervalTransform", "LogExpM1", "CircularTransform",
+     "Ordered"}
+)  # fmt: skip
+"""Transforms whose values have the variable's own shape, entry by entry (read from the value
+variables, so nothing is compiled to find the shapes)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,6 @@ def _variables(model, logp) -> tuple[list[_Variable], list[np.ndarray]]:
     """The sampled variables' extended indices, and the completions of simplex values."""
     from pymc.logprob.transforms import SimplexTransform
 
-    shapes = model.eval_rv_shapes()
     value_vars = {v.name: v for v in model.value_vars}
     variables, completions = [], []
     offset = 0
@@ -68,21 +73,23 @@ def _variables(model, logp) -> tuple[list[_Variable], list[np.ndarray]]:
         value = value_vars[info.name]
         rv = model.values_to_rvs[value]
         transform = model.rvs_to_transforms.get(rv)
-        shape = tuple(int(n) for n in shapes[rv.name])
+        simplex = isinstance(transform, SimplexTransform) and len(info.shape) > 0
+        if transform is not None and not simplex and type(transform).__name__ not in SAME_SHAPE:
+            offset += info.size  # zero-sum, Cholesky, chained: no candidate
+            continue
+        shape = (*info.shape[:-1], info.shape[-1] + 1) if simplex else tuple(info.shape)
         dims = tuple(model.named_vars_to_dims.get(rv.name, ())) or (None,) * len(shape)
         positions = offset + np.arange(info.size).reshape(info.shape)
         offset += info.size
-        if isinstance(transform, SimplexTransform) and shape and shape[-1] == info.shape[-1] + 1:
+        if simplex:
             batch = positions.reshape(-1, shape[-1] - 1)
             completed = []
             for row in batch:
                 completions.append(row)
                 completed.append(logp.dim + len(completions) - 1)
             index = np.concatenate([batch, np.array(completed)[:, None]], axis=1).reshape(shape)
-        elif tuple(info.shape) == shape:
+        else:
             index = positions
-        else:  # a transform that changes the shape otherwise (zero-sum, Cholesky): no candidate
-            continue
         variables.append(_Variable(rv.name, index, dims, transform is None))
     return variables, completions
 
