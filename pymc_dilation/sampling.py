@@ -27,7 +27,7 @@ from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.symmetry import mirrored, moves_mode, orbit_mass_ratio, symmetry_move
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.reparam import choose_centering
-from pymc_dilation.symmetry import Symmetries, announce, find_symmetries, symmetry_test_points
+from pymc_dilation.symmetry import Symmetries, detect_symmetries
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -561,9 +561,7 @@ def sample_dilation(
     labels = parameter_labels(logp.var_infos)
     found = Symmetries()
     if symmetry_jumps:
-        density = lambda xs: logp.logp_grad_batch(xs, extra)[0]  # noqa: E731
-        found = find_symmetries(model, logp, extra, symmetry_test_points(start_vec, prior, density))
-        announce(found, "sample_dilation")
+        found = detect_symmetries(model, logp, extra, start_vec, prior, "sample_dilation")
     # Not folded by the exact symmetries (PopulationTarget.fold), unlike DilationLangevin's
     # tuning population: folded, the importance weights of a 4-component mixture's canonical
     # modes were too uneven to resample (Pareto k 0.75) and the refined particles sat in
@@ -577,6 +575,7 @@ def sample_dilation(
     found = replace(found, near=near)
     if found:
         rng = _seeds(random_seed, settings.chains + 1)[-1]
+        density = lambda xs: logp.logp_grad_batch(xs, extra)[0]  # noqa: E731
         chains_out = [_symmetrized(run, found, density, rng) for run in chains_out]
     elapsed = time.perf_counter() - start
     chains_out = [_in_model_coordinates(run, logp, extra) for run in chains_out]

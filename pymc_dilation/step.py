@@ -40,7 +40,7 @@ from pymc_dilation.model import (
     prior_sampler,
 )
 from pymc_dilation.reparam import choose_centering
-from pymc_dilation.symmetry import Symmetries, announce, find_symmetries, symmetry_test_points
+from pymc_dilation.symmetry import Symmetries, detect_symmetries
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -412,17 +412,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.center = self._logp.from_model(self.center, self._logp.ravel_extra(initial_point))
         self._prior_pool = None if self._shared_center else self._prior_draws(model)
         self._symmetry = (
-            self._find_symmetries(model, extra) if self.symmetry_jumps else Symmetries()
+            detect_symmetries(
+                model, self._logp, extra, self.center, self._prior_pool, "DilationLangevin"
+            )
+            if self.symmetry_jumps
+            else Symmetries()
         )
-
-    def _find_symmetries(self, model, extra: np.ndarray) -> Symmetries:
-        """The posterior's symmetries (:mod:`pymc_dilation.symmetry`), announced in PyMC's log."""
-        points = symmetry_test_points(
-            self.center, self._prior_pool, lambda xs: self._logp.logp_grad_batch(xs, extra)[0]
-        )
-        found = find_symmetries(model, self._logp, extra, points)
-        announce(found, "DilationLangevin")
-        return found
 
     @property
     def symmetries(self) -> list[str]:
@@ -482,8 +477,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mala_root = self._mala_root_inverse = None
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
-        self._last_out = None  # (model coordinates, sampler coordinates) of the last draw
-        self._reported = None  # (reported draw, chain state) when a symmetry moved the draw
+        self._handed_back = None  # (last draw in model coordinates, the chain's state)
         self._near = None  # the near symmetries that mirror this chain's path centers
 
     def stop_tuning(self) -> None:
@@ -633,34 +627,27 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     def step(self, point):
         extra = self._logp.ravel_extra(point)
         q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
-        if self._logp.reparam is None:
-            new_data, stats = self._astep(q.data, extra)
+        q_in = q.data.astype(np.float64)
+        if self._handed_back is not None and np.array_equal(self._handed_back[0], q_in):
+            # PyMC gave back the last draw: go on from the chain's own state (not from the draw
+            # a symmetry moved; no round trip through the reparameterization).
+            x = self._handed_back[1]
         else:
-            new_data, stats = self._astep_reparameterized(q.data.astype(np.float64), extra)
-        new = DictToArrayBijection.rmap(RaveledVars(new_data, q.point_map_info), start_point=point)
+            x = self._logp.from_model(q_in, extra)
+        x_new, x_out, stats = self._astep(x, extra)
+        q_out = x_out
+        if self._logp.reparam is not None:  # the draw in the model's coordinates
+            mapped, log_jacobian = self._logp.reparam.to_model(x_out, extra)
+            q_out = mapped[0]
+            stats["model_logp"] = stats["model_logp"] - float(log_jacobian[0])
+        self._handed_back = (q_out.copy(), x_new.copy())
+        new = DictToArrayBijection.rmap(RaveledVars(q_out, q.point_map_info), start_point=point)
         return new, [stats]
 
-    def _astep_reparameterized(self, q: np.ndarray, extra: np.ndarray):
-        """:meth:`_astep` in the sampler's coordinates (:mod:`pymc_dilation.reparam`), from and
-        to the model's. The state is carried over from the last draw when PyMC hands it back
-        unchanged, so converting costs one map a draw and never moves the chain."""
-        reparam = self._logp.reparam
-        if self._last_out is not None and np.array_equal(self._last_out[0], q):
-            z = self._last_out[1]
-        else:
-            z = reparam.from_model(q, extra)[0][0]
-        z_new, stats = self._astep(z, extra)
-        q_new, log_jacobian = reparam.to_model(z_new, extra)
-        q_new = q_new[0]
-        stats["model_logp"] = stats["model_logp"] - float(log_jacobian[0])
-        self._last_out = (q_new.copy(), z_new.copy())
-        return q_new, stats
-
     def _astep(self, x: np.ndarray, extra: np.ndarray):
+        """One iteration from the chain's state ``x`` (sampler coordinates): the new state,
+        the draw to report (the state, or its image under a symmetry) and the stats."""
         start = time.perf_counter()
-        x = x.astype(np.float64)
-        if self._reported is not None and np.array_equal(self._reported[0], x):
-            x = self._reported[1]  # the chain goes on from its state, not from the moved draw
         n_grad = 0
         if self.mode_map is None:
             self._check_start(x, extra)
@@ -718,7 +705,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             "symmetry_acceptance": symmetry,
             "warning": warning,
         }
-        return x_out, stats
+        return x_new, x_out, stats
 
     def _symmetry_move(self, x: np.ndarray, lp: float, extra: np.ndarray):
         """The draw to report: the chain's state moved by a random symmetry (exact MH test,
@@ -728,10 +715,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._symmetry.exact, x[None], np.array([lp]),
             lambda xs: self._logp.logp_grad_batch(xs, extra)[0], self.rng,
         )  # fmt: skip
-        accepted = bool(move.accepted[0])
-        x_out = move.points[0]
-        self._reported = (x_out.copy(), x.copy()) if accepted else None
-        return x_out, float(move.lps[0]), float(accepted)
+        return move.points[0], float(move.lps[0]), float(move.accepted[0])
 
     def _trajectory(self, x, lp, grad, extra, eps):
         """One HMC trajectory, jittered in length; during tuning its length adapts (ChEES)."""

@@ -28,7 +28,13 @@ import numpy as np
 
 from pymc_dilation.engine.symmetry import GroupFactor, SymmetryGroup, invariance
 
-__all__ = ["Symmetries", "find_symmetries", "symmetry_test_points", "announce"]
+__all__ = [
+    "Symmetries",
+    "detect_symmetries",
+    "find_symmetries",
+    "symmetry_test_points",
+    "announce",
+]
 
 _log = logging.getLogger("pymc")
 
@@ -263,6 +269,17 @@ def find_symmetries(model, logp, extra: np.ndarray, points: np.ndarray) -> Symme
         if near_pick is not None:
             near.add(near_pick)
     return Symmetries(exact.group(logp.dim, completions), near.group(logp.dim, completions))
+
+
+def detect_symmetries(
+    model, logp, extra: np.ndarray, center: np.ndarray, pool: np.ndarray | None, owner: str
+) -> Symmetries:
+    """:func:`find_symmetries` at :func:`symmetry_test_points` about ``center`` (prior draws
+    ``pool`` first), announced in PyMC's log on behalf of ``owner``."""
+    points = symmetry_test_points(center, pool, lambda xs: logp.logp_grad_batch(xs, extra)[0])
+    found = find_symmetries(model, logp, extra, points)
+    announce(found, owner)
+    return found
 
 
 def announce(found: Symmetries, owner: str) -> None:

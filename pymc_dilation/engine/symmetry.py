@@ -245,7 +245,7 @@ class Invariance:
     @property
     def near(self) -> bool:
         """Not exact, but every generator's Metropolis–Hastings ratio at the test points is at
-        least ``exp(-NEAR_NATS)``: worth proposing as a jump of the chain itself."""
+        least ``exp(-NEAR_NATS)``: a mirror worth starting paths from (:func:`mirrored`)."""
         return not self.exact and self.max_change <= NEAR_NATS
 
 
