@@ -94,7 +94,7 @@ def overlay_posteriors(data: dict, var_names=None, **kwargs):
             collection.add_legend("model")
         except (ValueError, KeyError):  # experimental in arviz_plots; the plot stands without
             pass
-        return collection.get_viz("figure")
+        return _spaced_rows(collection.get_viz("figure"))
     axes = az.plot_density(
         list(data.values()), data_labels=list(data), var_names=var_names, **kwargs
     )
@@ -121,6 +121,18 @@ def group_dataset(data, group: str):
     """
     node = data[group]
     return node.to_dataset() if hasattr(node, "to_dataset") else node
+
+
+def _spaced_rows(fig, row_height: float = 2.8):
+    """Give each row of panels ``row_height`` inches and lay them out without overlap.
+
+    arviz_plots squeezes its grid into a fixed height, so two-line titles ("alpha\\n4") ran
+    into the tick labels of the row above.
+    """
+    rows = {round(ax.get_position().y0, 3) for ax in fig.axes if ax.has_data()}
+    fig.set_layout_engine("constrained")
+    fig.set_size_inches(fig.get_size_inches()[0], row_height * max(len(rows), 1))
+    return fig
 
 
 def _figure_of(result):
