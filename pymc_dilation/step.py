@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
@@ -55,6 +56,8 @@ from pymc_dilation.validation import (
 
 __all__ = ["DilationLangevin", "ChainModeMap"]
 
+_log = logging.getLogger("pymc")  # where pm.sample logs what it does
+
 KERNELS = ("hmc", "mala")
 TARGET_ACCEPT = {"hmc": 0.8, "mala": 0.6}
 """Default ``target_accept`` per kernel (HMC: as PyMC's NUTS; MALA: near its optimum 0.574)."""
@@ -70,6 +73,24 @@ PROBE = True
 """Whether the tuning population first climbs from its centers without annealing, and skips
 the annealing when that finds one mode (see
 :func:`~pymc_dilation.engine.population.map_growing_population`)."""
+REPORT_DIMENSION = 500
+"""From this many parameters, the tuning population logs its stages from the start (its first
+stage alone took minutes at 2900); below, once it has run :data:`REPORT_AFTER_S`."""
+REPORT_AFTER_S = 2.0
+
+
+def stage_reporter(dim: int) -> Callable[[str], None]:
+    """``report(message)`` for the tuning population's stages: logged at INFO on PyMC's logger
+    (the chain's process inherits its handler) with the seconds since the population started,
+    from the start on big models, after :data:`REPORT_AFTER_S` on others."""
+    start = time.perf_counter()
+
+    def report(message: str) -> None:
+        elapsed = time.perf_counter() - start
+        if dim >= REPORT_DIMENSION or elapsed >= REPORT_AFTER_S:
+            _log.info("DilationLangevin tuning population, %.0f s: %s", elapsed, message)
+
+    return report
 
 
 def _check_vars(model, vars) -> None:
@@ -505,11 +526,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """
         dim = self._logp.dim
         exact = self._symmetry.exact
+        report = stage_reporter(dim)
         target = PopulationTarget(
             dim, self._logp.batch_callable(extra), self._logp.point_fn, extra,
-            fold=None if exact is None else exact.canonical,
+            fold=None if exact is None else exact.canonical, report=report,
         )  # fmt: skip
         start = self.center if self._shared_center else x
+        report(f"optimum and curvature near the start ({dim} parameters)")
         laplace = laplace_approximation(target.logp_grad_batch, start)
         if singular_optimum(laplace, self._prior_pool):
             # Its curvature would whiten the population and precondition the chain at the
@@ -547,6 +570,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.first_particles, self.particles, self.steps_per_level, self.anneal_target_accept,
             self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE,
         )  # fmt: skip
+        report(f"done: {mapped.modes.n_modes} mode(s); the chain starts sampling")
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad
         log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
         self._map.adopt(

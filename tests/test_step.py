@@ -477,3 +477,36 @@ def test_a_reused_step_samples_the_data_set_since(cores):
     assert float(np.asarray(before.posterior["mu"]).mean()) == pytest.approx(3.0, abs=0.5)
     exact = new.sum() / (len(new) + 1.0 / 100.0)
     assert float(np.asarray(after.posterior["mu"]).mean()) == pytest.approx(exact, abs=0.1)
+
+
+def test_the_tuning_population_reports_its_stages_on_big_models(conjugate_normal, monkeypatch):
+    # Issue 24: a 2900-parameter model gave no sign of life for minutes before its first draw.
+    # Big models (here: any, by lowering the threshold) log each stage through PyMC's logger.
+    import logging
+
+    from pymc_dilation import step as step_module
+
+    model, _, _ = conjugate_normal
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    logger = logging.getLogger("pymc")
+    logger.addHandler(handler)
+    try:
+        for threshold in (10**9, 1):
+            monkeypatch.setattr(step_module, "REPORT_DIMENSION", threshold)
+            with model:
+                pm.sample(draws=5, tune=5, step=DilationLangevin(), random_seed=1, **SAMPLE)
+            stages = [m for m in messages if m.startswith("DilationLangevin tuning population")]
+            if threshold > 1:  # a small model that maps in well under a second says nothing
+                assert stages == []
+            else:
+                assert len(stages) >= 4 * 3, stages  # start, climb, weigh, done: every chain
+                for stage in ("optimum and curvature", "climbing", "weighing", "done: 1 mode"):
+                    assert sum(stage in m for m in stages) == 4, (stage, stages)
+    finally:
+        logger.removeHandler(handler)

@@ -74,6 +74,9 @@ class PopulationTarget:
         fixed fundamental domain (:meth:`~pymc_dilation.engine.symmetry.SymmetryGroup.canonical`).
         When set, particles are folded before they are mapped, so the map holds one copy of
         each mode (a mixture of 4 exchangeable components: 85 modes, 24 of each, otherwise).
+    report : callable, optional
+        ``report(message)`` is called as each stage starts (climbing, annealing, mapping,
+        weighing), for progress on models where a stage takes minutes.
     """
 
     dim: int
@@ -82,6 +85,12 @@ class PopulationTarget:
     extra: np.ndarray = field(default_factory=lambda: np.zeros(0))
     laplace: LaplaceApproximation | None = None
     fold: Callable[[np.ndarray], np.ndarray] | None = None
+    report: Callable[[str], None] | None = None
+
+    def stage(self, message: str) -> None:
+        """Say that a stage starts (see :attr:`report`)."""
+        if self.report is not None:
+            self.report(message)
 
     def whitened(self, laplace: LaplaceApproximation) -> PopulationTarget:
         """The same density in the whitened coordinates ``z`` of ``laplace``.
@@ -445,6 +454,7 @@ def map_growing_population(
         climbed, more = _climb_more(target, probed.modes, draw_centers, batch, most)
         earlier_maps += more
     while True:
+        target.stage(f"annealing {batch} particles along the dilation path ({len(levels)} levels)")
         states.append(
             anneal(
                 target,
@@ -458,6 +468,7 @@ def map_growing_population(
             )  # fmt: skip
         )
         state = _folded_state(target, _concatenate(states))
+        target.stage(f"climbing from {len(state.ys)} annealed particles to their optima")
         modes = map_modes(
             target.logp_grad_batch, state.ys, state.lps, state.grads, fold=target.fold
         )
@@ -528,6 +539,7 @@ def _climb_more(
     total = first
     while total < most:
         batch = min(total, most - total)
+        target.stage(f"climbing from {batch} more centers ({modes.n_modes} modes so far)")
         centers = draw_centers(batch)
         centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
         grown, calls = add_modes(
@@ -583,6 +595,7 @@ def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPo
     ends on the one optimum, and the annealing (80 steps per particle) only repeats that;
     where the ascents find a second mode, the annealed population runs as before.
     """
+    target.stage(f"climbing from {len(centers)} centers to their optima")
     centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
     modes = map_modes(target.logp_grad_batch, centers, lps, grads, fold=target.fold)
     state = AnnealState(centers, lps, grads, _probe_step(target), 1)
@@ -608,6 +621,7 @@ def _diffuse(target, mapped: MappedPopulation, state: AnnealState, rng, target_a
     (re-weighed) map and the gradient evaluations per particle spent.
     """
     ys, lps, grads = mapped.start.copy(), np.array(mapped.lps, float), mapped.grads.copy()
+    target.stage(f"{sweeps} Langevin sweeps of {len(ys)} particles")
     n_grad = refine(
         target, ys, lps, grads, None, rng, float(np.median(state.step)), target_accept,
         sweeps, DIFFUSION_STEPS,
@@ -644,6 +658,7 @@ def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
     :func:`weigh_and_discover`), and the particles to start from."""
     n = len(state.ys)
     n_draws = max(n, DRAWS_PER_MODE * modes.n_modes)
+    target.stage(f"weighing {modes.n_modes} mode(s) by importance sampling ({n_draws} draws)")
     modes, estimate, draws, calls = weigh_and_discover(
         target.logp_grad_batch, modes, modes.counts(), n_draws, rng, target.fold
     )
