@@ -84,6 +84,11 @@ LOCATION_SCALE = {
 }
 """Families reparameterized, with the transform their value variable must have (a user's own
 transform leaves a variable as written)."""
+WALKS = ("RandomWalkRV",)
+"""Random walks (``pm.GaussianRandomWalk``, ``pm.RandomWalk``) whose initial and innovation
+distributions are location-scale families of :data:`LOCATION_SCALE` (elementwise, untransformed):
+their increments are reparameterized, ``x = cumsum(d)`` along the last axis (a centered random
+walk whose step sd is sampled is a funnel: stochastic volatility)."""
 
 CENTERED_ABOVE = 0.9
 """A scalar is sampled as written when ``w > 0.9`` at the Laplace-marginal mode: data at least
@@ -177,10 +182,13 @@ class Reparameterization:
         return out
 
 
-def _location_scale(rv, transform):
+def _location_scale(rv, transform, shape: tuple[int, ...]):
     """``(location, scale)`` graphs of ``rv`` if it is a location-scale variable sampled in its
-    family's own value space (a single vector for ``MvNormal``), else None."""
+    family's own value space (a single vector for ``MvNormal``), else None. For a random walk
+    (:data:`WALKS`): those of its increments, initial value first, in the walk's shape."""
     kind = type(rv.owner.op).__name__
+    if kind in WALKS:
+        return None if transform is not None else _walk_location_scale(rv, shape)
     spec = LOCATION_SCALE.get(kind)
     if spec is None or (kind == "MvNormalRV" and rv.type.ndim != 1):
         return None
@@ -191,16 +199,43 @@ def _location_scale(rv, transform):
     return params[i_loc], params[i_scale]
 
 
+def _walk_location_scale(rv, shape: tuple[int, ...]):
+    """Location and scale of a random walk's increments ``d = (x[..., 0], diff(x))``.
+
+    PyMC's walk joins its initial draw (shape ``(1, *batch)``) and innovations (``(T - 1,
+    *batch)``) with the time axis moved last and takes their cumulative sum; the parameters are
+    laid out the same way here.
+    """
+    if len(shape) == 0 or shape[-1] < 2:
+        return None
+    parts = rv.owner.op.dist_params(rv.owner)[:2]  # initial distribution, innovations
+    pieces = []
+    for part, steps in zip(parts, (1, shape[-1] - 1), strict=True):
+        spec = LOCATION_SCALE.get(type(part.owner.op).__name__) if part.owner else None
+        if spec is None or spec[0] is not None or type(part.owner.op).__name__ == "MvNormalRV":
+            return None
+        params = part.owner.op.dist_params(part.owner)
+        target = (steps, *shape[:-1])
+        pieces.append(
+            [pt.moveaxis(_broadcast(params[i], target), 0, -1) for i in (spec[1], spec[2])]
+        )
+    (init_loc, init_scale), (step_loc, step_scale) = pieces
+    return pt.concatenate([init_loc, step_loc], axis=-1), pt.concatenate(
+        [init_scale, step_scale], axis=-1
+    )
+
+
 @dataclass(frozen=True)
 class _Planned:
     """One reparameterized variable: its location and scale (a covariance matrix when
-    ``matrix``) as graphs of the value variables."""
+    ``matrix``; its increments' when ``walk``) as graphs of the value variables."""
 
     name: str
     shape: tuple[int, ...]
     loc: object
     scale: object
     matrix: bool = False
+    walk: bool = False
 
     def to_model(self, loc, scale, z, w):
         """``x(z)`` and the log Jacobian of the map, given the location and scale graphs.
@@ -217,6 +252,8 @@ class _Planned:
             return x, pt.sum(pt.log(w + (1.0 - w) * pt.diag(chol)))
         log_scale = pt.log(_broadcast(scale, self.shape))
         x = loc_b + pt.exp((1.0 - w) * log_scale) * (z - w * loc_b)
+        if self.walk:  # x above is the increments; the cumulative sum has Jacobian 1
+            x = pt.cumsum(x, axis=-1)
         return x, pt.sum((1.0 - w) * log_scale)
 
     def from_model(self, loc, scale, x, w):
@@ -231,7 +268,14 @@ class _Planned:
             inverse = pt.linalg.solve_triangular(chol, pt.eye(self.shape[0]), lower=True)
             return z, 1.0 / pt.sqrt(pt.sum(inverse**2, axis=0))
         scale_b = _broadcast(scale, self.shape)
-        return w * loc_b + (x - loc_b) * pt.exp((w - 1.0) * pt.log(scale_b)), scale_b
+        if self.walk:
+            x = pt.concatenate([x[..., :1], pt.diff(x, axis=-1)], axis=-1)
+        z = w * loc_b + (x - loc_b) * pt.exp((w - 1.0) * pt.log(scale_b))
+        if self.walk:  # x[t] enters increments t and t + 1
+            precision = scale_b**-2
+            following = pt.concatenate([precision[..., 1:], pt.zeros_like(x[..., :1])], -1)
+            return z, 1.0 / pt.sqrt(precision + following)
+        return z, scale_b
 
 
 def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Planned]:
@@ -239,7 +283,8 @@ def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Pl
     variables' names in the user's model, where a variable comes after those it depends on;
     the frozen copy's own order is another).
 
-    A variable qualifies when its family is in :data:`LOCATION_SCALE`, its scale depends on a
+    A variable qualifies when its family is in :data:`LOCATION_SCALE` (or it is a random walk
+    of :data:`WALKS`), its scale depends on a
     sampled variable (a funnel; a constant scale makes none), and neither its location nor its
     scale depends on a variable another step method samples (they would change the
     coordinates between draws).
@@ -259,7 +304,7 @@ def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Pl
         value = frozen.rvs_to_values[rv]
         if value.name not in sampled:
             continue
-        found = _location_scale(rv, frozen.rvs_to_transforms.get(rv))
+        found = _location_scale(rv, frozen.rvs_to_transforms.get(rv), tuple(sampled[value.name]))
         if found is None:
             continue
         loc, scale = frozen.replace_rvs_by_values(list(found))
@@ -267,8 +312,17 @@ def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Pl
             continue
         if set(ancestors([loc, scale])) & extra_values:
             continue
-        matrix = type(rv.owner.op).__name__ == "MvNormalRV"
-        planned.append(_Planned(value.name, tuple(sampled[value.name]), loc, scale, matrix))
+        kind = type(rv.owner.op).__name__
+        planned.append(
+            _Planned(
+                value.name,
+                tuple(sampled[value.name]),
+                loc,
+                scale,
+                matrix=kind == "MvNormalRV",
+                walk=kind in WALKS,
+            )  # fmt: skip
+        )
     return planned
 
 

@@ -94,13 +94,33 @@ def _gp_field():
     return model
 
 
-@pytest.mark.parametrize("build", [_eight_schools, _nested, _gp_field])
+def _walks():
+    # Random walks whose step sd is sampled (stochastic volatility's funnel): one over time,
+    # and three series at once with their own drifts (the walk runs along the last axis).
+    with pm.Model() as model:
+        step = pm.Exponential("step", 10.0)
+        drift = pm.Normal("drift", 0.0, 0.1, shape=3)
+        walk = pm.GaussianRandomWalk("walk", sigma=step, init_dist=pm.Normal.dist(0, 2), shape=6)
+        series = pm.GaussianRandomWalk(
+            "series", mu=drift[:, None], sigma=step, init_dist=pm.Normal.dist(1, 3), shape=(3, 4)
+        )
+        pm.Normal("y", walk, 0.5, observed=np.linspace(-1.0, 1.0, 6))
+        pm.Normal("z", series, 0.5, observed=np.ones((3, 4)))
+    return model
+
+
+@pytest.mark.parametrize("build", [_eight_schools, _nested, _gp_field, _walks])
 def test_the_change_of_variables_is_exact(build):
     # log p_z(z) = log p(x(z)) + sum((1 - w) log s), and the maps invert each other, for any
     # weights: checked against PyMC's own log density and a finite-difference Jacobian.
     model = build()
     logp = compile_model_logp(model)
-    expected = {_eight_schools: ("theta",), _nested: ("means", "effects"), _gp_field: ("f",)}
+    expected = {
+        _eight_schools: ("theta",),
+        _nested: ("means", "effects"),
+        _gp_field: ("f",),
+        _walks: ("walk", "series"),
+    }
     assert logp.reparam.names == expected[build]
     model_logp = model.compile_logp()
     rng = np.random.default_rng(3)
