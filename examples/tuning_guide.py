@@ -380,7 +380,8 @@ show(pd.DataFrame(rows).T)
 # posterior of `theta` narrows without bound, and no step size fits both ends (PyMC's NUTS
 # diverges there). Both samplers find such variables in the model's graph (a `Normal`,
 # `StudentT`, `Cauchy`, `Laplace`, `Logistic`, `Gumbel` or `LogNormal` whose scale is another
-# sampled variable, or an `MvNormal` whose covariance is) and sample each of their scalars in
+# sampled variable, an `MvNormal` whose covariance is, or a `GaussianRandomWalk` whose step sd
+# is, as in stochastic volatility: its increments) and sample each of their scalars in
 # the coordinates that suit it: non-centered (`theta = mu + tau * z`) where the data say
 # little about it, as written where
 # the data pin it down (data nine times as precise as the prior at the hierarchy's typical
