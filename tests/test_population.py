@@ -125,6 +125,26 @@ def test_mode_map_of_a_unimodal_correlated_gaussian_has_one_mode():
     np.testing.assert_allclose(modes.locations[0], 0.0, atol=1e-4)
 
 
+def test_points_on_a_ridge_are_no_modes():
+    # Of the four optima kept (places 0, 1, 3, 4), places 3 and 4 stopped on a ridge (towards
+    # tau -> infinity in non-centered eight schools, see RIDGE_DECREMENT): their particles
+    # join the highest mode left, the others keep their modes.
+    from pymc_dilation.engine.modes import _without_ridges
+
+    kept = np.array([0, 1, 3, 4])  # places kept after the second merge
+    labels = np.array([0, 1, 2, 3, 3, 1, 0])  # particles' modes, numbered as kept
+    place_lp = np.array([-5.0, -1.0, -9.0, -40.0, -45.0])
+    ridge = np.array([False, False, False, True, True])
+    left, relabelled = _without_ridges(kept, labels, place_lp, ridge)
+    np.testing.assert_array_equal(left, [0, 1])
+    np.testing.assert_array_equal(relabelled, [0, 1, 1, 1, 1, 1, 0])  # 1 is the highest
+    # When every optimum is on a ridge, nothing is dropped.
+    everything = np.ones(5, dtype=bool)
+    left, same = _without_ridges(kept, labels, place_lp, everything)
+    np.testing.assert_array_equal(left, kept)
+    np.testing.assert_array_equal(same, labels)
+
+
 def test_ascents_stop_where_a_step_gains_almost_nothing():
     def unit_gaussian(xs):
         return -0.5 * np.sum(xs**2, axis=1), -xs
