@@ -110,8 +110,12 @@ class MixtureProposal:
     def _quadratic_forms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, K)`` squared Mahalanobis distances to each mode and the ``(K,)`` log normalisers
         ``log |det R_k| + d/2 log 2π`` of the modes' own Gaussians."""
-        z = np.einsum("kij,nkj->nki", self._inverse_roots, x[:, None, :] - self.locations[None])
-        return np.einsum("nki,nki->nk", z, z), self._log_norm
+        # A batched matrix product (BLAS) per mode: an einsum over the same indices took 35 %
+        # of a 2900-parameter model's first iteration.
+        z = np.matmul(
+            x[None, :, :] - self.locations[:, None, :], np.swapaxes(self._inverse_roots, 1, 2)
+        )
+        return np.einsum("kni,kni->nk", z, z), self._log_norm
 
     def log_density(self, x: np.ndarray) -> np.ndarray:
         """``log q(x)``, shape ``(n,)``."""
