@@ -251,8 +251,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         tuning stops).
     reparameterize : bool
         Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
-        ``theta ~ Normal(mu, tau)``: a funnel) non-centered where the data say little about
-        them, as written where they pin them down (see :mod:`pymc_dilation.reparam`). Exact
+        ``theta ~ Normal(mu, tau)``: a funnel; a Gaussian random walk whose step sd is
+        sampled) non-centered where the data say little about them, as written where they
+        pin them down (see :mod:`pymc_dilation.reparam`). Exact
         (a change of variables); the draws are reported as declared, and
         :attr:`centering` says what was done. ``False`` samples the model as written.
     backend : {"numba", "c"}
@@ -281,6 +282,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
 
     A proposal with a non-finite log density or gradient is rejected and marked as divergent;
     the chain goes on.
+
+    Progress before the first draw: the first tuning iteration runs the tuning population,
+    which on big models takes minutes (its dense ``d x d`` linear algebra grows as ``d³``).
+    Its stages are logged on PyMC's logger (``"DilationLangevin tuning population, 12 s:
+    climbing from 128 centers to their optima"``), from the start at :data:`REPORT_DIMENSION`
+    parameters or more, and on smaller models once it has run :data:`REPORT_AFTER_S` seconds.
 
     Every option is checked when the step method is built, before the model is compiled: an
     invalid one raises ``ValueError`` naming it and what is allowed.
