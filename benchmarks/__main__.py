@@ -24,6 +24,8 @@ Commands:
 - ``symmetric``: posteriors with symmetric copies of their modes (a Flat-prior squared
   likelihood, label-switching mixtures, a factor model), both samplers against NUTS and
   ``pm.sample_smc`` (:mod:`benchmarks.symmetric`);
+- ``ppca``: probabilistic PCA (factor model, 521 parameters), DilationLangevin against
+  nutpie (:mod:`benchmarks.ppca`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
   posteriors (:mod:`benchmarks.unimodal_overhead`).
 """
@@ -46,6 +48,7 @@ COMMANDS = {
     "mixtures": "benchmarks.mixtures",
     "funnels": "benchmarks.funnels",
     "symmetric": "benchmarks.symmetric",
+    "ppca": "benchmarks.ppca",
 }
 
 
