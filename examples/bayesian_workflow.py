@@ -394,7 +394,7 @@ print(
 )
 
 # %% [markdown]
-# The intercept of item 2 moved down by the correction and the other parameters stayed where
-# they were; the posterior predictive draws of the new run replicate the corrected scores
+# The intercept of item 2 moved down by the correction, and the posterior predictive draws of
+# the new run replicate the corrected scores
 # (`pm.sample_posterior_predictive` uses the data now in the model). A step object can thus be
 # kept across data updates, as in a loop over data sets; building a new one is as good.
