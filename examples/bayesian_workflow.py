@@ -368,10 +368,14 @@ print(f"observed item correlations inside the 90% predictive band: {inside:.0%}"
 # samples the new posterior, also with a step object built before the change: a
 # `DilationLangevin` compiles its log density with the data in it, and compiles it again when
 # a run starts after they changed (as PyMC's own step methods read the data at every call).
-# Here one step object samples (two chains) before and after the correction:
+# Here one step object samples (two chains) before and after the correction, on a fresh copy
+# of the identified model (on PyMC 5.28, `pm.sample` on a model whose `pm.Data` observations
+# have been through `pm.sample_posterior_predictive`, as above, fails inside PyMC with
+# "Cannot convert None to a tensor variable", whatever the step method):
 
 # %%
-with identified:
+updated = factor_model(identified=True)
+with updated:
     step = DilationLangevin()
     before = pm.sample(step=step, draws=DRAWS, tune=TUNE, chains=2, random_seed=3, **SAMPLE_KWARGS)
     corrected = scores.copy()
