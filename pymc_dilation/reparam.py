@@ -321,7 +321,7 @@ def plan_reparameterization(frozen, sampled: dict, order: list[str]) -> list[_Pl
                 scale,
                 matrix=kind == "MvNormalRV",
                 walk=kind in WALKS,
-            )  # fmt: skip
+            )
         )
     return planned
 

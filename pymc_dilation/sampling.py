@@ -450,9 +450,9 @@ def sample_dilation(
         Refinement sweeps at λ = 1 and MALA steps per sweep.
     reparameterize : bool
         Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
-        a Gaussian random walk with a sampled step sd: funnels)
-        non-centered where the data say little about them, as written where they
-        pin them down (:mod:`pymc_dilation.reparam`). Exact (a change of variables, which
+        a Gaussian random walk with a sampled step sd: funnels) non-centered where the data
+        say little about them, as written where they pin them down
+        (:mod:`pymc_dilation.reparam`). Exact (a change of variables, which
         leaves the evidence unchanged); draws, mode locations and covariances are reported
         in the model's own coordinates, and ``sample_stats.attrs["centering"]`` (JSON) gives
         each such variable's mean centering weight (1: as written, 0: non-centered).

@@ -90,18 +90,14 @@ class Whitened:
     shift: np.ndarray
     root: np.ndarray
 
+    def to_density(self, zs: np.ndarray) -> np.ndarray:
+        """Whitened points ``(n, d)`` to the base density's coordinates."""
+        return self.shift + zs @ self.root.T
+
     def __call__(self, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lp, grad = self.base(self.shift + zs @ self.root.T)
+        lp, grad = self.base(self.to_density(zs))
         with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row is rejected
             return lp, np.asarray(grad) @ self.root
-
-    def hessians(self, zs: np.ndarray) -> np.ndarray:
-        """Finite-difference Hessians in ``z`` (see :func:`_hessians`): the stencil's points
-        are ``x ± h root[:, i]``, so only the differences of the gradients are mapped, one
-        ``d x d`` product per point where mapping every stencil point took four (d = 2900:
-        minutes per first draw)."""
-        h = 1e-5 * np.maximum(1.0, np.abs(zs))
-        return _central_hessians(self.base, self.shift + zs @ self.root.T, h, self.root)
 
 
 def _negative_logp(logp_grad: BatchLogpGrad, counter: list[int]):
@@ -320,9 +316,13 @@ def reference_scale_approximation(
 def _hessians(logp_grad: BatchLogpGrad, xs: np.ndarray) -> np.ndarray:
     """Central finite-difference Hessians ``(k, d, d)`` of the gradient at the rows of ``xs``,
     in one batched call (all NaN for a row whose stencil leaves the support)."""
+    h = 1e-5 * np.maximum(1.0, np.abs(xs))
     if isinstance(logp_grad, Whitened):
-        return logp_grad.hessians(xs)
-    return _central_hessians(logp_grad, xs, 1e-5 * np.maximum(1.0, np.abs(xs)))
+        # The stencil's points are x ± h root[:, i]: only the gradients' differences are
+        # mapped, one d x d product per point where mapping every stencil point took four
+        # (d = 2900: minutes per first draw).
+        return _central_hessians(logp_grad.base, logp_grad.to_density(xs), h, logp_grad.root)
+    return _central_hessians(logp_grad, xs, h)
 
 
 def _central_hessians(
