@@ -17,7 +17,12 @@ from pymc.vartypes import continuous_types
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
 from pymc_dilation.engine.adaptation import WindowCovariance
-from pymc_dilation.engine.chain_map import ChainMap, ChainModeMap, in_density_coordinates
+from pymc_dilation.engine.chain_map import (
+    UNMAPPED_RUN,
+    ChainMap,
+    ChainModeMap,
+    in_density_coordinates,
+)
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import (
     LaplaceApproximation,
@@ -702,6 +707,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 self.rng,
             )  # fmt: skip
             n_grad += 0 if np.isnan(jump) else 1
+        if not self.tune and self._map.undervalued_run == UNMAPPED_RUN:
+            self._warn_unmapped(lp_new)
         if self.tune and self._map.uncovered(self._iteration, x_new, lp_new):
             n_grad += self._map.grow(
                 self._logp.batch_callable(extra), self._iteration, x_new, lp_new, grad_new,
@@ -796,6 +803,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """Report ``message`` through PyMC's sampler warnings with a coming draw's stats
         (``pm.sample`` logs them as it samples, as it does NUTS's)."""
         self._warnings.append(SamplerWarning(WarningType.BAD_PARAMS, message, "warning"))
+
+    def _warn_unmapped(self, lp: float) -> None:
+        """Warn that the chain sits on mass its map lacks (see :data:`UNMAPPED_RUN`)."""
+        modes = self.mode_map
+        self._warn(
+            f"DilationLangevin: the chain has spent {UNMAPPED_RUN} draws in a row where its "
+            f"map of {modes.n_modes} modes undervalues the posterior (log density {lp:.1f}; "
+            "no jump is proposed from there): most likely a mode its tuning did not find. "
+            "The draws stay exact, but this chain holds too much or too little of that mode. "
+            "Compare the chains (R-hat, pymc_dilation.mode_occupancy(idata)), and tune longer "
+            "or with more particles (DilationLangevin(particles=...)); "
+            "pymc_dilation.sample_dilation looks further."
+        )
 
     def _check_start(self, x: np.ndarray, extra: np.ndarray) -> None:
         """A ``SamplingError`` (as NUTS raises) when the chain's start has no finite log

@@ -14,6 +14,7 @@ from pymc_dilation.diagnostics import UnreliableResultWarning
 from pymc_dilation.engine.modes import ModeMap, ascend, map_modes, merge_optima
 from pymc_dilation.engine.population import PopulationTarget, refine
 from pymc_dilation.engine.weights import (
+    JUMP_TAIL,
     MixtureProposal,
     estimate_weights,
     independence_jump,
@@ -50,16 +51,39 @@ WRONG = MixtureProposal(
 )
 
 
-def test_independence_jump_leaves_the_target_invariant_whatever_the_proposal():
+# The same, as the jumps propose: no defensive part, each Gaussian truncated to its central
+# 1 - JUMP_TAIL region (q = 0 beyond, where the target still has mass).
+WRONG_TRUNCATED = MixtureProposal(WRONG.locations, WRONG.roots, WRONG.alphas, 0.0, JUMP_TAIL)
+
+
+@pytest.mark.parametrize("proposal", [WRONG, WRONG_TRUNCATED], ids=["defensive", "truncated"])
+def test_independence_jump_leaves_the_target_invariant_whatever_the_proposal(proposal):
     rng = np.random.default_rng(1)
     ys = exact_draws(6000, rng)
     lps, grads = mixture_logp_grad(ys)
     for _ in range(30):
-        independence_jump(mixture_logp_grad, WRONG, ys, lps, grads, rng)
+        independence_jump(mixture_logp_grad, proposal, ys, lps, grads, rng)
     assert abs(right_share(ys) - 0.8) < 0.02
     right = ys[ys[:, 0] > 0]
     np.testing.assert_allclose(right.mean(axis=0), MEANS[1], atol=0.06)
     np.testing.assert_allclose(right.std(axis=0), 1.0, atol=0.05)
+
+
+def test_a_truncated_jump_proposal_is_normalised_and_proposes_only_inside_its_regions():
+    grid = np.linspace(-14.0, 14.0, 1401)
+    xx, yy = np.meshgrid(grid, grid)
+    points = np.column_stack([xx.ravel(), yy.ravel()])
+    density = np.exp(WRONG_TRUNCATED.log_density(points))
+    cell = (grid[1] - grid[0]) ** 2
+    # The grid's cells straddle the truncation circles: the sum is within 0.2 % of one.
+    assert abs(density.sum() * cell - 1.0) < 2e-3
+    draws = WRONG_TRUNCATED.draw(np.random.default_rng(0), 20000)
+    inside = np.isfinite(WRONG_TRUNCATED.log_density(draws))
+    assert inside.all()
+    # Beyond every region q is 0 (the untruncated mixture is not).
+    far = np.array([[0.0, 6.0]])
+    assert WRONG_TRUNCATED.log_density(far)[0] == -np.inf
+    assert np.isfinite(WRONG.log_density(far)[0])
 
 
 def test_independence_jumps_move_mass_to_the_right_weights():

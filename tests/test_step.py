@@ -510,3 +510,53 @@ def test_the_tuning_population_reports_its_stages_on_big_models(conjugate_normal
                     assert sum(stage in m for m in stages) == 4, (stage, stages)
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_chain_on_mass_its_map_lacks_warns_through_pm_sample(monkeypatch):
+    # Issues 23 and 24: a chain that climbed into a mode its tuning missed stays there (no jump
+    # is proposed where the proposal undervalues the posterior), exact but unmixed; it used to
+    # say nothing. Here every chain's map loses the mode at +6 when tuning ends.
+    import logging
+
+    from pymc_dilation.engine import chain_map
+    from pymc_dilation.engine.weights import jump_proposal
+
+    model = bimodal_model(weight=0.4, left=-6.0, right=6.0)
+    checked = chain_map.ChainMap.check_proposal
+
+    def forget_the_right_mode(self, logp_grad, rng):
+        checked(self, logp_grad, rng)
+        left = int(np.argmin(self.modes.means[:, 0]))
+        keep = [left, left]
+        lost = replace(
+            self.modes, locations=self.modes.locations[keep], means=self.modes.means[keep],
+            roots=self.modes.roots[keep], logp=self.modes.logp[keep],
+        )  # fmt: skip
+        self.proposal = jump_proposal(lost, np.ones(2), 0.0)
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    logger = logging.getLogger("pymc")
+    logger.addHandler(handler)
+    try:
+        for lose in (False, True):
+            messages.clear()
+            if lose:
+                monkeypatch.setattr(chain_map.ChainMap, "check_proposal", forget_the_right_mode)
+            with model:
+                idata = pm.sample(
+                    draws=300, tune=300, step=DilationLangevin(), random_seed=3, **SAMPLE
+                )
+            right = (idata.posterior["x"].values > 0).mean(axis=1)
+            unmapped = [m for m in messages if "undervalues the posterior" in m]
+            if lose:
+                assert 0 < len(unmapped) == int(np.sum(right > 0.5)), (right, unmapped)
+            else:
+                assert unmapped == [], unmapped
+    finally:
+        logger.removeHandler(handler)

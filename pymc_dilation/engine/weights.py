@@ -42,6 +42,8 @@ __all__ = [
     "MixtureProposal",
     "WeightEstimate",
     "mode_proposal",
+    "jump_proposal",
+    "JUMP_TAIL",
     "estimate_weights",
     "independence_jump",
     "systematic_resample",
@@ -60,7 +62,8 @@ _WIDEN = 2.0
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     top = np.max(a, axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
-    return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+    with np.errstate(divide="ignore"):  # log 0 = -inf: a point no part of q reaches
+        return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,11 +85,20 @@ class MixtureProposal:
         ``(K, d)`` and ``(K, d, d)``, as in :class:`~pymc_dilation.engine.modes.ModeMap`.
     alphas : numpy.ndarray
         ``(K,)`` mixture weights of the modes, summing to one.
+    defensive : float
+        Share ``δ`` of each mode's Gaussian widened twofold (:data:`DEFENSIVE_SHARE` for
+        importance sampling; 0 for the jumps of :func:`jump_proposal`).
+    tail : float
+        When positive, each mode's Gaussian is truncated to its central ``1 - tail`` region
+        (squared Mahalanobis distance below the χ² quantile) and renormalised: ``q`` is 0
+        beyond every mode's region. Only without a defensive part.
     """
 
     locations: np.ndarray
     roots: np.ndarray
     alphas: np.ndarray
+    defensive: float = DEFENSIVE_SHARE
+    tail: float = 0.0
 
     def __post_init__(self):
         # Inverted once: a chain evaluates q at one or two points per iteration, where a
@@ -98,14 +110,17 @@ class MixtureProposal:
         # The parts of log q that do not depend on the point: mixture weight, defensive share
         # and normaliser of each mode's narrow and widened Gaussian (a chain evaluates q at
         # one point per iteration, where these would cost more than the distances).
+        if self.tail > 0.0 and self.defensive > 0.0:
+            raise ValueError("a truncated mixture (tail > 0) has no defensive part")
         with np.errstate(divide="ignore"):
             log_alphas = np.log(self.alphas)
-        object.__setattr__(self, "_log_narrow", log_alphas + np.log1p(-DEFENSIVE_SHARE) - log_norm)
-        object.__setattr__(
-            self,
-            "_log_wide",
-            log_alphas + np.log(DEFENSIVE_SHARE) - log_norm - dim * np.log(_WIDEN),
-        )
+            # A truncated Gaussian keeps 1 - tail of its mass: its density is divided by that.
+            log_narrow = log_alphas + np.log1p(-self.defensive) - np.log1p(-self.tail)
+            log_wide = log_alphas + np.log(self.defensive) - dim * np.log(_WIDEN)
+        object.__setattr__(self, "_log_narrow", log_narrow - log_norm)
+        object.__setattr__(self, "_log_wide", log_wide - log_norm)
+        radius = _chi2_quantile(self.tail, dim) if self.tail > 0.0 else np.inf
+        object.__setattr__(self, "_radius2", radius)
 
     def _quadratic_forms(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, K)`` squared Mahalanobis distances to each mode and the ``(K,)`` log normalisers
@@ -135,8 +150,12 @@ class MixtureProposal:
     def _log_density(self, squares: np.ndarray) -> np.ndarray:
         """``log q`` from the ``(n, K)`` squared Mahalanobis distances."""
         narrow = self._log_narrow - 0.5 * squares
-        wide = self._log_wide - (0.5 / _WIDEN**2) * squares
-        parts = np.logaddexp(narrow, wide)
+        if self.tail > 0.0:
+            narrow = np.where(squares <= self._radius2, narrow, -np.inf)
+        if self.defensive == 0.0:
+            parts = narrow
+        else:
+            parts = np.logaddexp(narrow, self._log_wide - (0.5 / _WIDEN**2) * squares)
         if parts.shape[1] == 1:
             return parts[:, 0]
         return _logsumexp(parts, axis=1)
@@ -164,13 +183,22 @@ class MixtureProposal:
             laplace.to_whitened(self.locations),
             np.linalg.solve(laplace.root, self.roots),
             self.alphas,
+            self.defensive,
+            self.tail,
         )
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` draws from ``q``."""
+        """``n`` draws from ``q`` (truncated Gaussians by rejection: a share ``tail`` of the
+        draws is drawn again, round after round)."""
         modes = rng.choice(len(self.alphas), size=n, p=self.alphas)
-        widths = np.where(rng.uniform(size=n) < DEFENSIVE_SHARE, _WIDEN, 1.0)
+        widths = np.where(rng.uniform(size=n) < self.defensive, _WIDEN, 1.0)
         z = rng.standard_normal((n, self.locations.shape[1])) * widths[:, None]
+        outside = np.zeros(n, dtype=bool)
+        if self.tail > 0.0:
+            outside = np.einsum("ni,ni->n", z, z) > self._radius2
+        while outside.any():
+            z[outside] = rng.standard_normal((int(outside.sum()), z.shape[1]))
+            outside = np.einsum("ni,ni->n", z, z) > self._radius2
         return self.locations[modes] + np.einsum("nij,nj->ni", self.roots[modes], z)
 
 
@@ -183,6 +211,30 @@ def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     weights = np.asarray(weights, dtype=float)
     alphas = (1.0 - floor) * weights / weights.sum() + floor / len(weights)
     return MixtureProposal(modes.means, modes.roots, alphas / alphas.sum())
+
+
+JUMP_TAIL = 0.01
+"""Tail of each mode's Gaussian that jumps do not propose into (see :func:`jump_proposal`)."""
+
+
+def jump_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureProposal:
+    """The proposal of the jumps between modes: as :func:`mode_proposal`, but each mode's
+    Gaussian without its defensive widened part and truncated to its central
+    ``1 - JUMP_TAIL`` region.
+
+    A jump is exact for any proposal; what this one changes is where jumps land. Beyond its
+    Gaussians' central regions the map knows nothing of the posterior, and that is where the
+    modes it missed lie. A jump landing on the skirt of such a mode leaves the chain free to
+    climb into it, where ``π/q`` is huge: from there no jump is proposed (see
+    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`) and the chain stays until its
+    Langevin steps find their way out. Measured on a 2-D mixture of 40 components (rand2d-8,
+    seed 2): a widened draw 3.9 sds from a mapped mode landed beside an unmapped component of
+    weight 0.013, and the chain then held 0.53 of its draws there (worst chain's TV 0.52,
+    R-hat 1.17). The defensive part keeps importance weights bounded; a Metropolis–Hastings
+    jump needs no such bound, and from a mode's tails it is not proposed anyway.
+    """
+    proposal = mode_proposal(modes, weights, floor)
+    return MixtureProposal(proposal.locations, proposal.roots, proposal.alphas, 0.0, JUMP_TAIL)
 
 
 @dataclass(frozen=True)
