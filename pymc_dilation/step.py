@@ -173,15 +173,18 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     ``√L``, which is what keeps the chain mixing as the dimension grows (200-D regression: min
     ESS 2 with MALA, 1077-1580 with HMC). Then, when the map holds more than one mode, one
     independence Metropolis–Hastings jump whose proposal is the mixture of the modes' local
-    Gaussians (weights as estimated, with a floor of
-    :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly). Jumps run only
-    between points the proposal does not undervalue
-    (:meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`), so mass the map missed
-    is no trap. Both kernels leave the posterior invariant for any map, so the draws are
-    exact (a Markov chain whose stationary law is the posterior) whatever the tuning found;
-    what the map decides is how fast a chain moves between the modes it holds. A mode that no
-    particle reached is proposed by no jump: a chain visits it only if its Langevin steps
-    find it. When the population's importance weights are too uneven to trust the map
+    Gaussians, each truncated to its central 99 % (weights as estimated, with a floor of
+    :data:`~pymc_dilation.engine.population.JUMP_FLOOR` spread evenly; see
+    :func:`~pymc_dilation.engine.weights.jump_proposal`). Jumps run only between points the
+    proposal does not undervalue (:meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`), so
+    mass the map missed is no trap for the jumps. Both kernels leave the posterior invariant
+    for any map, so the draws are exact (a Markov chain whose stationary law is the
+    posterior) whatever the tuning found; what the map decides is how fast a chain moves
+    between the modes it holds. A mode that no particle reached is proposed by no jump: a
+    chain visits it only if its Langevin steps find it, and then stays until they find their
+    way out; a sampling chain that stays 100 draws in a row where its map undervalues the
+    posterior says so through PyMC's sampler warnings. When the population's importance
+    weights are too uneven to trust the map
     (``mode_map.reliable`` is False; in high dimension one importance-sampling step is
     degenerate even for a right map), the chain proposes no jumps but keeps the curvature: it
     starts at the optimum, preconditioned by the Laplace approximation there.
