@@ -11,7 +11,7 @@ import xarray as xr
 from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
 from pymc_dilation.diagnostics import UnreliableResultWarning
-from pymc_dilation.engine.modes import ModeMap, ascend, map_modes, merge_optima
+from pymc_dilation.engine.modes import ModeMap, add_modes, ascend, map_modes, merge_optima
 from pymc_dilation.engine.population import PopulationTarget, refine
 from pymc_dilation.engine.weights import (
     JUMP_TAIL,
@@ -134,6 +134,40 @@ def test_hill_valley_merging_keeps_modes_apart_and_joins_a_basin():
     for k in range(2):
         sides = points[labels == k, 0] > 0
         assert sides.all() or not sides.any()
+
+
+def test_points_that_climb_to_known_modes_add_nothing_and_polish_nothing(monkeypatch):
+    from pymc_dilation.engine import modes as modes_module
+
+    rng = np.random.default_rng(5)
+    points = exact_draws(400, rng)
+    known = map_modes(mixture_logp_grad, points, *mixture_logp_grad(points))
+    assert known.n_modes == 2
+    polished = []
+    polish = modes_module.newton_polish
+
+    def counting_polish(logp_grad, starts, *args, **kwargs):
+        polished.append(len(starts))
+        return polish(logp_grad, starts, *args, **kwargs)
+
+    monkeypatch.setattr(modes_module, "newton_polish", counting_polish)
+    near = exact_draws(20, rng)  # in both modes' bulks
+    same, _ = add_modes(mixture_logp_grad, known, near, *mixture_logp_grad(near), widen=True)
+    assert same is known and polished == []
+
+    # A point in a third bump the map lacks: mapped (polished) and added.
+    def three_bumps(ys):
+        lp, grad = mixture_logp_grad(ys)
+        bump = np.log(0.3) - 0.5 * ((ys - [0.0, 9.0]) ** 2).sum(axis=1)
+        top = np.maximum(lp, bump)
+        total = top + np.log(np.exp(lp - top) + np.exp(bump - top))
+        share = np.exp(bump - total)[:, None]
+        return total, (1 - share) * grad + share * ([0.0, 9.0] - ys)
+
+    far = np.array([[0.3, 8.5]])
+    grown, _ = add_modes(three_bumps, known, far, *three_bumps(far), widen=True)
+    assert grown.n_modes == 3 and polished != []
+    np.testing.assert_allclose(grown.locations[-1], [0.0, 9.0], atol=0.05)
 
 
 def test_mode_map_of_a_unimodal_correlated_gaussian_has_one_mode():
