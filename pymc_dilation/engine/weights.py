@@ -199,7 +199,12 @@ class MixtureProposal:
         while outside.any():
             z[outside] = rng.standard_normal((int(outside.sum()), z.shape[1]))
             outside = np.einsum("ni,ni->n", z, z) > self._radius2
-        return self.locations[modes] + np.einsum("nij,nj->ni", self.roots[modes], z)
+        # Mode by mode: gathering a (d, d) root per draw took 24 GB for 352 draws at d = 2902.
+        out = np.empty_like(z)
+        for k in np.unique(modes):
+            rows = modes == k
+            out[rows] = self.locations[k] + z[rows] @ self.roots[k].T
+        return out
 
 
 def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureProposal:
