@@ -194,3 +194,18 @@ def test_newton_polish_stops_a_row_whose_curvature_stays_indefinite(monkeypatch)
     places, _, converged, _ = laplace_module.newton_polish(bowl, np.array([[0.5, 3.0]]))
     assert converged[0]
     np.testing.assert_allclose(places[0], [1.0, 1.0], atol=1e-8)
+
+
+def test_newton_polish_in_batches_gives_the_same_polish(monkeypatch):
+    # At d = 2900 one Hessian is 67 MB: rows are polished in batches that fit POLISH_MEMORY.
+    from pymc_dilation.engine import laplace as laplace_module
+
+    starts = np.array(
+        [[0.3, -0.2, 0.1], [1.5, 1.0, -2.0], [3.0, 3.5, 0.4], [2.0, 2.0, 0.0], [8.0, 0.0, 0.0]]
+    )
+    whole = newton_polish(_two_bumps, starts)
+    monkeypatch.setattr(laplace_module, "POLISH_MEMORY", 2 * 8 * 3 * 3)  # two rows a batch
+    batched = laplace_module.newton_polish(_two_bumps, starts)
+    for a, b in zip(whole[:3], batched[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert whole[3] == batched[3]

@@ -379,8 +379,34 @@ def newton_polish(
         ``(k,)`` whether a finite curvature was found and the log density is finite.
     calls : int
         Log density and gradient evaluations, all rows together.
+
+    Rows are polished in batches whose ``(k, d, d)`` Hessians fit in :data:`POLISH_MEMORY`.
     """
     starts = np.asarray(starts, dtype=float)
+    k, dim = starts.shape
+    batch = max(1, POLISH_MEMORY // (8 * dim * dim))
+    if k > batch:
+        parts = [
+            _newton_polish(logp_grad, starts[i : i + batch], newton_steps, halvings)
+            for i in range(0, k, batch)
+        ]
+        return (
+            np.concatenate([part[0] for part in parts]),
+            np.concatenate([part[1] for part in parts]),
+            np.concatenate([part[2] for part in parts]),
+            sum(part[3] for part in parts),
+        )
+    return _newton_polish(logp_grad, starts, newton_steps, halvings)
+
+
+POLISH_MEMORY = 2**30
+"""Bytes of one batch's ``(k, d, d)`` Hessians in :func:`newton_polish` (the roots and the
+finite-difference workspace take as much again): at d = 2900 a Hessian is 67 MB, and a probe
+whose 128 ascents ended apart would have needed about 17 GB at once."""
+
+
+def _newton_polish(logp_grad, starts: np.ndarray, newton_steps: int, halvings: int):
+    """:func:`newton_polish` for one batch of rows."""
     k, dim = starts.shape
     modes = starts.copy()
     with np.errstate(all="ignore"):
