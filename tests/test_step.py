@@ -479,14 +479,11 @@ def test_a_reused_step_samples_the_data_set_since(cores):
     assert float(np.asarray(after.posterior["mu"]).mean()) == pytest.approx(exact, abs=0.1)
 
 
-def test_the_tuning_population_reports_its_stages_on_big_models(conjugate_normal, monkeypatch):
-    # Issue 24: a 2900-parameter model gave no sign of life for minutes before its first draw.
-    # Big models (here: any, by lowering the threshold) log each stage through PyMC's logger.
+@pytest.fixture
+def pymc_messages():
+    """The messages logged on PyMC's logger (INFO and above) while the test runs."""
     import logging
 
-    from pymc_dilation import step as step_module
-
-    model, _, _ = conjugate_normal
     messages = []
 
     class Collect(logging.Handler):
@@ -496,28 +493,35 @@ def test_the_tuning_population_reports_its_stages_on_big_models(conjugate_normal
     handler = Collect(level=logging.INFO)
     logger = logging.getLogger("pymc")
     logger.addHandler(handler)
-    try:
-        for threshold in (10**9, 1):
-            monkeypatch.setattr(step_module, "REPORT_DIMENSION", threshold)
-            with model:
-                pm.sample(draws=5, tune=5, step=DilationLangevin(), random_seed=1, **SAMPLE)
-            stages = [m for m in messages if m.startswith("DilationLangevin tuning population")]
-            if threshold > 1:  # a small model that maps in well under a second says nothing
-                assert stages == []
-            else:
-                assert len(stages) >= 4 * 3, stages  # start, climb, weigh, done: every chain
-                for stage in ("optimum and curvature", "climbing", "weighing", "done: 1 mode"):
-                    assert sum(stage in m for m in stages) == 4, (stage, stages)
-    finally:
-        logger.removeHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
 
 
-def test_a_chain_on_mass_its_map_lacks_warns_through_pm_sample(monkeypatch):
+def test_the_tuning_population_reports_its_stages_on_big_models(
+    conjugate_normal, monkeypatch, pymc_messages
+):
+    # Issue 24: a 2900-parameter model gave no sign of life for minutes before its first draw.
+    # Big models (here: any, by lowering the threshold) log each stage through PyMC's logger.
+    from pymc_dilation import step as step_module
+
+    model, _, _ = conjugate_normal
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(step_module, "REPORT_DIMENSION", threshold)
+        with model:
+            pm.sample(draws=5, tune=5, step=DilationLangevin(), random_seed=1, **SAMPLE)
+        stages = [m for m in pymc_messages if m.startswith("DilationLangevin tuning population")]
+        if threshold > 1:  # a small model that maps in well under a second says nothing
+            assert stages == []
+        else:
+            assert len(stages) >= 4 * 3, stages  # start, climb, weigh, done: every chain
+            for stage in ("optimum and curvature", "climbing", "weighing", "done: 1 mode"):
+                assert sum(stage in m for m in stages) == 4, (stage, stages)
+
+
+def test_a_chain_on_mass_its_map_lacks_warns_through_pm_sample(monkeypatch, pymc_messages):
     # Issues 23 and 24: a chain that climbed into a mode its tuning missed stays there (no jump
     # is proposed where the proposal undervalues the posterior), exact but unmixed; it used to
     # say nothing. Here every chain's map loses the mode at +6 when tuning ends.
-    import logging
-
     from pymc_dilation.engine import chain_map
     from pymc_dilation.engine.weights import jump_proposal
 
@@ -534,29 +538,15 @@ def test_a_chain_on_mass_its_map_lacks_warns_through_pm_sample(monkeypatch):
         )  # fmt: skip
         self.proposal = jump_proposal(lost, np.ones(2), 0.0)
 
-    messages = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.WARNING)
-    logger = logging.getLogger("pymc")
-    logger.addHandler(handler)
-    try:
-        for lose in (False, True):
-            messages.clear()
-            if lose:
-                monkeypatch.setattr(chain_map.ChainMap, "check_proposal", forget_the_right_mode)
-            with model:
-                idata = pm.sample(
-                    draws=300, tune=300, step=DilationLangevin(), random_seed=3, **SAMPLE
-                )
-            right = (idata.posterior["x"].values > 0).mean(axis=1)
-            unmapped = [m for m in messages if "undervalues the posterior" in m]
-            if lose:
-                assert 0 < len(unmapped) == int(np.sum(right > 0.5)), (right, unmapped)
-            else:
-                assert unmapped == [], unmapped
-    finally:
-        logger.removeHandler(handler)
+    for lose in (False, True):
+        pymc_messages.clear()
+        if lose:
+            monkeypatch.setattr(chain_map.ChainMap, "check_proposal", forget_the_right_mode)
+        with model:
+            idata = pm.sample(draws=300, tune=300, step=DilationLangevin(), random_seed=3, **SAMPLE)
+        right = (idata.posterior["x"].values > 0).mean(axis=1)
+        unmapped = [m for m in pymc_messages if "undervalues the posterior" in m]
+        if lose:
+            assert 0 < len(unmapped) == int(np.sum(right > 0.5)), (right, unmapped)
+        else:
+            assert unmapped == [], unmapped

@@ -154,7 +154,7 @@ def _roots_and_definite(hess: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for i, matrix in enumerate(precision):  # one per mode, each O(d³)
         root = _upper_root(matrix)
         definite[i] = root is not None
-        roots[i] = root if root is not None else _cholesky_root(matrix, exact_failed=True)
+        roots[i] = root if root is not None else _fallback_root(matrix)
     return roots, definite
 
 
@@ -172,12 +172,9 @@ def _upper_root(precision: np.ndarray) -> np.ndarray | None:
     return linalg.solve_triangular(lower, np.eye(len(lower)), lower=True, trans="T")
 
 
-def _cholesky_root(precision: np.ndarray, exact_failed: bool = False) -> np.ndarray:
-    """The root of :func:`_root_covariance` for one precision matrix (``exact_failed``: the
-    plain Cholesky root was already tried)."""
-    root = None if exact_failed else _upper_root(precision)
-    if root is not None:
-        return root
+def _fallback_root(precision: np.ndarray) -> np.ndarray:
+    """The root of a precision that is not positive definite and well conditioned: shifted
+    (above :data:`EIGEN_ROOT_MAX_DIM`) or with floored eigenvalues."""
     if len(precision) > EIGEN_ROOT_MAX_DIM:
         root = _shifted_cholesky_root(precision)
         if root is not None:

@@ -449,8 +449,7 @@ def _in_known_modes(logp_grad, modes: ModeMap, xs, lps, grads, depth, fold) -> t
     optima, opt_lp, calls = ascend(logp_grad, xs, lps, grads)
     if fold is not None:  # an exact symmetry: the log densities are unchanged
         optima = fold(optima)
-    finite = np.isfinite(opt_lp)
-    if not finite.any():
+    if not np.all(np.isfinite(opt_lp)):
         return False, calls
     inverse = np.linalg.inv(modes.roots)
     z = np.einsum("kij,nkj->nki", inverse, optima[:, None, :] - modes.means[None])
@@ -467,7 +466,7 @@ def _in_known_modes(logp_grad, modes: ModeMap, xs, lps, grads, depth, fold) -> t
         calls += len(_SEGMENT)
         if not joined.all():
             return False, calls
-    return bool(finite.all()), calls
+    return True, calls
 
 
 def _closest(location, means, roots, candidates) -> int | None:

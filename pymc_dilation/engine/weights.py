@@ -213,9 +213,14 @@ def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     The floor keeps every mode proposed, so a mode whose weight was underestimated still
     receives particles.
     """
+    return MixtureProposal(modes.means, modes.roots, _floored(weights, floor))
+
+
+def _floored(weights: np.ndarray, floor: float) -> np.ndarray:
+    """Mixture weights ``(1 - floor) * weights + floor / K``, summing to one."""
     weights = np.asarray(weights, dtype=float)
     alphas = (1.0 - floor) * weights / weights.sum() + floor / len(weights)
-    return MixtureProposal(modes.means, modes.roots, alphas / alphas.sum())
+    return alphas / alphas.sum()
 
 
 JUMP_TAIL = 0.01
@@ -238,8 +243,7 @@ def jump_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     R-hat 1.17). The defensive part keeps importance weights bounded; a Metropolis–Hastings
     jump needs no such bound, and from a mode's tails it is not proposed anyway.
     """
-    proposal = mode_proposal(modes, weights, floor)
-    return MixtureProposal(proposal.locations, proposal.roots, proposal.alphas, 0.0, JUMP_TAIL)
+    return MixtureProposal(modes.means, modes.roots, _floored(weights, floor), 0.0, JUMP_TAIL)
 
 
 @dataclass(frozen=True)
