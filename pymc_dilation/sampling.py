@@ -28,6 +28,7 @@ from pymc_dilation.engine.symmetry import mirrored, moves_mode, orbit_mass_ratio
 from pymc_dilation.model import compile_model_logp, continuous_value_vars, prior_sampler
 from pymc_dilation.reparam import choose_centering
 from pymc_dilation.symmetry import Symmetries, detect_symmetries
+from pymc_dilation.threads import one_blas_thread
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -569,10 +570,11 @@ def sample_dilation(
     # spurious optima (sorted means 13-20 sds off); unfolded, the map holds the copies it
     # finds and the orbit count adds those it misses.
     target = PopulationTarget(logp.dim, logp.batch_callable(extra), logp.point_fn, extra)
-    chains_out, laplace, near = _run_chains(
-        target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
-        progressbar, labels, "sample_dilation", found.near,
-    )  # fmt: skip
+    with one_blas_thread():
+        chains_out, laplace, near = _run_chains(
+            target, start_vec, _shared_center(center, start_vec), prior, settings, random_seed,
+            progressbar, labels, "sample_dilation", found.near,
+        )  # fmt: skip
     found = replace(found, near=near)
     if found:
         rng = _seeds(random_seed, settings.chains + 1)[-1]
@@ -848,8 +850,9 @@ def sample_logdensity(
     )  # fmt: skip
     start = time.perf_counter()
     target = PopulationTarget(dim, lambda xs: _checked_output(logp_grad(xs), len(xs), dim))
-    chains_out, laplace, _ = _run_chains(
-        target, start_vec, _shared_center(center, start_vec), None, settings, random_seed,
-        progressbar, [f"x[{i}]" for i in range(dim)], "sample_logdensity",
-    )  # fmt: skip
+    with one_blas_thread():
+        chains_out, laplace, _ = _run_chains(
+            target, start_vec, _shared_center(center, start_vec), None, settings, random_seed,
+            progressbar, [f"x[{i}]" for i in range(dim)], "sample_logdensity",
+        )  # fmt: skip
     return LogDensityResult(chains_out, laplace, time.perf_counter() - start)

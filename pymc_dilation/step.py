@@ -47,6 +47,7 @@ from pymc_dilation.model import (
 )
 from pymc_dilation.reparam import choose_centering
 from pymc_dilation.symmetry import Symmetries, detect_symmetries
+from pymc_dilation.threads import one_blas_thread
 from pymc_dilation.validation import (
     check_bool,
     check_center,
@@ -514,6 +515,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
         self._handed_back = None  # (last draw in model coordinates, the chain's state)
+        self._whitened = None  # (metric, x, grad, u, grad_u) of the last trajectory's state
         self._near = None  # the near symmetries that mirror this chain's path centers
 
     def stop_tuning(self) -> None:
@@ -690,7 +692,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         n_grad = 0
         if self.mode_map is None:
             self._check_start(x, extra)
-            (x, lp, grad), n_grad = self._map_modes(x, extra)
+            with one_blas_thread():
+                (x, lp, grad), n_grad = self._map_modes(x, extra)
             self._cache = (x, extra.copy(), lp, grad)
         x, lp, grad, fresh = self._state_at(x, extra)
         n_grad += fresh
@@ -713,10 +716,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         if not self.tune and self._map.undervalued_run == UNMAPPED_RUN:
             self._warn_unmapped(lp_new)
         if self.tune and self._map.uncovered(self._iteration, x_new, lp_new):
-            n_grad += self._map.grow(
-                self._logp.batch_callable(extra), self._iteration, x_new, lp_new, grad_new,
-                self.rng,
-            )  # fmt: skip
+            with one_blas_thread():
+                n_grad += self._map.grow(
+                    self._logp.batch_callable(extra), self._iteration, x_new, lp_new,
+                    grad_new, self.rng,
+                )  # fmt: skip
         mode = self._map.mode_of(x_new)
         if self.tune:
             self._adapt(x_new, grad_new, accept, mode)
@@ -766,9 +770,21 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             n_steps = int(self.rng.integers(1, 2 * self.steps_per_draw))
         else:
             n_steps = tuning.length.n_steps(tuning.trajectory_length(self.tune), eps, jitter)
+        # The last trajectory's state in whitened coordinates, while the metric, the point
+        # and its gradient (the data) are the same: two fewer products with the metric.
+        known, whitened = self._whitened, None
+        if (
+            known is not None
+            and known[0] is tuning.metric
+            and np.array_equal(known[1], x)
+            and np.array_equal(known[2], grad)
+        ):
+            whitened = known[3:]
         x_new, lp_new, grad_new, info = hmc_trajectory(
-            self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng
-        )
+            self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng,
+            whitened,
+        )  # fmt: skip
+        self._whitened = (tuning.metric, x_new, grad_new, info.state_u, info.state_grad_u)
         if self.tune and self.steps_per_draw is None:
             tuning.update_length(
                 info.start_u, self._chain_mean(x), info.end_u, info.end_momentum,
@@ -857,8 +873,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         deviation = x - self._map.means[mode] if jumping else x
         if jumping and 4 * self._iteration >= (self._tune_total or 0):
             self._map.record_draw(mode, x)
-        if self._tuning.update(self._iteration, x, deviation, grad, accept):
-            self._on_new_metric()
+        if not self._tuning.window_ends(self._iteration):
+            self._tuning.update(self._iteration, x, deviation, grad, accept)
+            return
+        with one_blas_thread():
+            if self._tuning.update(self._iteration, x, deviation, grad, accept):
+                self._on_new_metric()
 
     # ------------------------------------------------------------------ PyMC hooks
     @staticmethod

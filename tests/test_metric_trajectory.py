@@ -134,6 +134,34 @@ def test_hmc_trajectory_samples_a_gaussian_exactly():
     assert np.max(np.abs(draws.mean(axis=0) / SCALES)) < 0.15
 
 
+def test_hmc_trajectory_hands_back_its_state_in_whitened_coordinates():
+    # A chain that passes the last trajectory's whitened state on makes the same moves as one
+    # that maps its point again (to rounding), through accepted and rejected trajectories.
+    rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((20, 3)))[0]
+    metric = Metric(SCALES, basis, np.array([0.5, -0.3, 1.0]))
+    x = np.random.default_rng(1).standard_normal(20) * SCALES
+    lp, grad = _independent_gaussian(x, SCALES)
+    xa, lpa, ga, xb, lpb, gb = x, float(lp), grad, x, float(lp), grad
+    whitened, rejected = None, 0
+    for _ in range(200):
+        before = xa
+        n_steps = int(rng_a.integers(1, 8))
+        rng_b.integers(1, 8)
+        xa, lpa, ga, info = hmc_trajectory(
+            gaussian_point, SCALES, metric, xa, lpa, ga, 0.6, n_steps, rng_a, whitened
+        )
+        whitened = (info.state_u, info.state_grad_u)
+        xb, lpb, gb, _ = hmc_trajectory(
+            gaussian_point, SCALES, metric, xb, lpb, gb, 0.6, n_steps, rng_b
+        )
+        rejected += xa is before
+        np.testing.assert_allclose(info.state_u, metric.to_whitened(xa), atol=1e-9)
+        np.testing.assert_allclose(info.state_grad_u, metric.gradient_to_whitened(ga), atol=1e-9)
+    np.testing.assert_allclose(xa, xb, atol=1e-8)
+    assert rejected > 10
+
+
 def test_hmc_trajectory_reports_a_divergence_and_stays():
     rng = np.random.default_rng(8)
     metric = Metric.identity(20)

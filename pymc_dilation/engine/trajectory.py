@@ -50,6 +50,10 @@ class TrajectoryInfo(NamedTuple):
     start_u, end_u, end_momentum : numpy.ndarray
         The start and the proposal's position and momentum in whitened coordinates (for
         trajectory-length adaptation), whether or not it was accepted.
+    state_u, state_grad_u : numpy.ndarray
+        The returned state's position and gradient in whitened coordinates (the proposal's
+        when accepted, the start's otherwise), to start the next trajectory from while the
+        metric stays the same.
     """
 
     acceptance_rate: float
@@ -59,6 +63,8 @@ class TrajectoryInfo(NamedTuple):
     start_u: np.ndarray
     end_u: np.ndarray
     end_momentum: np.ndarray
+    state_u: np.ndarray
+    state_grad_u: np.ndarray
 
 
 @numba.njit(cache=True)
@@ -89,7 +95,7 @@ _F8 = types.float64
 _VECTOR = _F8[::1]
 _TRAJECTORY_SIGNATURE = types.Tuple(
     (_F8, _F8, types.boolean, types.boolean, _F8, types.int64, _VECTOR, _VECTOR, _VECTOR,
-     _VECTOR)
+     _VECTOR, _VECTOR)
 )(
     PointFunction, _VECTOR, _VECTOR, _VECTOR, _F8, _F8, types.int64, _VECTOR, _F8, _VECTOR,
     _F8[:, ::1], _VECTOR,
@@ -104,8 +110,8 @@ def _trajectory(
     logp_fn, extra, u, grad_u, lp, eps, n_steps, momentum, log_uniform, scale, basis_rows, coef
 ):
     """One leapfrog trajectory from ``(u, momentum)``. Returns ``(lp_end, accept_prob,
-    accepted, diverging, energy_error, n_grad, end_u, end_momentum, end_x, end_grad_x)``, the
-    ``end_x`` and ``end_grad_x`` in density coordinates."""
+    accepted, diverging, energy_error, n_grad, end_u, end_momentum, end_x, end_grad_x,
+    end_grad_u)``, the ``end_x`` and ``end_grad_x`` in density coordinates."""
     dim = u.shape[0]
     q = u.copy()
     p = momentum.copy()
@@ -144,7 +150,7 @@ def _trajectory(
             energy_error = np.inf
     accept = 0.0 if diverging else min(1.0, np.exp(-energy_error))
     accepted = (not diverging) and log_uniform < -energy_error
-    return lp_new, accept, accepted, diverging, energy_error, taken, q, p, x, grad_x
+    return lp_new, accept, accepted, diverging, energy_error, taken, q, p, x, grad_x, g
 
 
 def hmc_trajectory(
@@ -157,6 +163,7 @@ def hmc_trajectory(
     step_size: float,
     n_steps: int,
     rng: np.random.Generator,
+    whitened: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray, TrajectoryInfo]:
     """One Metropolis-adjusted trajectory of ``n_steps`` leapfrog steps from ``x``.
 
@@ -177,34 +184,58 @@ def hmc_trajectory(
         Leapfrog steps (gradient evaluations) of the trajectory, at least 1.
     rng : numpy.random.Generator
         Source of the momentum and of the Metropolis uniform.
+    whitened : tuple of numpy.ndarray, optional
+        ``(u, grad_u)`` of ``x`` in this metric's coordinates, when known (the previous
+        trajectory's ``info.state_u`` and ``info.state_grad_u``): at d = 1000 each of the two
+        products it saves reads a dense ``(d, k)`` basis twice.
 
     Returns
     -------
     x, lp, grad, info
         The chain's next state (density coordinates) and a :class:`TrajectoryInfo`.
     """
-    u = metric.to_whitened(x)
-    grad_u = metric.gradient_to_whitened(grad)
+    if whitened is None:
+        u, grad_u = metric.to_whitened(x), metric.gradient_to_whitened(grad)
+    else:
+        u, grad_u = whitened
     momentum = rng.standard_normal(metric.dim)
     log_uniform = float(np.log(rng.uniform()))
-    lp_new, accept, accepted, diverging, energy_error, taken, end_u, end_p, end_x, end_grad_x = (
-        _trajectory(
-            logp_fn,
-            extra,
-            u,
-            grad_u,
-            float(lp),
-            float(step_size),
-            int(n_steps),
-            momentum,
-            log_uniform,
-            metric.scale,
-            metric.basis_rows,
-            metric.coef,
-        )  # fmt: skip
-    )
+    (
+        lp_new,
+        accept,
+        accepted,
+        diverging,
+        energy_error,
+        taken,
+        end_u,
+        end_p,
+        end_x,
+        end_grad_x,
+        end_grad_u,
+    ) = _trajectory(
+        logp_fn,
+        extra,
+        u,
+        grad_u,
+        float(lp),
+        float(step_size),
+        int(n_steps),
+        momentum,
+        log_uniform,
+        metric.scale,
+        metric.basis_rows,
+        metric.coef,
+    )  # fmt: skip
     info = TrajectoryInfo(
-        float(accept), bool(diverging), float(energy_error), int(taken), u, end_u, end_p
+        float(accept),
+        bool(diverging),
+        float(energy_error),
+        int(taken),
+        u,
+        end_u,
+        end_p,
+        end_u if accepted else u,
+        end_grad_u if accepted else grad_u,
     )
     if not accepted:
         return x, float(lp), grad, info

@@ -138,6 +138,10 @@ class ChainTuning:
         """The mean of the chain's recent tuning draws (``fallback`` before it has any)."""
         return fallback if self.mean is None else self.mean.mean
 
+    def window_ends(self, iteration: int) -> bool:
+        """Whether the draw of ``iteration`` ends an adaptation window (see :meth:`update`)."""
+        return iteration + 1 >= self.window_end
+
     def update(
         self,
         iteration: int,
@@ -157,7 +161,7 @@ class ChainTuning:
             self.mean = RunningMean(x)
         self.mean.add(x)
         self.window.add(deviation, grad)
-        if iteration + 1 < self.window_end:
+        if not self.window_ends(iteration):
             return False
         changed = self._correct_metric()
         self.window.reset()
