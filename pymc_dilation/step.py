@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 from pymc.blocking import DictToArrayBijection, RaveledVars
@@ -71,6 +72,9 @@ MALA_STEPS_PER_DRAW = 8
 ANNEAL_TARGET_ACCEPT = 0.6
 """The tuning population's MALA steps aim at this acceptance, whatever the chain's kernel."""
 PRIOR_POOL_SEED = 20241001
+ONE_THREAD_ITERATION = 1e-3
+"""Seconds: an iteration after one that took longer runs with one BLAS thread (see
+:mod:`pymc_dilation.threads`)."""
 FIRST_PARTICLES = 128
 """Particles of the first population batch; more only when it finds several modes."""
 DIFFUSION_SWEEPS = 5
@@ -516,6 +520,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._extra = None
         self._handed_back = None  # (last draw in model coordinates, the chain's state)
         self._whitened = None  # (metric, x, grad, u, grad_u) of the last trajectory's state
+        self._last_seconds = np.inf  # the last iteration's time (see ONE_THREAD_ITERATION)
         self._near = None  # the near symmetries that mirror this chain's path centers
 
     def stop_tuning(self) -> None:
@@ -675,7 +680,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             x = self._handed_back[1]
         else:
             x = self._logp.from_model(q_in, extra)
-        x_new, x_out, stats = self._astep(x, extra)
+        # Iterations slow enough that entering the limit (~20 µs) costs under 2 % of them run
+        # with one BLAS thread too: their gradients' and metric's matrix products are BLAS
+        # calls (a 1000-D regression: 82 ms a trajectory with another job running, 27 alone).
+        slow = self._last_seconds > ONE_THREAD_ITERATION
+        with one_blas_thread() if slow else nullcontext():
+            x_new, x_out, stats = self._astep(x, extra)
+        self._last_seconds = stats["perf_counter_diff"]
         q_out = x_out
         if self._logp.reparam is not None:  # the draw in the model's coordinates
             mapped, log_jacobian = self._logp.reparam.to_model(x_out, extra)
