@@ -92,6 +92,8 @@ class MixtureProposal:
         When positive, each mode's Gaussian is truncated to its central ``1 - tail`` region
         (squared Mahalanobis distance below the χ² quantile) and renormalised: ``q`` is 0
         beyond every mode's region. Only without a defensive part.
+    inverse_roots : numpy.ndarray, optional
+        ``(K, d, d)`` inverses of ``roots`` when already known (inverted here otherwise).
     """
 
     locations: np.ndarray
@@ -99,12 +101,14 @@ class MixtureProposal:
     alphas: np.ndarray
     defensive: float = DEFENSIVE_SHARE
     tail: float = 0.0
+    inverse_roots: np.ndarray | None = None
 
     def __post_init__(self):
         # Inverted once: a chain evaluates q at one or two points per iteration, where a
         # solve per mode and call would cost more than the model's gradient.
         dim = self.locations.shape[1]
-        object.__setattr__(self, "_inverse_roots", np.linalg.inv(self.roots))
+        inverse = np.linalg.inv(self.roots) if self.inverse_roots is None else self.inverse_roots
+        object.__setattr__(self, "_inverse_roots", inverse)
         log_norm = np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
         object.__setattr__(self, "_log_norm", log_norm)
         # The parts of log q that do not depend on the point: mixture weight, defensive share
@@ -213,7 +217,9 @@ def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     The floor keeps every mode proposed, so a mode whose weight was underestimated still
     receives particles.
     """
-    return MixtureProposal(modes.means, modes.roots, _floored(weights, floor))
+    return MixtureProposal(
+        modes.means, modes.roots, _floored(weights, floor), inverse_roots=modes.inverse_roots
+    )
 
 
 def _floored(weights: np.ndarray, floor: float) -> np.ndarray:
@@ -243,7 +249,9 @@ def jump_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureP
     R-hat 1.17). The defensive part keeps importance weights bounded; a Metropolis–Hastings
     jump needs no such bound, and from a mode's tails it is not proposed anyway.
     """
-    return MixtureProposal(modes.means, modes.roots, _floored(weights, floor), 0.0, JUMP_TAIL)
+    return MixtureProposal(
+        modes.means, modes.roots, _floored(weights, floor), 0.0, JUMP_TAIL, modes.inverse_roots
+    )
 
 
 @dataclass(frozen=True)
