@@ -193,7 +193,8 @@ def ascend(
         lp_new, g_new = logp_grad(x_new)
         rows += active.size
         better = np.isfinite(lp_new) & np.all(np.isfinite(g_new), axis=1) & (lp_new >= lp[active])
-        settled = better & (lp_new - lp[active] < tol)
+        with np.errstate(invalid="ignore"):  # -inf - -inf where neither point has density
+            settled = better & (lp_new - lp[active] < tol)
         moved = active[better]
         step = x_new[better] - x[moved]
         change = g[moved] - g_new[better]  # the gradient change of -log p: positive curvature
