@@ -178,7 +178,7 @@ def test_centered_eight_schools_is_sampled_right(cores):
         assert abs(draws.mean() - mean) < 0.15 * sd, name
     # tau's spread by its quartiles and 90 % quantile, not its sd: tau's tail is heavy, and one
     # stretch of 27 rejected trajectories far out in it (seed 1 here; such stretches come in
-    # about one run in 12-16, before 42d20c7 too) moves the sd of 2000 draws by 47 % and
+    # about one run in 12-16, at 0a76853 too) moves the sd of 2000 draws by 47 % and
     # these quantiles by at most 4 %. Sampled as written, every one of them is 0.01-0.08 of
     # the reference's.
     tau = np.asarray(idata.posterior["tau"]).ravel()
