@@ -520,7 +520,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._extra = None
         self._handed_back = None  # (last draw in model coordinates, the chain's state)
         self._whitened = None  # (metric, x, grad, u, grad_u) of the last trajectory's state
-        self._last_seconds = np.inf  # the last iteration's time (see ONE_THREAD_ITERATION)
+        self._last_seconds = 0.0  # the last iteration's time (see ONE_THREAD_ITERATION)
         self._near = None  # the near symmetries that mirror this chain's path centers
 
     def stop_tuning(self) -> None:
@@ -680,11 +680,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             x = self._handed_back[1]
         else:
             x = self._logp.from_model(q_in, extra)
-        # Iterations slow enough that entering the limit (~20 µs) costs under 2 % of them run
-        # with one BLAS thread too: their gradients' and metric's matrix products are BLAS
-        # calls (a 1000-D regression: 82 ms a trajectory with another job running, 27 alone).
-        slow = self._last_seconds > ONE_THREAD_ITERATION
-        with one_blas_thread() if slow else nullcontext():
+        # One BLAS thread for the first iteration (the tuning population) and for iterations
+        # slow enough that entering the limit (~20 µs) costs under 2 % of them: their
+        # gradients' and metric's matrix products are BLAS calls (a 1000-D regression: 82 ms
+        # a trajectory with another job running, 27 alone).
+        limit = self.mode_map is None or self._last_seconds > ONE_THREAD_ITERATION
+        with one_blas_thread() if limit else nullcontext():
             x_new, x_out, stats = self._astep(x, extra)
         self._last_seconds = stats["perf_counter_diff"]
         q_out = x_out
@@ -703,8 +704,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         n_grad = 0
         if self.mode_map is None:
             self._check_start(x, extra)
-            with one_blas_thread():
-                (x, lp, grad), n_grad = self._map_modes(x, extra)
+            (x, lp, grad), n_grad = self._map_modes(x, extra)
             self._cache = (x, extra.copy(), lp, grad)
         x, lp, grad, fresh = self._state_at(x, extra)
         n_grad += fresh
@@ -884,10 +884,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         deviation = x - self._map.means[mode] if jumping else x
         if jumping and 4 * self._iteration >= (self._tune_total or 0):
             self._map.record_draw(mode, x)
-        if not self._tuning.window_ends(self._iteration):
-            self._tuning.update(self._iteration, x, deviation, grad, accept)
-            return
-        with one_blas_thread():
+        refit = self._tuning.window_ends(self._iteration)  # factorisations: one BLAS thread
+        with one_blas_thread() if refit else nullcontext():
             if self._tuning.update(self._iteration, x, deviation, grad, accept):
                 self._on_new_metric()
 
