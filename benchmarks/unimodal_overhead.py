@@ -81,7 +81,7 @@ def measure(model, step_class, seed: int, draws: int, tune: int, chains: int) ->
         float(np.asarray(group_dataset(idata, group)["perf_counter_diff"]).sum())
         for group in ("warmup_sample_stats", "sample_stats")
     )
-    return {"wall": wall, "step": step_seconds, "ess": end_to_end._min_bulk_ess(idata)}
+    return {"wall": wall, "step": step_seconds, "ess": end_to_end._min_ess(idata)[0]}
 
 
 def main(argv: list[str] | None = None) -> int:

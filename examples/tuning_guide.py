@@ -284,9 +284,11 @@ fig.tight_layout()
 # ## `kernel` and `steps_per_draw`
 #
 # Each iteration of `pm.sample` runs one Hamiltonian trajectory in one compiled call (underdamped
-# Langevin dynamics, Metropolis-adjusted per trajectory): its length is jittered and adapted
-# during tuning (the ChEES criterion), so a draw costs as many gradients as the posterior's
-# geometry asks (`n_steps` in `sample_stats`). `kernel="mala"` runs `steps_per_draw` MALA steps
+# Langevin dynamics, Metropolis-adjusted per trajectory): while tuning, the chain measures after
+# how many leapfrog steps its trajectories turn back (NUTS's U-turn), and each draw's length is
+# one of those, times a uniform factor on [0.25, 1], so a draw costs as many gradients as the
+# posterior's geometry asks (`n_steps` in `sample_stats`; `trajectory_length="chees"` adapts one
+# length by the ChEES criterion instead). `kernel="mala"` runs `steps_per_draw` MALA steps
 # instead (8 by default): a run of `L` MALA steps moves like a diffusion, about `√L` step
 # lengths, where a trajectory of `L` leapfrog steps moves about `L`, and MALA's step must shrink
 # faster with the dimension, so MALA suits small models only (a 200-dimensional regression:
@@ -320,7 +322,7 @@ def ess_per_second(step=None, **kwargs):
 
 
 rows = {
-    "DilationLangevin (HMC, adapted length)": ess_per_second(lambda: DilationLangevin(tune=TUNE)),
+    "DilationLangevin (HMC, U-turn lengths)": ess_per_second(lambda: DilationLangevin(tune=TUNE)),
     "DilationLangevin, kernel='mala'": ess_per_second(
         lambda: DilationLangevin(tune=TUNE, kernel="mala")
     ),

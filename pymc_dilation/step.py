@@ -39,7 +39,7 @@ from pymc_dilation.engine.population import (
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.symmetry import mirrored, moves_mode, symmetry_move
 from pymc_dilation.engine.trajectory import hmc_trajectory
-from pymc_dilation.engine.tuning import PRECONDITIONERS, ChainTuning
+from pymc_dilation.engine.tuning import PRECONDITIONERS, TRAJECTORY_LENGTHS, ChainTuning
 from pymc_dilation.model import (
     compile_model_logp,
     continuous_value_vars,
@@ -171,8 +171,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     **Every iteration** runs one Metropolis-adjusted Hamiltonian trajectory (underdamped
     Langevin dynamics with full momentum refresh, discretised by leapfrog steps: HMC; see
     :mod:`~pymc_dilation.engine.trajectory`) in one compiled call, in coordinates that whiten
-    the preconditioner, its length jittered uniformly and adapted during tuning by the ChEES
-    criterion (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`); or, with
+    the preconditioner, its length drawn from the lengths after which the chain's tuning
+    trajectories turned back (empirical HMC, :class:`~pymc_dilation.engine.adaptation.
+    UTurnLengths`), scaled by a uniform jitter; or, with
     ``kernel="mala"``, ``steps_per_draw`` Metropolis-adjusted Langevin steps. A trajectory of
     ``L`` leapfrog steps moves about ``L`` step lengths where ``L`` MALA steps move about
     ``√L``, which is what keeps the chain mixing as the dimension grows (200-D regression: min
@@ -234,6 +235,19 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         end-to-end benchmark of an earlier release). With ``kernel="hmc"``: a fixed mean number
         of leapfrog steps (uniform on ``1 .. 2 steps_per_draw - 1``) instead of the adapted
         trajectory length. Gradient evaluations per draw are reported in ``n_steps``.
+    trajectory_length : {"uturn", "chees"}
+        How long an HMC trajectory runs. ``"uturn"`` (default): while tuning (after the first
+        window), every trajectory is continued, for measurement only, to its first U-turn
+        (NUTS's criterion from its start); sampling trajectories then draw a length from
+        those measured since the preconditioner last changed, times a uniform factor on
+        ``[0.25, 1]`` (the empirical HMC of Wu, Stoehr & Robert 2018; the factor stands in for
+        NUTS's choice of a point along its trajectory): NUTS's reach at about 0.6 of a
+        U-turn's gradients. ``"chees"``: one length, adapted by the ChEES criterion per square
+        root of the length (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`), the
+        earlier default, which spent 2-5 times the gradients on hierarchical models and got
+        less ESS per second on most of the benchmark (more on radon and gp_pois_regr; see
+        ``benchmarks/RESULTS.md``). Both are exact once tuning ends (the length is drawn
+        independently of the state).
     target_accept : float, optional
         Target mean Metropolis acceptance probability, in ``(0, 1)``; default 0.8 for HMC (as
         PyMC's NUTS) and 0.6 for MALA (near its optimum 0.574). The tuning population's
@@ -374,6 +388,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         steps_per_level: int = 4,
         kernel: str = "hmc",
         steps_per_draw: int | None = None,
+        trajectory_length: str = "uturn",
         target_accept: float | None = None,
         anneal_metropolis: bool = True,
         precondition: str = "low-rank",
@@ -404,6 +419,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         elif self.kernel == "mala":
             steps_per_draw = MALA_STEPS_PER_DRAW
         self.steps_per_draw = steps_per_draw
+        self.trajectory_length = check_choice(
+            "trajectory_length", trajectory_length, TRAJECTORY_LENGTHS
+        )
         if target_accept is None:
             target_accept = TARGET_ACCEPT[self.kernel]
         self.target_accept = check_probability("target_accept", target_accept)
@@ -505,7 +523,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._iteration = 0
         self._tuning = ChainTuning(
             self._logp.dim, self.precondition, self.target_accept, self.initial_step,
-            self._tune_total,
+            self._tune_total, self.trajectory_length,
         )  # fmt: skip
         self._cache = None
         self._divergences = 0
@@ -774,13 +792,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         return move.points[0], float(move.lps[0]), float(move.accepted[0])
 
     def _trajectory(self, x, lp, grad, extra, eps):
-        """One HMC trajectory, jittered in length; during tuning its length adapts (ChEES)."""
+        """One HMC trajectory, jittered in length; its length is learnt while tuning."""
         tuning = self._tuning
-        jitter = float(self.rng.uniform())
         if self.steps_per_draw is not None:  # a fixed mean number of leapfrog steps
-            n_steps = int(self.rng.integers(1, 2 * self.steps_per_draw))
+            n_steps, jitter, extend_to = int(self.rng.integers(1, 2 * self.steps_per_draw)), 1, 0
         else:
-            n_steps = tuning.length.n_steps(tuning.trajectory_length(self.tune), eps, jitter)
+            n_steps, jitter, extend_to = tuning.trajectory_steps(self.tune, eps, self.rng)
         # The last trajectory's state in whitened coordinates, while the metric, the point
         # and its gradient (the data) are the same: two fewer products with the metric.
         known, whitened = self._whitened, None
@@ -793,13 +810,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             whitened = known[3:]
         x_new, lp_new, grad_new, info = hmc_trajectory(
             self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng,
-            whitened,
+            whitened, extend_to,
         )  # fmt: skip
         self._whitened = (tuning.metric, x_new, grad_new, info.state_u, info.state_grad_u)
         if self.tune and self.steps_per_draw is None:
-            tuning.update_length(
-                info.start_u, self._chain_mean(x), info.end_u, info.end_momentum,
-                info.acceptance_rate, jitter, eps,
+            tuning.record_trajectory(
+                info.start_u, self._chain_mean(x) if tuning.trajectory == "chees" else None,
+                info.end_u, info.end_momentum,
+                info.acceptance_rate, info.uturn, info.n_grad, jitter, eps,
             )  # fmt: skip
         return x_new, lp_new, grad_new, info.acceptance_rate, int(info.diverging), info.n_grad
 

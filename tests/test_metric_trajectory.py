@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from pymc_dilation.engine.adaptation import DualAveraging, TrajectoryLength
+from pymc_dilation.engine.adaptation import DualAveraging, TrajectoryLength, UTurnLengths
 from pymc_dilation.engine.kernels import point_function
 from pymc_dilation.engine.metric import (
     Metric,
@@ -199,6 +199,59 @@ def test_trajectory_length_grows_from_too_short_on_a_gaussian():
             start, info.end_u, info.end_momentum, np.zeros(dim), info.acceptance_rate, jitter, eps
         )
     assert 1.0 < length.length_bar < 5.0
+
+
+def test_trajectory_measures_its_u_turn_without_changing_the_draw():
+    # On a whitened 200-D Gaussian the trajectory turns back after half a period (pi), and
+    # continuing it to measure that changes neither the proposal nor its acceptance.
+    dim, eps = 200, 0.05
+    scales = np.ones(dim)
+    metric = Metric.identity(dim)
+    x = np.random.default_rng(100).standard_normal(dim)
+    lp, grad = _independent_gaussian(x, scales)
+    turns = []
+    for seed in range(5):
+        plain = hmc_trajectory(
+            gaussian_point, scales, metric, x, float(lp), grad, eps, 10, np.random.default_rng(seed)
+        )
+        measured = hmc_trajectory(
+            gaussian_point, scales, metric, x, float(lp), grad, eps, 10,
+            np.random.default_rng(seed), extend_to=1024,
+        )  # fmt: skip
+        np.testing.assert_array_equal(plain[0], measured[0])
+        assert plain[3].acceptance_rate == measured[3].acceptance_rate
+        assert plain[3].n_grad == 10 and measured[3].n_grad == measured[3].uturn
+        turns.append(measured[3].uturn * eps)
+    np.testing.assert_allclose(turns, np.pi, rtol=0.15)
+    # Without the continuation a 10-step trajectory does not see the U-turn.
+    assert plain[3].uturn == -1
+
+
+def test_u_turn_lengths_come_from_the_latest_preconditioner():
+    lengths = UTurnLengths(1.0, max_steps=1024, min_kept=4)
+    assert list(lengths.lengths) == [1.0]
+    for _ in range(3):
+        lengths.add(10, 0.1)  # 1.0 whitened
+    lengths.restart()
+    for _ in range(5):
+        lengths.add(30, 0.1)  # 3.0
+    np.testing.assert_allclose(lengths.lengths, 3.0)
+    lengths.restart()
+    lengths.add(-1, 0.01)  # did not turn within 1024 steps: counts as 10.24
+    lengths.add(20, 0.1)
+    # Two lengths since the last change: the epoch before fills in up to min_kept.
+    np.testing.assert_allclose(sorted(lengths.lengths), [2.0, 3, 3, 3, 3, 3, 10.24])
+    lengths.freeze()
+    lengths.restart()
+    lengths.add(100, 1.0)
+    assert len(lengths.lengths) == 7
+    # Steps: ceil(h L / eps) with h uniform on [0.25, 1]: from 10 to 40, mean about 25.5.
+    rng = np.random.default_rng(0)
+    fixed = UTurnLengths(1.0, max_steps=1024)
+    fixed.add(40, 0.1)
+    steps = np.array([fixed.n_steps(0.1, rng)[0] for _ in range(4000)])
+    assert 10 <= steps.min() <= 11 and steps.max() == 40  # 40 x 0.1 rounds up a little
+    assert abs(steps.mean() - 25.5) < 0.5
 
 
 def test_chain_tuning_windows_double_and_end_before_tuning_does():

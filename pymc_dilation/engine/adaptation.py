@@ -8,6 +8,7 @@ __all__ = [
     "DualAveraging",
     "RunningMean",
     "TrajectoryLength",
+    "UTurnLengths",
     "WindowCovariance",
     "WindowSamples",
     "shrunk_root",
@@ -295,3 +296,96 @@ class TrajectoryLength:
         self.log_length = float(np.clip(self.log_length, low, high))
         weight = max(1.0 / self._count, 0.05)
         self.log_length_bar = (1.0 - weight) * self.log_length_bar + weight * self.log_length
+
+
+class UTurnLengths:
+    """Trajectory lengths drawn from the chain's own U-turn lengths, jittered (empirical HMC).
+
+    The eHMC of Wu, Stoehr & Robert (2018): while tuning, trajectories are continued (for
+    measurement only) to their first U-turn, the first step after which a trajectory moves back
+    towards its start (``(u_t - u_0) . p_t < 0`` in whitened coordinates, NUTS's criterion for
+    one end), and the length it took (``steps × step size``, whitened units) is kept. A
+    trajectory then runs ``ceil(h L / ε)`` steps, with ``L`` drawn uniformly from the kept
+    lengths and ``h`` uniform on ``jitter``. The length is drawn independently of the chain's
+    state once tuning ends, so the kernel stays exact.
+
+    ``h`` stands in for NUTS's choice of a point along its trajectory. On a Gaussian the U-turn
+    comes after half a period (``T = π`` whitened), where a trajectory of length ``T`` leaves
+    ``corr(x', x) = cos T`` and ``corr(x'², x²) = cos² T``: the U-turn point itself would
+    leave every square as it was. Measured over regressions (d = 50, 200), kidiq, eight
+    schools, a 100-group hierarchy and radon, seeds 1 and 3, 2 × (1000 + 1000):
+    ``h ∈ [0.5, 1]`` made means antithetic (min bulk ESS up to 2× that of ``[0.25, 1]``) but
+    left the squares correlated (min tail ESS 515-533 against 662-758 on the regressions,
+    sd errors up to 0.19 on eight schools); ``[0.25, 0.75]`` (centred on the quarter
+    period, best for squares on a Gaussian) lost half the tail ESS on stochastic
+    volatility (330 against 751) and a third of the bulk ESS on garch. ``[0.25, 1]`` (the
+    default) was best or near it on min tail ESS everywhere, at 0.6 of a U-turn's gradients.
+
+    The lengths depend on the preconditioner, so those measured before its last change are
+    used only while fewer than ``min_kept`` came after it.
+
+    Parameters
+    ----------
+    initial_length : float
+        ``L`` before any U-turn was measured.
+    max_steps : int
+        Most leapfrog steps of one trajectory (and of the continuation).
+    min_kept : int
+        Lengths the draw rests on, at least (older ones fill in).
+    jitter : tuple of float
+        The range of ``h``, within ``(0, 1]``.
+    """
+
+    def __init__(
+        self,
+        initial_length: float,
+        max_steps: int,
+        min_kept: int = 50,
+        jitter: tuple[float, float] = (0.25, 1.0),
+    ):
+        self.initial_length = float(initial_length)
+        self.max_steps = max_steps
+        self.min_kept = min_kept
+        self.jitter = jitter
+        self._epochs: list[list[float]] = [[]]
+        self._frozen: np.ndarray | None = None
+
+    def add(self, uturn_steps: int, step_size: float) -> None:
+        """Keep one measured U-turn (``uturn_steps`` leapfrog steps of ``step_size``); a
+        trajectory that did not turn within :attr:`max_steps` counts as that long."""
+        steps = self.max_steps if uturn_steps < 0 else uturn_steps
+        self._epochs[-1].append(steps * step_size)
+
+    def restart(self) -> None:
+        """The preconditioner changed: lengths measured from now on come first."""
+        if self._epochs[-1]:
+            self._epochs.append([])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """The lengths a trajectory's length is drawn from (whitened units)."""
+        if self._frozen is not None:
+            return self._frozen
+        kept: list[float] = []
+        for epoch in reversed(self._epochs):
+            kept = epoch + kept
+            if len(kept) >= self.min_kept:
+                break
+        return np.array(kept if kept else [self.initial_length])
+
+    def freeze(self) -> None:
+        """End tuning: the lengths are fixed from now on."""
+        self._frozen = self.lengths
+
+    @property
+    def length_bar(self) -> float:
+        """The mean of the lengths."""
+        return float(self.lengths.mean())
+
+    def n_steps(self, step_size: float, rng: np.random.Generator) -> tuple[int, float]:
+        """Leapfrog steps of the next trajectory, and the jitter ``h`` it used."""
+        lengths = self.lengths
+        length = lengths[rng.integers(len(lengths))]
+        jitter = float(rng.uniform(*self.jitter))
+        steps = int(min(self.max_steps, max(1, np.ceil(jitter * length / step_size))))
+        return steps, jitter

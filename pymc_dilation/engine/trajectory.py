@@ -11,9 +11,10 @@ The trajectory runs in the whitened coordinates ``u`` of a :class:`~pymc_dilatio
 Metric` (``x = R u``) with an identity mass matrix, which is HMC with the inverse mass matrix
 ``R Rᵀ``; every leapfrog step maps its position to ``x`` and the gradient back in ``O(d k)``.
 The whole trajectory is one compiled call. The number of steps is jittered by the caller
-(uniform on ``1..2L``, mean about ``L``), which keeps the chain from locking onto a period of
-the dynamics; any jitter drawn independently of the state leaves the posterior invariant, so
-the kernel is exact.
+(:class:`~pymc_dilation.engine.adaptation.UTurnLengths`), which keeps the chain from locking
+onto a period of the dynamics; any number of steps drawn independently of the state leaves the
+posterior invariant, so the kernel is exact. While tuning, a trajectory can be continued past
+its proposal to measure its first U-turn (``extend_to``): the continuation changes no draw.
 
 A trajectory whose log density or gradient becomes non-finite, or whose energy error exceeds
 :data:`~pymc_dilation.engine.kernels.DIVERGENCE_THRESHOLD`, is rejected and reported divergent
@@ -46,7 +47,12 @@ class TrajectoryInfo(NamedTuple):
     energy_error : float
         Change of the Hamiltonian along the trajectory (``inf`` when it diverged).
     n_grad : int
-        Gradient evaluations spent (the leapfrog steps taken).
+        Gradient evaluations spent (the leapfrog steps taken, the continuation to the U-turn
+        included).
+    uturn : int
+        The first leapfrog step after which the trajectory turned back towards its start
+        (``(u_t - u_0) . p_t < 0``, whitened coordinates), or -1 when none came within the
+        steps taken.
     start_u, end_u, end_momentum : numpy.ndarray
         The start and the proposal's position and momentum in whitened coordinates (for
         trajectory-length adaptation), whether or not it was accepted.
@@ -60,6 +66,7 @@ class TrajectoryInfo(NamedTuple):
     diverging: bool
     energy_error: float
     n_grad: int
+    uturn: int
     start_u: np.ndarray
     end_u: np.ndarray
     end_momentum: np.ndarray
@@ -94,11 +101,11 @@ def _evaluate(logp_fn, extra, u, scale, basis_rows, coef, x, grad_x, grad_u, scr
 _F8 = types.float64
 _VECTOR = _F8[::1]
 _TRAJECTORY_SIGNATURE = types.Tuple(
-    (_F8, _F8, types.boolean, types.boolean, _F8, types.int64, _VECTOR, _VECTOR, _VECTOR,
-     _VECTOR, _VECTOR)
+    (_F8, _F8, types.boolean, types.boolean, _F8, types.int64, types.int64, _VECTOR, _VECTOR,
+     _VECTOR, _VECTOR, _VECTOR)
 )(
-    PointFunction, _VECTOR, _VECTOR, _VECTOR, _F8, _F8, types.int64, _VECTOR, _F8, _VECTOR,
-    _F8[:, ::1], _VECTOR,
+    PointFunction, _VECTOR, _VECTOR, _VECTOR, _F8, _F8, types.int64, types.int64, _VECTOR,
+    _F8, _VECTOR, _F8[:, ::1], _VECTOR,
 )  # fmt: skip
 """An explicit signature, with the log density as a first-class function type: the kernel is
 compiled (and cached on disk) once, not again for each model and process (without it, every
@@ -107,11 +114,16 @@ new process spent 2.5-3.5 s compiling the first trajectory)."""
 
 @numba.njit(_TRAJECTORY_SIGNATURE, cache=True)
 def _trajectory(
-    logp_fn, extra, u, grad_u, lp, eps, n_steps, momentum, log_uniform, scale, basis_rows, coef
-):
-    """One leapfrog trajectory from ``(u, momentum)``. Returns ``(lp_end, accept_prob,
-    accepted, diverging, energy_error, n_grad, end_u, end_momentum, end_x, end_grad_x,
-    end_grad_u)``, the ``end_x`` and ``end_grad_x`` in density coordinates."""
+    logp_fn, extra, u, grad_u, lp, eps, n_steps, extend_to, momentum, log_uniform, scale,
+    basis_rows, coef,
+):  # fmt: skip
+    """One leapfrog trajectory of ``n_steps`` steps from ``(u, momentum)``, watched for its
+    first U-turn and, when that has not come by ``n_steps``, continued to it or to
+    ``extend_to`` steps (the continuation only measures; the proposal is the ``n_steps``-th
+    point). Returns ``(lp_end, accept_prob, accepted, diverging, energy_error, n_grad,
+    uturn, end_u, end_momentum, end_x, end_grad_x, end_grad_u)``, the ``end_x`` and
+    ``end_grad_x`` in density coordinates; ``uturn`` is the first step after which
+    ``(u_t - u_0) . p_t < 0``, or -1 when none came."""
     dim = u.shape[0]
     q = u.copy()
     p = momentum.copy()
@@ -125,7 +137,10 @@ def _trajectory(
     lp_new = lp
     diverging = False
     taken = 0
-    for _ in range(n_steps):
+    uturn = -1
+    last = max(n_steps, extend_to)
+    end = (lp, q.copy(), p.copy(), x.copy(), grad_x.copy(), g.copy())
+    while taken < last:
         for i in range(dim):
             p[i] += 0.5 * eps * g[i]
             q[i] += eps * p[i]
@@ -135,10 +150,22 @@ def _trajectory(
         for i in range(dim):
             finite = finite and np.isfinite(g[i])
         if not finite:
-            diverging = True
+            if taken <= n_steps:
+                diverging = True
+            elif uturn < 0:
+                uturn = taken  # the continuation failed: the longest length it measured
             break
+        turn = 0.0
         for i in range(dim):
             p[i] += 0.5 * eps * g[i]
+            turn += (q[i] - u[i]) * p[i]
+        if uturn < 0 and turn < 0.0:
+            uturn = taken
+        if taken == n_steps:
+            end = (lp_new, q.copy(), p.copy(), x.copy(), grad_x.copy(), g.copy())
+        if taken >= n_steps and uturn >= 0:
+            break
+    lp_new, q, p, x, grad_x, g = end
     energy_error = np.inf
     if not diverging:
         kinetic1 = 0.0
@@ -150,7 +177,7 @@ def _trajectory(
             energy_error = np.inf
     accept = 0.0 if diverging else min(1.0, np.exp(-energy_error))
     accepted = (not diverging) and log_uniform < -energy_error
-    return lp_new, accept, accepted, diverging, energy_error, taken, q, p, x, grad_x, g
+    return lp_new, accept, accepted, diverging, energy_error, taken, uturn, q, p, x, grad_x, g
 
 
 def hmc_trajectory(
@@ -164,6 +191,7 @@ def hmc_trajectory(
     n_steps: int,
     rng: np.random.Generator,
     whitened: tuple[np.ndarray, np.ndarray] | None = None,
+    extend_to: int = 0,
 ) -> tuple[np.ndarray, float, np.ndarray, TrajectoryInfo]:
     """One Metropolis-adjusted trajectory of ``n_steps`` leapfrog steps from ``x``.
 
@@ -188,6 +216,10 @@ def hmc_trajectory(
         ``(u, grad_u)`` of ``x`` in this metric's coordinates, when known (the previous
         trajectory's ``info.state_u`` and ``info.state_grad_u``): at d = 1000 each of the two
         products it saves reads a dense ``(d, k)`` basis twice.
+    extend_to : int
+        When the trajectory has not turned back by ``n_steps``, continue it up to this many
+        steps to measure where it does (``info.uturn``); the proposal stays the
+        ``n_steps``-th point, so the continuation costs gradients and changes no draw.
 
     Returns
     -------
@@ -207,6 +239,7 @@ def hmc_trajectory(
         diverging,
         energy_error,
         taken,
+        uturn,
         end_u,
         end_p,
         end_x,
@@ -220,6 +253,7 @@ def hmc_trajectory(
         float(lp),
         float(step_size),
         int(n_steps),
+        int(extend_to),
         momentum,
         log_uniform,
         metric.scale,
@@ -231,6 +265,7 @@ def hmc_trajectory(
         bool(diverging),
         float(energy_error),
         int(taken),
+        int(uturn),
         u,
         end_u,
         end_p,

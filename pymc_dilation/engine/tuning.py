@@ -6,8 +6,10 @@ the mode map (the step method feeds it draws and asks it for the kernel's parame
 - the **step size**, by dual averaging towards ``target_accept``
   (:class:`~pymc_dilation.engine.adaptation.DualAveraging`), restarted at the end of every
   window from the step it reached;
-- the **trajectory length**, by the ChEES criterion on the chain's own transitions
-  (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`);
+- the **trajectory length**: drawn from the U-turn lengths the chain measured while tuning
+  (``"uturn"``, :class:`~pymc_dilation.engine.adaptation.UTurnLengths`), or adapted by the
+  ChEES criterion on its own transitions (``"chees"``,
+  :class:`~pymc_dilation.engine.adaptation.TrajectoryLength`);
 - the **preconditioner** (:class:`~pymc_dilation.engine.metric.Metric`): started from a
   covariance (the curvature at the chain's mode), then corrected at the end of each window
   from the window's draws and gradients, in the coordinates the current metric whitens. The
@@ -23,6 +25,7 @@ from pymc_dilation.engine.adaptation import (
     DualAveraging,
     RunningMean,
     TrajectoryLength,
+    UTurnLengths,
     WindowSamples,
 )
 from pymc_dilation.engine.metric import (
@@ -33,9 +36,16 @@ from pymc_dilation.engine.metric import (
     noise_cutoff,
 )
 
-__all__ = ["ChainTuning", "PRECONDITIONERS", "FIRST_WINDOW", "FINAL_STEP_WINDOW"]
+__all__ = [
+    "ChainTuning",
+    "PRECONDITIONERS",
+    "TRAJECTORY_LENGTHS",
+    "FIRST_WINDOW",
+    "FINAL_STEP_WINDOW",
+]
 
 PRECONDITIONERS = ("low-rank", "dense", "diagonal")
+TRAJECTORY_LENGTHS = ("uturn", "chees")
 FIRST_WINDOW = 25
 FINAL_STEP_WINDOW = 50
 LOW_RANK_MAX = 100_000
@@ -64,6 +74,8 @@ class ChainTuning:
         Step size at the start, in whitened units.
     tune : int or None
         Tuning iterations, when known (places the last window's end).
+    trajectory : {"uturn", "chees"}
+        How the trajectory length is chosen (see the module docstring).
     """
 
     def __init__(
@@ -73,12 +85,15 @@ class ChainTuning:
         target_accept: float,
         initial_step: float,
         tune: int | None,
+        trajectory: str = "uturn",
     ):
         self.dim = dim
         self.precondition = precondition
         self.tune = tune
+        self.trajectory = trajectory
         self.step = DualAveraging(initial_step, target_accept)
         self.length = TrajectoryLength(INITIAL_LENGTH, MAX_LEAPFROG)
+        self.uturns = UTurnLengths(INITIAL_LENGTH, MAX_LEAPFROG)
         self.window = WindowSamples(dim)
         self.window_end = FIRST_WINDOW
         self.window_length = FIRST_WINDOW
@@ -108,22 +123,40 @@ class ChainTuning:
         """The step size to use now: the adapting one while tuning, the averaged one after."""
         return self.step.step_size if tuning else self.final_step
 
-    def trajectory_length(self, tuning: bool) -> float:
-        """The trajectory length to use now."""
-        return self.length.length if tuning else self.final_length
+    def trajectory_steps(
+        self, tuning: bool, step_size: float, rng: np.random.Generator
+    ) -> tuple[int, float, int]:
+        """The next trajectory: ``(n_steps, jitter, extend_to)``, ``extend_to`` the steps to
+        continue it to, for measurement, when it has not turned back (0: not at all)."""
+        if self.trajectory == "uturn":
+            n_steps, jitter = self.uturns.n_steps(step_size, rng)
+            # Not measured in the first window, while the step size swings over two orders of
+            # magnitude (a 0.01 step took 1024 steps to turn on a 500-group hierarchy).
+            measure = tuning and self.window_length > FIRST_WINDOW
+            return n_steps, jitter, MAX_LEAPFROG if measure else 0
+        jitter = float(rng.uniform())
+        length = self.length.length if tuning else self.final_length
+        return self.length.n_steps(length, step_size, jitter), jitter, 0
 
-    def update_length(
+    def record_trajectory(
         self,
         start_u: np.ndarray,
         mean: np.ndarray,
         end_u: np.ndarray,
         end_momentum: np.ndarray,
         acceptance: float,
+        uturn: int,
+        n_grad: int,
         jitter: float,
         step_size: float,
     ) -> None:
-        """One ChEES step from a trajectory that started at ``start_u`` and proposed ``end_u``
-        (whitened coordinates), about the chain's mean ``mean`` (density coordinates)."""
+        """Learn from one tuning trajectory: its U-turn (``"uturn"``), or one ChEES step from
+        its start ``start_u`` and proposal ``end_u`` (whitened coordinates) about the chain's
+        mean ``mean`` (density coordinates)."""
+        if self.trajectory == "uturn":
+            if uturn >= 0 or n_grad >= MAX_LEAPFROG:
+                self.uturns.add(uturn, step_size)
+            return
         self.length.update(
             start_u,
             end_u,
@@ -164,6 +197,8 @@ class ChainTuning:
         if not self.window_ends(iteration):
             return False
         changed = self._correct_metric()
+        if changed:
+            self.uturns.restart()
         self.window.reset()
         self.mean.restart()
         self.step.restart(self.step.step_size_bar, bias=1.0)
@@ -199,6 +234,8 @@ class ChainTuning:
         return True
 
     def freeze(self) -> None:
-        """End tuning: the averaged step size and trajectory length are used from now on."""
+        """End tuning: the averaged step size and the trajectory lengths are used from now
+        on."""
         self.final_step = self.step.step_size_bar
         self.final_length = self.length.length_bar
+        self.uturns.freeze()
