@@ -20,6 +20,7 @@ from pymc_dilation.engine.laplace import (
     flat_directions,
     laplace_approximation,
     reference_scale_approximation,
+    root_log_det,
     singular_optimum,
 )
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
@@ -260,7 +261,7 @@ def _in_target_coordinates(result: PopulationResult, laplace) -> _Chain:
     log_evidence = result.estimate.log_evidence
     if laplace is not None:
         roots = laplace.root[None] @ roots
-        log_evidence += float(np.linalg.slogdet(laplace.root)[1])
+        log_evidence += float(root_log_det(laplace.root))
     return _Chain(
         result=result,
         samples=_to_target(result.samples, laplace),

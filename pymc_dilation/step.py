@@ -29,6 +29,7 @@ from pymc_dilation.engine.laplace import (
     LaplaceApproximation,
     laplace_approximation,
     reference_scale_approximation,
+    root_log_det,
     singular_optimum,
 )
 from pymc_dilation.engine.metric import Metric
@@ -612,7 +613,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )  # fmt: skip
         report(f"done: {mapped.modes.n_modes} mode(s); the chain starts sampling")
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad
-        log_jacobian = float(np.linalg.slogdet(laplace.root)[1])
+        log_jacobian = float(root_log_det(laplace.root))
         self._map.adopt(
             in_density_coordinates(mapped.modes, laplace), mapped.estimate, log_jacobian,
             n_grad, mapped.resampled,

@@ -10,7 +10,12 @@ from pymc_dilation.engine.kernels import (
     langevin_steps_vectorized,
     point_function,
 )
-from pymc_dilation.engine.laplace import laplace_approximation, newton_polish
+from pymc_dilation.engine.laplace import (
+    laplace_approximation,
+    newton_polish,
+    root_inverse,
+    root_log_det,
+)
 
 # A regression-like posterior: far from the origin, scales 1e-3..30, correlation -0.99.
 MEAN = np.array([26.0, 0.6, 2.9])
@@ -209,3 +214,15 @@ def test_newton_polish_in_batches_gives_the_same_polish(monkeypatch):
     for a, b in zip(whole[:3], batched[:3], strict=True):
         np.testing.assert_array_equal(a, b)
     assert whole[3] == batched[3]
+
+
+def test_root_inverse_and_log_det_match_lu_for_every_kind_of_root():
+    # Upper (Cholesky roots), lower (moment-matched roots) and full (eigen roots), one by one
+    # and stacked: the triangular shortcuts agree with LU.
+    rng = np.random.default_rng(4)
+    full = rng.standard_normal((30, 30)) + 6 * np.eye(30)
+    roots = np.stack([np.triu(full), np.tril(full), full])
+    np.testing.assert_allclose(root_inverse(roots), np.linalg.inv(roots), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(root_log_det(roots), np.linalg.slogdet(roots)[1], rtol=1e-12)
+    np.testing.assert_allclose(root_inverse(roots[0]), np.linalg.inv(roots[0]), atol=1e-12)
+    assert np.ndim(root_log_det(roots[1])) == 0

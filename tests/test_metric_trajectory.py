@@ -100,6 +100,28 @@ def test_a_correction_in_whitened_coordinates_keeps_an_exact_metric():
     assert eigenvalues.min() > 0.7 and eigenvalues.max() < 1.4
 
 
+def _random_metric(dim, rank, rng):
+    basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0] if rank else np.zeros((dim, 0))
+    return Metric(np.exp(rng.normal(0.0, 0.7, dim)), basis, rng.uniform(-0.8, 3.0, rank))
+
+
+@pytest.mark.parametrize("ranks", [(3, 5), (0, 4), (6, 0), (0, 0)])
+def test_refining_low_rank_metrics_in_their_span_is_exact(ranks):
+    # The product of two low-rank metrics, refitted in the span of their bases, has exactly
+    # the product's covariance when nothing is cut; with a cutoff it keeps the directions
+    # that are off by more than the cutoff, so its whitened spectrum stays within it.
+    rng = np.random.default_rng(sum(ranks))
+    metric, correction = _random_metric(60, ranks[0], rng), _random_metric(60, ranks[1], rng)
+    root = metric.root() @ correction.root()
+    exact = root @ root.T
+    refined = metric.refined(correction, 60, 1.0)
+    assert refined.rank <= 2 * ranks[0] + ranks[1]
+    np.testing.assert_allclose(refined.covariance(), exact, rtol=1e-8, atol=1e-10)
+    cut = metric.refined(correction, 60, 2.0)
+    eigenvalues = _whitened_eigenvalues(cut, exact)
+    assert eigenvalues.min() > 0.5 - 1e-9 and eigenvalues.max() < 2.0 + 1e-9
+
+
 SCALES = np.exp(np.linspace(-1.0, 1.0, 20))
 
 

@@ -124,14 +124,50 @@ class Metric:
         """The metric ``R R_c`` (``correction`` estimated in this metric's whitened
         coordinates), refitted to the diagonal-plus-rank-``max_rank`` form.
 
-        Exact when nothing is cut (``max_rank = d``, ``cutoff = 1``). ``O(d³)``: it runs at
-        the end of an adaptation window, not per step.
+        Exact when nothing is cut (``max_rank = d``, ``cutoff = 1``). When both are of low
+        rank (``2k + k_c`` under half the dimension) the product's covariance is the identity
+        plus rank ``2k + k_c`` in the scales ``scale · scale_c``, and its eigenpairs come from
+        that subspace in ``O(d (2k + k_c)²)`` (:meth:`_refined_low_rank`; 1005 parameters,
+        rank 78: 0.35 s -> ms); otherwise the dense ``d × d`` covariance is refitted, with the
+        diagonal re-estimated from it and its precision (``O(d³)``).
         """
+        if 2 * (2 * self.rank + correction.rank) < self.dim:
+            return self._refined_low_rank(correction, max_rank, cutoff)
         root = self.root() @ correction.root()
         inverse = np.linalg.inv(root)
         covariance = root @ root.T
         precision_diag = np.sum(inverse * inverse, axis=0)
         return metric_from_covariance(covariance, np.diag(precision_diag), max_rank, cutoff)
+
+    def _refined_low_rank(self, correction: Metric, max_rank: int, cutoff: float) -> Metric:
+        """:meth:`refined` for low ranks, in the scales ``s · s_c``.
+
+        With ``A = I + B C Bᵀ`` and ``F² = I + B_c E_c B_cᵀ`` (``E_c = (1 + C_c)² − 1``), the
+        product's covariance in those scales is ``G F² Gᵀ`` with
+        ``G = S_c⁻¹ A S_c = I + U C Vᵀ`` (``U = S_c⁻¹ B``, ``V = S_c B``): the identity plus
+        ``U C Vᵀ + V C Uᵀ + U C VᵀV C Uᵀ + W E_c Wᵀ``, ``W = G B_c``, all in the span of
+        ``[U, V, W]``.
+        """
+        dim = self.dim
+        scale = self.scale * correction.scale
+        coef = np.diag(self.coef)
+        u = self.basis / correction.scale[:, None]
+        v = self.basis * correction.scale[:, None]
+        w = correction.basis + u @ (coef @ (v.T @ correction.basis))
+        span = np.concatenate([u, v, w], axis=1)
+        if span.shape[1] == 0:
+            return Metric(scale, np.zeros((dim, 0)), np.zeros(0))
+        q, _ = np.linalg.qr(span)
+        qu, qv, qw = q.T @ u, q.T @ v, q.T @ w
+        excess = (
+            qu @ coef @ qv.T
+            + qv @ coef @ qu.T
+            + qu @ coef @ (v.T @ v) @ coef @ qu.T
+            + (qw * ((1.0 + correction.coef) ** 2 - 1.0)) @ qw.T
+        )
+        eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (excess + excess.T))
+        basis, new_coef = _select(1.0 + eigenvalues, q @ eigenvectors, max_rank, cutoff)
+        return Metric(scale, np.ascontiguousarray(basis), new_coef)
 
     @classmethod
     def identity(cls, dim: int) -> Metric:

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from pymc_dilation.engine.adaptation import shrunk_root
-from pymc_dilation.engine.laplace import newton_polish
+from pymc_dilation.engine.laplace import newton_polish, root_inverse, root_log_det
 
 __all__ = [
     "ModeMap",
@@ -122,7 +122,7 @@ class ModeMap:
         """``(K, d, d)`` inverses of :attr:`roots`, computed once per map (the proposals built
         from one map while it is weighed, and the known-mode tests, share them: at d = 1005
         each inversion took about 0.1 s, nine of them per tuning population)."""
-        return np.linalg.inv(self.roots)
+        return root_inverse(self.roots)
 
 
 ASCENT_MEMORY = 6
@@ -426,8 +426,8 @@ def add_modes(
                 # Each bump weighed by its Laplace mass exp(peak) |det root|.
                 log_mass = np.array(
                     [
-                        modes.logp[j] + np.linalg.slogdet(roots[j])[1],
-                        own.logp[k] + np.linalg.slogdet(own.roots[k])[1],
+                        modes.logp[j] + root_log_det(roots[j]),
+                        own.logp[k] + root_log_det(own.roots[k]),
                     ]
                 )
                 share = 1.0 / (1.0 + np.exp(log_mass[1] - log_mass[0]))

@@ -28,7 +28,7 @@ import numpy as np
 from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
-from pymc_dilation.engine.laplace import LaplaceApproximation
+from pymc_dilation.engine.laplace import LaplaceApproximation, root_log_det
 from pymc_dilation.engine.modes import ModeMap, add_modes, map_modes, moment_match
 from pymc_dilation.engine.weights import (
     MixtureProposal,
@@ -510,7 +510,7 @@ def _evaluate(target: PopulationTarget, xs: np.ndarray) -> tuple[np.ndarray, np.
 
 def _log_laplace_mass(modes: ModeMap) -> np.ndarray:
     """``log`` of each mode's Laplace mass ``π(peak) |det root|`` (unnormalised)."""
-    return modes.logp + np.linalg.slogdet(modes.roots)[1]
+    return modes.logp + root_log_det(modes.roots)
 
 
 def _climb_more(

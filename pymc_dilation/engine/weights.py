@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pymc_dilation.engine.laplace import root_inverse, root_log_det
 from pymc_dilation.engine.modes import ModeMap
 
 __all__ = [
@@ -107,9 +108,9 @@ class MixtureProposal:
         # Inverted once: a chain evaluates q at one or two points per iteration, where a
         # solve per mode and call would cost more than the model's gradient.
         dim = self.locations.shape[1]
-        inverse = np.linalg.inv(self.roots) if self.inverse_roots is None else self.inverse_roots
+        inverse = root_inverse(self.roots) if self.inverse_roots is None else self.inverse_roots
         object.__setattr__(self, "_inverse_roots", inverse)
-        log_norm = np.linalg.slogdet(self.roots)[1] + 0.5 * dim * np.log(2.0 * np.pi)
+        log_norm = root_log_det(self.roots) + 0.5 * dim * np.log(2.0 * np.pi)
         object.__setattr__(self, "_log_norm", log_norm)
         # The parts of log q that do not depend on the point: mixture weight, defensive share
         # and normaliser of each mode's narrow and widened Gaussian (a chain evaluates q at
