@@ -27,7 +27,9 @@ Commands:
 - ``ppca``: probabilistic PCA (factor model, 521 parameters), DilationLangevin against
   nutpie (:mod:`benchmarks.ppca`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
-  posteriors (:mod:`benchmarks.unimodal_overhead`).
+  posteriors (:mod:`benchmarks.unimodal_overhead`);
+- ``trajectory-length``: DilationLangevin configurations against each other, warm, over
+  targets and seeds (:mod:`benchmarks.trajectory_length`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ COMMANDS = {
     "funnels": "benchmarks.funnels",
     "symmetric": "benchmarks.symmetric",
     "ppca": "benchmarks.ppca",
+    "trajectory-length": "benchmarks.trajectory_length",
 }
 
 

@@ -56,3 +56,20 @@ def test_ratios_and_failures_in_the_table():
     assert "cold_ess_per_s_vs_nutpie" not in rows[0]
     table = end_to_end.markdown_table(rows)
     assert "ImportError: nutpie" in table and "3.00" in table
+
+
+def test_trajectory_length_summary_averages_each_configuration_over_seeds():
+    from benchmarks import trajectory_length
+
+    def row(config, seed, bulk, wall):
+        return {
+            "target": "kidiq", "config": config, "seed": seed, "wall_s": wall,
+            "min_ess_bulk": bulk, "min_ess_tail": bulk / 2, "n_grad": 4000.0,
+            "mean_err": 0.05, "sd_err": 0.1,
+        }  # fmt: skip
+
+    rows = [row("uturn", 1, 1000, 1.0), row("uturn", 2, 3000, 1.0), row("chees", 1, 500, 0.5)]
+    table = trajectory_length.summary_table(rows).splitlines()
+    assert table[0] == "| posterior | uturn | chees |"
+    cells = "| 2000 / 1000 (2.0; 0.050 / 0.100) | 1000 / 500 (2.0; 0.050 / 0.100) |"
+    assert table[2] == "| kidiq " + cells
