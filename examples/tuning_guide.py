@@ -333,6 +333,14 @@ show(pd.DataFrame(rows).T.round(1))
 # %% [markdown]
 # (`seconds` is PyMC's `sampling_time`, compilation excluded. These runs are short, so the
 # numbers are noisy; the benchmarks page has careful timings.)
+#
+# **`trajectory_length`.** The U-turn lengths (default) are those of the posterior as a whole.
+# A model whose few scale parameters mix more slowly than its many other coordinates can need
+# longer trajectories than that: on the benchmarks the gallery's radon model (`sigma_b`, the
+# slopes' group sd) and a Gaussian process's hyperparameters (gp_pois_regr) had half to a third
+# of the effective draws they get with `trajectory_length="chees"`, which adapts one length to
+# the slowest second moments (at 2-8 times the gradients on most hierarchies). If `az.ess` is
+# low for a scale parameter while the others are high, try it.
 
 # %% [markdown]
 # ## `sample_dilation`: levels, steps and refinement
