@@ -193,12 +193,17 @@ def test_points_on_a_ridge_are_no_modes():
     labels = np.array([0, 1, 2, 3, 3, 1, 0])  # particles' modes, numbered as kept
     place_lp = np.array([-5.0, -1.0, -9.0, -40.0, -45.0])
     ridge = np.array([False, False, False, True, True])
-    left, relabelled = _without_ridges(kept, labels, place_lp, ridge)
+    left, relabelled = _without_ridges(kept, labels, place_lp, ridge, 2)
     np.testing.assert_array_equal(left, [0, 1])
     np.testing.assert_array_equal(relabelled, [0, 1, 1, 1, 1, 1, 0])  # 1 is the highest
-    # When every optimum is on a ridge, nothing is dropped.
+    # When every optimum is on a ridge, those within the bulk depth of the highest stay
+    # (bulk_depth(2) = 10.7 nats: places 0 and 1, not 3 and 4).
     everything = np.ones(5, dtype=bool)
-    left, same = _without_ridges(kept, labels, place_lp, everything)
+    left, relabelled = _without_ridges(kept, labels, place_lp, everything, 2)
+    np.testing.assert_array_equal(left, [0, 1])
+    np.testing.assert_array_equal(relabelled, [0, 1, 1, 1, 1, 1, 0])
+    # ... and in 100 dimensions (bulk depth 83 nats) every one of them does.
+    left, same = _without_ridges(kept, labels, place_lp, everything, 100)
     np.testing.assert_array_equal(left, kept)
     np.testing.assert_array_equal(same, labels)
 
