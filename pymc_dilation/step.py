@@ -237,13 +237,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         of leapfrog steps (uniform on ``1 .. 2 steps_per_draw - 1``) instead of the adapted
         trajectory length. Gradient evaluations per draw are reported in ``n_steps``.
     trajectory_length : {"uturn", "chees"}
-        How long an HMC trajectory runs. ``"uturn"`` (default): while tuning (after the first
-        window), every trajectory is continued, for measurement only, to its first U-turn
-        (NUTS's criterion from its start); sampling trajectories then draw a length from
-        those measured since the preconditioner last changed, times a uniform factor on
-        ``[0.25, 1]`` (the empirical HMC of Wu, Stoehr & Robert 2018; the factor stands in for
-        NUTS's choice of a point along its trajectory): NUTS's reach at about 0.6 of a
-        U-turn's gradients. ``"chees"``: one length, adapted by the ChEES criterion per square
+        How long an HMC trajectory runs. ``"uturn"`` (default): while tuning (from the third
+        adaptation window on), every trajectory is continued, for measurement only, to its
+        first U-turn (NUTS's criterion from its start); sampling trajectories then draw a
+        length from those measured since the preconditioner last changed, times a uniform
+        factor on ``[0.25, 1]`` (the empirical HMC of Wu, Stoehr & Robert 2018; the factor
+        stands in for NUTS's choice of a point along its trajectory): NUTS's reach at about
+        0.6 of a U-turn's gradients. ``"chees"``: one length, adapted by the ChEES criterion per square
         root of the length (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`), the
         earlier default, which spent 2-5 times the gradients on hierarchical models and got
         less ESS per second on most of the benchmark (more on radon and gp_pois_regr; see
