@@ -243,8 +243,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         length from those measured since the preconditioner last changed, times a uniform
         factor on ``[0.25, 1]`` (the empirical HMC of Wu, Stoehr & Robert 2018; the factor
         stands in for NUTS's choice of a point along its trajectory): NUTS's reach at about
-        0.6 of a U-turn's gradients. ``"chees"``: one length, adapted by the ChEES criterion per square
-        root of the length (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`), the
+        0.6 of a U-turn's gradients. ``"chees"``: one length, adapted by the ChEES
+        criterion per square root of the length
+        (:class:`~pymc_dilation.engine.adaptation.TrajectoryLength`), the
         earlier default, which spent 2-5 times the gradients on hierarchical models and got
         less ESS per second on most of the benchmark (more on radon and gp_pois_regr; see
         ``benchmarks/RESULTS.md``). Both are exact once tuning ends (the length is drawn
