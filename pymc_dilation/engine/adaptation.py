@@ -377,11 +377,6 @@ class UTurnLengths:
         """End tuning: the lengths are fixed from now on."""
         self._frozen = self.lengths
 
-    @property
-    def length_bar(self) -> float:
-        """The mean of the lengths."""
-        return float(self.lengths.mean())
-
     def n_steps(self, step_size: float, rng: np.random.Generator) -> tuple[int, float]:
         """Leapfrog steps of the next trajectory, and the jitter ``h`` it used."""
         lengths = self.lengths

@@ -139,7 +139,10 @@ def _trajectory(
     taken = 0
     uturn = -1
     last = max(n_steps, extend_to)
-    end = (lp, q.copy(), p.copy(), x.copy(), grad_x.copy(), g.copy())
+    # The proposal is the current state unless the trajectory runs on past it to measure its
+    # U-turn; only then is it copied aside.
+    end = (lp, q, p, x, grad_x, g)
+    saved = False
     while taken < last:
         for i in range(dim):
             p[i] += 0.5 * eps * g[i]
@@ -161,11 +164,13 @@ def _trajectory(
             turn += (q[i] - u[i]) * p[i]
         if uturn < 0 and turn < 0.0:
             uturn = taken
-        if taken == n_steps:
+        if taken == n_steps and last > n_steps:
             end = (lp_new, q.copy(), p.copy(), x.copy(), grad_x.copy(), g.copy())
+            saved = True
         if taken >= n_steps and uturn >= 0:
             break
-    lp_new, q, p, x, grad_x, g = end
+    if saved:
+        lp_new, q, p, x, grad_x, g = end
     energy_error = np.inf
     if not diverging:
         kinetic1 = 0.0
