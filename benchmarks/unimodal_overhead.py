@@ -35,7 +35,6 @@ import pymc as pm
 from benchmarks import end_to_end
 from pymc_dilation import DilationLangevin
 from pymc_dilation._compat import group_dataset
-from pymc_dilation.engine.adaptation import shrunk_root
 from pymc_dilation.engine.laplace import laplace_approximation
 from pymc_dilation.engine.modes import ModeMap
 from pymc_dilation.engine.population import PopulationTarget
@@ -53,15 +52,11 @@ class WithoutModeMap(DilationLangevin):
         modes = ModeMap(location, location.copy(), laplace.root[None], np.zeros(1),
                         np.zeros(1, dtype=int), 0)  # fmt: skip
         one = WeightEstimate(np.ones(1), np.zeros(1), 0.0, 0.0, np.zeros(1), 1.0)
-        self._set_map(modes, one, 0.0, laplace.n_grad)
-        covariance = laplace.root @ laplace.root.T
-        self._prior_covariance, self._prior_count = covariance, dim + 5.0
-        self._set_root(shrunk_root(covariance, self.dense))
+        self._map.adopt(modes, one, 0.0, laplace.n_grad)
+        self._map.uncovered = lambda iteration, x, lp: False  # no growth checks
+        self._set_metric(self._tuning.initial_metric(laplace.root @ laplace.root.T))
         lp, grad = self._logp.logp_grad(laplace.mode, extra)
         return (laplace.mode.copy(), float(lp), np.asarray(grad, dtype=float)), laplace.n_grad + 1
-
-    def _uncovered(self, x, lp):
-        return False
 
 
 VARIANTS = {"DilationLangevin": DilationLangevin, "without mode map": WithoutModeMap}

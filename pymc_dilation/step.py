@@ -33,6 +33,7 @@ from pymc_dilation.engine.laplace import (
     singular_optimum,
 )
 from pymc_dilation.engine.metric import Metric
+from pymc_dilation.engine.modes import known_optimum
 from pymc_dilation.engine.population import (
     PopulationTarget,
     map_growing_population,
@@ -607,10 +608,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 centers = laplace.to_whitened(mirror)
             return centers
 
+        whitened = target.whitened(laplace)
+        known = None
+        if laplace.converged:  # its optimum, at 0 in the whitened coordinates
+            known = known_optimum(whitened.logp_grad_batch, np.zeros(dim), np.eye(dim))
         mapped = map_growing_population(
-            target.whitened(laplace), draw_centers, self.levels, self.rng,
-            self.first_particles, self.particles, self.steps_per_level, self.anneal_target_accept,
-            self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE,
+            whitened, draw_centers, self.levels, self.rng, self.first_particles,
+            self.particles, self.steps_per_level, self.anneal_target_accept,
+            self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE, known,
         )  # fmt: skip
         report(f"done: {mapped.modes.n_modes} mode(s); the chain starts sampling")
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad

@@ -166,8 +166,43 @@ def test_points_that_climb_to_known_modes_add_nothing_and_polish_nothing(monkeyp
 
     far = np.array([[0.3, 8.5]])
     grown, _ = add_modes(three_bumps, known, far, *three_bumps(far), widen=True)
+
     assert grown.n_modes == 3 and polished != []
     np.testing.assert_allclose(grown.locations[-1], [0.0, 9.0], atol=0.05)
+
+
+def test_a_known_optimum_is_not_polished_again_and_the_map_is_the_same(monkeypatch):
+    # The chain's tuning population knows the optimum its Laplace approximation polished:
+    # particles that climb to it take that optimum and curvature; a mode it does not hold
+    # (the other bump, or a wrong "known" point off every optimum) is polished as before.
+    from pymc_dilation.engine import modes as modes_module
+
+    rng = np.random.default_rng(6)
+    points = exact_draws(60, rng)
+    lps, grads = mixture_logp_grad(points)
+    plain = map_modes(mixture_logp_grad, points, lps, grads)
+    polished = []
+    polish = modes_module.newton_polish
+
+    def counting_polish(logp_grad, starts, *args, **kwargs):
+        polished.append(len(starts))
+        return polish(logp_grad, starts, *args, **kwargs)
+
+    monkeypatch.setattr(modes_module, "newton_polish", counting_polish)
+    heavy = plain.locations[np.argmax(plain.logp)]
+    known = modes_module.known_optimum(mixture_logp_grad, heavy, np.eye(2))
+    mapped = map_modes(mixture_logp_grad, points, lps, grads, known=known)
+    assert polished == [1]  # the light mode only
+    assert mapped.n_modes == 2
+    np.testing.assert_allclose(mapped.locations, plain.locations, atol=1e-6)
+    np.testing.assert_allclose(mapped.roots, plain.roots, atol=1e-3)
+    np.testing.assert_array_equal(mapped.labels, plain.labels)
+
+    polished.clear()
+    off = modes_module.known_optimum(mixture_logp_grad, heavy + [0.0, 3.0], np.eye(2))
+    mapped = map_modes(mixture_logp_grad, points, lps, grads, known=off)
+    assert polished == [2]  # 4.5 nats below the heavy optimum: not taken for it
+    np.testing.assert_allclose(mapped.locations, plain.locations, atol=1e-6)
 
 
 def test_mode_map_of_a_unimodal_correlated_gaussian_has_one_mode():

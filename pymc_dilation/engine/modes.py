@@ -44,6 +44,7 @@ __all__ = [
     "merge_optima",
     "map_modes",
     "add_modes",
+    "known_optimum",
     "moment_match",
     "VALLEY_DEPTH",
 ]
@@ -328,6 +329,7 @@ def map_modes(
     depth: float = VALLEY_DEPTH,
     ascent_iter: int = 20,
     fold: Callable[[np.ndarray], np.ndarray] | None = None,
+    known: ModeMap | None = None,
 ) -> ModeMap:
     """The mode map of a population (see the module docstring).
 
@@ -346,6 +348,10 @@ def map_modes(
         :attr:`~pymc_dilation.engine.population.PopulationTarget.fold`): the optima are
         folded, so the map holds one copy of each mode; a particle whose ascent crossed into
         another copy does not enter its mode's moments.
+    known : ModeMap, optional
+        Optima already polished, with their curvature (the Laplace approximation the
+        population was whitened by): a mode whose optimum climbs to one of them takes its
+        place and curvature instead of being polished again (see :func:`_polish`).
     """
     n, dim = ys.shape
     optima, opt_lp, calls = ascend(logp_grad, ys, lps, grads, ascent_iter)
@@ -356,7 +362,9 @@ def map_modes(
         optima = np.where(crossed[:, None], folded, optima)
     heads, labels, merge_calls = merge_optima(logp_grad, optima, opt_lp, depth)
     calls += merge_calls * len(_SEGMENT)
-    places, head_roots, converged, hessian_grads = newton_polish(logp_grad, optima[heads])
+    places, head_roots, converged, hessian_grads = _polish(
+        logp_grad, optima[heads], opt_lp[heads], known, depth
+    )
     place_lp, place_grad = logp_grad(places)
     stalled = ~converged | ~(place_lp >= opt_lp[heads])
     places[stalled], place_lp[stalled] = optima[heads[stalled]], opt_lp[heads[stalled]]
@@ -390,6 +398,66 @@ def map_modes(
         logp=np.asarray(mode_lp),
         labels=labels,
         n_grad=calls + -(-hessian_grads // max(n, 1)),
+    )
+
+
+def _polish(logp_grad: BatchLogpGrad, starts, lps, known: ModeMap | None, depth: float):
+    """:func:`~pymc_dilation.engine.laplace.newton_polish` of the optima ``starts``, except
+    those that reach an optimum of ``known`` (:func:`_known_optima`): they take its place and
+    curvature, found once already.
+
+    On a unimodal posterior every ascent ends on the optimum that the Laplace approximation
+    of the start point polished, and polishing it again cost a Hessian (``2d`` gradients)
+    and an eigendecomposition: 1.3 s of a 500-group hierarchy's 3.6 s tuning population
+    (1005 parameters).
+    """
+    if known is None:
+        return newton_polish(logp_grad, starts)
+    at, calls = _known_optima(logp_grad, known, starts, lps, depth)
+    own = at < 0
+    places = known.locations[np.maximum(at, 0)].copy()
+    roots = known.roots[np.maximum(at, 0)].copy()
+    converged = np.ones(len(starts), dtype=bool)
+    if own.any():
+        places[own], roots[own], converged[own], more = newton_polish(logp_grad, starts[own])
+        calls += more
+    return places, roots, converged, calls
+
+
+def _known_optima(logp_grad: BatchLogpGrad, known: ModeMap, points, lps, depth):
+    """For each of ``points`` (optima, log densities ``lps``), the optimum of ``known`` it
+    reaches, or -1: the one whose Gaussian is nearest (Mahalanobis), when the point lies in
+    that Gaussian's bulk (the 0.99 quantile), the known optimum is no more than ``depth`` nats
+    below it, and the hill–valley test joins the two. Returns them and the evaluations
+    spent."""
+    z = np.einsum("kij,nkj->nki", known.inverse_roots, points[:, None, :] - known.locations[None])
+    squares = np.sum(z**2, axis=2)
+    nearest = np.argmin(squares, axis=1)
+    inside = squares[np.arange(len(points)), nearest] <= chi2.isf(0.01, points.shape[1])
+    inside &= np.isfinite(lps) & (known.logp[nearest] >= lps - depth)
+    at = np.full(len(points), -1)
+    calls = 0
+    for k in np.unique(nearest[inside]):
+        rows = np.flatnonzero(inside & (nearest == k))
+        joined = _connected(
+            logp_grad, known.locations[k], float(known.logp[k]), points[rows], lps[rows], depth
+        )
+        at[rows[joined]] = k
+        calls += len(rows) * len(_SEGMENT)
+    return at, calls
+
+
+def known_optimum(logp_grad: BatchLogpGrad, location: np.ndarray, root: np.ndarray) -> ModeMap:
+    """A one-mode map of an optimum already polished and its covariance root (the Laplace
+    approximation), for :func:`map_modes`'s ``known``."""
+    lp, _ = logp_grad(location[None])
+    return ModeMap(
+        locations=location[None].copy(),
+        means=location[None].copy(),
+        roots=root[None].copy(),
+        logp=np.asarray(lp, dtype=float).reshape(1),
+        labels=np.zeros(0, dtype=int),
+        n_grad=0,
     )
 
 

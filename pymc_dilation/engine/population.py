@@ -416,6 +416,7 @@ def map_growing_population(
     initial_step: float = 0.1,
     diffusion_sweeps: int = 0,
     probe: bool = False,
+    known: ModeMap | None = None,
 ) -> MappedPopulation:
     """:func:`map_population` with a population that grows while it finds new modes.
 
@@ -434,6 +435,9 @@ def map_growing_population(
     more centers climb, the batch doubling while it finds modes of mass (see
     :func:`_climb_more`, up to ``most`` centers in all), and the modes they found join the
     annealed population's map.
+
+    ``known`` holds optima already polished (the Laplace approximation the target was
+    whitened by; see :func:`~pymc_dilation.engine.modes.map_modes`).
     """
     states: list[AnnealState] = []
     found_before = 0
@@ -443,7 +447,7 @@ def map_growing_population(
     reliable_before = False
     centers = draw_centers(batch)
     if probe:
-        probed, one_mode = _probe(target, centers, rng)
+        probed, one_mode = _probe(target, centers, rng, known)
         if one_mode:
             # No diffusion either: from draws of the one mode it found, a few MALA sweeps stay
             # in that mode (none added a mode on eight schools, garch, kidiq, sblrc: 2 seeds x 4
@@ -470,8 +474,9 @@ def map_growing_population(
         state = _folded_state(target, _concatenate(states))
         target.stage(f"climbing from {len(state.ys)} annealed particles to their optima")
         modes = map_modes(
-            target.logp_grad_batch, state.ys, state.lps, state.grads, fold=target.fold
-        )
+            target.logp_grad_batch, state.ys, state.lps, state.grads, fold=target.fold,
+            known=known,
+        )  # fmt: skip
         total = len(state.ys)
         mapped = _weigh(target, state, modes, rng)
         # Stop at the size limit, when a doubling's particles reached no more modes of weight,
@@ -585,7 +590,9 @@ def _probe_step(target: PopulationTarget) -> np.ndarray:
     return np.full(1, min(1.0, target.dim ** (-1.0 / 3.0)))
 
 
-def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPopulation, bool]:
+def _probe(
+    target: PopulationTarget, centers: np.ndarray, rng, known: ModeMap | None = None
+) -> tuple[MappedPopulation, bool]:
     """Map by climbing from ``centers`` directly, without annealing. Returns the map and
     whether it holds one mode of weight at least :data:`GROWTH_WEIGHT`, with importance
     weights even enough to resample or with no other mode in the map.
@@ -597,7 +604,7 @@ def _probe(target: PopulationTarget, centers: np.ndarray, rng) -> tuple[MappedPo
     """
     target.stage(f"climbing from {len(centers)} centers to their optima")
     centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
-    modes = map_modes(target.logp_grad_batch, centers, lps, grads, fold=target.fold)
+    modes = map_modes(target.logp_grad_batch, centers, lps, grads, fold=target.fold, known=known)
     state = AnnealState(centers, lps, grads, _probe_step(target), 1)
     mapped = _weigh(target, state, modes, rng)
     heavy = int(np.sum(mapped.estimate.weights >= GROWTH_WEIGHT))
