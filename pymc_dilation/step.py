@@ -540,7 +540,6 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
         self._handed_back = None  # (last draw in model coordinates, the chain's state)
-        self._whitened = None  # (metric, x, grad, u, grad_u) of the last trajectory's state
         self._last_seconds = 0.0  # the last iteration's time (see ONE_THREAD_ITERATION)
         self._near = None  # the near symmetries that mirror this chain's path centers
 
@@ -805,25 +804,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             n_steps, jitter, extend_to = int(self.rng.integers(1, 2 * self.steps_per_draw)), 1, 0
         else:
             n_steps, jitter, extend_to = tuning.trajectory_steps(self.tune, eps, self.rng)
-        # The last trajectory's state in whitened coordinates, while the metric, the point
-        # and its gradient (the data) are the same: two fewer products with the metric.
-        known, whitened = self._whitened, None
-        if (
-            known is not None
-            and known[0] is tuning.metric
-            and np.array_equal(known[1], x)
-            and np.array_equal(known[2], grad)
-        ):
-            whitened = known[3:]
         x_new, lp_new, grad_new, info = hmc_trajectory(
             self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng,
-            whitened, extend_to,
+            extend_to,
         )  # fmt: skip
-        self._whitened = (tuning.metric, x_new, grad_new, info.state_u, info.state_grad_u)
         if self.tune and self.steps_per_draw is None:
             tuning.record_trajectory(
-                info.start_u, self._chain_mean(x) if tuning.trajectory == "chees" else None,
-                info.end_u, info.end_momentum,
+                x, self._chain_mean(x) if tuning.trajectory == "chees" else None,
+                info.end_x, info.end_momentum,
                 info.acceptance_rate, info.uturn, info.n_grad, jitter, eps,
             )  # fmt: skip
         return x_new, lp_new, grad_new, info.acceptance_rate, int(info.diverging), info.n_grad

@@ -145,9 +145,9 @@ class ChainTuning:
 
     def record_trajectory(
         self,
-        start_u: np.ndarray,
+        start: np.ndarray,
         mean: np.ndarray,
-        end_u: np.ndarray,
+        end: np.ndarray,
         end_momentum: np.ndarray,
         acceptance: float,
         uturn: int,
@@ -156,15 +156,15 @@ class ChainTuning:
         step_size: float,
     ) -> None:
         """Learn from one tuning trajectory: its U-turn (``"uturn"``), or one ChEES step from
-        its start ``start_u`` and proposal ``end_u`` (whitened coordinates) about the chain's
-        mean ``mean`` (density coordinates)."""
+        its start ``start`` and proposal ``end`` about the chain's mean ``mean`` (density
+        coordinates; the proposal's momentum ``end_momentum`` whitened)."""
         if self.trajectory == "uturn":
             if uturn >= 0 or n_grad >= MAX_LEAPFROG:
                 self.uturns.add(uturn, step_size)
             return
         self.length.update(
-            start_u,
-            end_u,
+            self.metric.to_whitened(start),
+            self.metric.to_whitened(end),
             end_momentum,
             self.metric.to_whitened(mean),
             acceptance,
