@@ -11,6 +11,8 @@ from pymc.model.transform.optimization import freeze_dims_and_data
 __all__ = [
     "ARVIZ_MAJOR",
     "PYMC_MAJOR",
+    "PYTENSOR_MAJOR",
+    "numba_cacheable",
     "SUMMARY_COLUMNS",
     "overlay_posteriors",
     "summary_table",
@@ -201,3 +203,76 @@ def pareto_khat(log_weights) -> float:
 PRIOR_DRAW_MODE = "NUMBA" if PYMC_MAJOR >= 6 else "FAST_RUN"
 """PyTensor mode of the compiled prior-draw function: measured per call, 0.15 ms with Numba on
 PyMC 6 (1.4 ms with its default), 0.16 ms with the C backend on PyMC 5 (1.4 ms with Numba)."""
+
+
+PYTENSOR_MAJOR = int(__import__("pytensor").__version__.split(".")[0])
+
+
+def _digamma(x: float) -> float:
+    """ψ(x): the recurrence ψ(x) = ψ(x + 1) − 1/x up to 10, then the asymptotic series to the
+    ``x⁻¹⁴`` term (its remainder is below 1e-15 there), reflection below 0, NaN at the
+    poles."""
+    if x <= 0.0 and np.floor(x) == x:
+        return np.nan
+    result = 0.0
+    if x < 0.0:  # ψ(x) = ψ(1 - x) - π / tan(π x)
+        result = -np.pi / np.tan(np.pi * x)
+        x = 1.0 - x
+    while x < 10.0:
+        result -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    series = f * (
+        -1.0 / 12
+        + f * (1.0 / 120 + f * (-1.0 / 252 + f * (1.0 / 240 + f * (-1.0 / 132 + f * (
+            691.0 / 32760 + f * (-1.0 / 12)
+        )))))
+    )  # fmt: skip
+    return result + np.log(x) - 0.5 / x + series
+
+
+def _cacheable_psi():
+    """PyTensor 2's Numba lowering of digamma (``Psi``) calls SciPy's Cython function through
+    a raw address, which Numba cannot cache on disk: every model whose gradient has a
+    digamma (a StudentT's ``nu``, a Gamma's or Beta's shape: the derivative of ``gammaln``)
+    compiled its log density afresh in each new process (stochastic volatility: 9 s of a
+    15 s first call). A subclass of ``Psi`` with a Numba implementation of its own has a
+    cache key; PyTensor 3 resolves the address at call time and needs none of this."""
+    from pytensor.link.numba.dispatch import basic as numba_basic
+    from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
+    from pytensor.link.numba.dispatch.scalar import scalar_op_cache_key
+    from pytensor.scalar.basic import upgrade_to_float
+    from pytensor.scalar.math import Psi
+
+    class CacheablePsi(Psi):
+        """Digamma, lowered to Numba without a function pointer."""
+
+    digamma = numba_basic.numba_njit(_digamma)
+
+    @register_funcify_and_cache_key(CacheablePsi)
+    def _lower(op, node, **kwargs):
+        return digamma, scalar_op_cache_key(op, implementation=1)
+
+    return Psi, CacheablePsi(upgrade_to_float, name="psi")
+
+
+_PSI = _cacheable_psi() if PYTENSOR_MAJOR < 3 else None
+
+
+def numba_cacheable(outputs: list) -> list:
+    """``outputs`` with the scalar Ops whose PyTensor Numba lowering cannot be cached on disk
+    replaced by equivalent ones that can (PyTensor 2's digamma; see :func:`_cacheable_psi`);
+    unchanged on PyTensor 3."""
+    if _PSI is None:
+        return outputs
+    from pytensor.graph.replace import graph_replace
+    from pytensor.graph.traversal import applys_between
+    from pytensor.tensor.elemwise import Elemwise
+
+    psi, cacheable = _PSI
+    replace = {
+        node.outputs[0]: Elemwise(cacheable)(*node.inputs)
+        for node in applys_between([], outputs)
+        if isinstance(node.op, Elemwise) and type(node.op.scalar_op) is psi
+    }
+    return graph_replace(outputs, replace, strict=False) if replace else outputs

@@ -39,6 +39,7 @@ from pymc_dilation._compat import (
     compile_numba_function_src,
     freeze_dims_and_data,
     modelcontext,
+    numba_cacheable,
 )
 from pymc_dilation.engine.kernels import PARALLEL_MIN_PARTICLES, POINT_SIGNATURE, PointFunction
 from pymc_dilation.graph_cache import graph_key, recall, remember
@@ -197,7 +198,9 @@ class ModelLogp:
     def _outputs(self) -> list:
         """``[logp, grad]``: the gradient's graph is built when first compiled."""
         if self._outputs_built is None:
-            self._outputs_built = [self._logp_graph, pt.grad(self._logp_graph, self._inputs[0])]
+            self._outputs_built = numba_cacheable(
+                [self._logp_graph, pt.grad(self._logp_graph, self._inputs[0])]
+            )
         return self._outputs_built
 
     def _compile_numba(self):

@@ -186,3 +186,32 @@ def test_stale_disk_entry_is_compiled_afresh():
     x = np.array([-0.6, 0.2])
     assert fresh.logp_grad(x, np.zeros(0))[0] == pytest.approx(_reference(model, x)[0])
     assert graph_cache._path(key).read_text() == fresh.cache_key  # repaired
+
+
+def test_a_gradient_with_digamma_is_cached_and_exact():
+    # A StudentT's nu, a Gamma's shape: the gradient holds digamma, whose PyTensor 2 Numba
+    # lowering (a SciPy function pointer) could not be cached, so every new process compiled
+    # such a model afresh. Cached now, with the same log density and gradient as PyMC's.
+    from scipy import special
+
+    from pymc_dilation._compat import _digamma
+
+    xs = np.concatenate([np.geomspace(1e-6, 1e4, 200), -np.linspace(0.01, 9.99, 200) - 0.003])
+    np.testing.assert_allclose([_digamma(x) for x in xs], special.psi(xs), rtol=1e-12, atol=1e-13)
+    assert np.isnan(_digamma(0.0)) and np.isnan(_digamma(-3.0))
+
+    with pm.Model() as model:
+        nu = pm.Gamma("nu", 2.0, 0.1)
+        shape = pm.Exponential("shape", 1.0)
+        pm.StudentT("y", nu=nu, observed=Y)
+        pm.Gamma("z", alpha=shape, beta=1.0, observed=np.abs(Y) + 0.1)
+    _advance_name_counter()
+    compiled = compile_model_logp(model)
+    assert compiled.cache_key is not None
+    x = np.array([0.7, -0.2])
+    logp, grad = compiled.logp_grad(x, np.zeros(0))
+    point = {"nu_log__": x[0], "shape_log__": x[1]}
+    # PyTensor's own Numba lowering calls SciPy's digamma (its C one is accurate to ~1e-10)
+    reference = model.compile_dlogp(mode="NUMBA")(point)
+    assert logp == pytest.approx(float(model.compile_logp()(point)), rel=1e-10)
+    np.testing.assert_allclose(grad, reference, rtol=1e-13)
