@@ -11,6 +11,7 @@ import xarray as xr
 from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
 from pymc_dilation.diagnostics import UnreliableResultWarning
+from pymc_dilation.engine import modes as modes_module
 from pymc_dilation.engine.modes import ModeMap, add_modes, ascend, map_modes, merge_optima
 from pymc_dilation.engine.population import PopulationTarget, refine
 from pymc_dilation.engine.weights import (
@@ -136,14 +137,9 @@ def test_hill_valley_merging_keeps_modes_apart_and_joins_a_basin():
         assert sides.all() or not sides.any()
 
 
-def test_points_that_climb_to_known_modes_add_nothing_and_polish_nothing(monkeypatch):
-    from pymc_dilation.engine import modes as modes_module
-
-    rng = np.random.default_rng(5)
-    points = exact_draws(400, rng)
-    known = map_modes(mixture_logp_grad, points, *mixture_logp_grad(points))
-    assert known.n_modes == 2
-    polished = []
+def _count_polish_rows(monkeypatch) -> list[int]:
+    """The rows of each Newton polish the mode map asks for, from now on."""
+    polished: list[int] = []
     polish = modes_module.newton_polish
 
     def counting_polish(logp_grad, starts, *args, **kwargs):
@@ -151,6 +147,15 @@ def test_points_that_climb_to_known_modes_add_nothing_and_polish_nothing(monkeyp
         return polish(logp_grad, starts, *args, **kwargs)
 
     monkeypatch.setattr(modes_module, "newton_polish", counting_polish)
+    return polished
+
+
+def test_points_that_climb_to_known_modes_add_nothing_and_polish_nothing(monkeypatch):
+    rng = np.random.default_rng(5)
+    points = exact_draws(400, rng)
+    known = map_modes(mixture_logp_grad, points, *mixture_logp_grad(points))
+    assert known.n_modes == 2
+    polished = _count_polish_rows(monkeypatch)
     near = exact_draws(20, rng)  # in both modes' bulks
     same, _ = add_modes(mixture_logp_grad, known, near, *mixture_logp_grad(near), widen=True)
     assert same is known and polished == []
@@ -175,20 +180,11 @@ def test_a_known_optimum_is_not_polished_again_and_the_map_is_the_same(monkeypat
     # The chain's tuning population knows the optimum its Laplace approximation polished:
     # particles that climb to it take that optimum and curvature; a mode it does not hold
     # (the other bump, or a wrong "known" point off every optimum) is polished as before.
-    from pymc_dilation.engine import modes as modes_module
-
     rng = np.random.default_rng(6)
     points = exact_draws(60, rng)
     lps, grads = mixture_logp_grad(points)
     plain = map_modes(mixture_logp_grad, points, lps, grads)
-    polished = []
-    polish = modes_module.newton_polish
-
-    def counting_polish(logp_grad, starts, *args, **kwargs):
-        polished.append(len(starts))
-        return polish(logp_grad, starts, *args, **kwargs)
-
-    monkeypatch.setattr(modes_module, "newton_polish", counting_polish)
+    polished = _count_polish_rows(monkeypatch)
     heavy = plain.locations[np.argmax(plain.logp)]
     known = modes_module.known_optimum(mixture_logp_grad, heavy, np.eye(2))
     mapped = map_modes(mixture_logp_grad, points, lps, grads, known=known)
