@@ -231,37 +231,37 @@ def _digamma(x: float) -> float:
     return result + np.log(x) - 0.5 / x + series
 
 
-def _cacheable_psi():
-    """PyTensor 2's Numba lowering of digamma (``Psi``) calls SciPy's Cython function through
-    a raw address, which Numba cannot cache on disk: every model whose gradient has a
-    digamma (a StudentT's ``nu``, a Gamma's or Beta's shape: the derivative of ``gammaln``)
-    compiled its log density afresh in each new process (stochastic volatility: 9 s of a
-    15 s first call). A subclass of ``Psi`` with a Numba implementation of its own has a
-    cache key; PyTensor 3 resolves the address at call time and needs none of this."""
-    from pytensor.link.numba.dispatch import basic as numba_basic
+if PYTENSOR_MAJOR < 3:
+    from pytensor.link.numba.dispatch import basic as _numba_basic
     from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
     from pytensor.link.numba.dispatch.scalar import scalar_op_cache_key
     from pytensor.scalar.basic import upgrade_to_float
     from pytensor.scalar.math import Psi
 
     class CacheablePsi(Psi):
-        """Digamma, lowered to Numba without a function pointer."""
+        """Digamma with a Numba lowering that Numba can cache on disk.
 
-    digamma = numba_basic.numba_njit(_digamma)
+        PyTensor 2's Numba lowering of ``Psi`` calls SciPy's Cython digamma through a raw
+        address, which Numba cannot cache: every model whose gradient has a digamma (a
+        StudentT's ``nu``, a Gamma's or Beta's shape: the derivative of ``gammaln``) compiled
+        its log density afresh in each new process (stochastic volatility: 9 s of a 15 s first
+        call). PyTensor 3 resolves the address at call time and needs none of this.
+        """
+
+    _NUMBA_DIGAMMA = _numba_basic.numba_njit(_digamma)
 
     @register_funcify_and_cache_key(CacheablePsi)
-    def _lower(op, node, **kwargs):
-        return digamma, scalar_op_cache_key(op, implementation=1)
+    def _lower_cacheable_psi(op, node, **kwargs):
+        return _NUMBA_DIGAMMA, scalar_op_cache_key(op, implementation=1)
 
-    return Psi, CacheablePsi(upgrade_to_float, name="psi")
-
-
-_PSI = _cacheable_psi() if PYTENSOR_MAJOR < 3 else None
+    _PSI = (Psi, CacheablePsi(upgrade_to_float, name="psi"))
+else:
+    _PSI = None
 
 
 def numba_cacheable(outputs: list) -> list:
     """``outputs`` with the scalar Ops whose PyTensor Numba lowering cannot be cached on disk
-    replaced by equivalent ones that can (PyTensor 2's digamma; see :func:`_cacheable_psi`);
+    replaced by equivalent ones that can (PyTensor 2's digamma; see ``CacheablePsi``);
     unchanged on PyTensor 3."""
     if _PSI is None:
         return outputs
