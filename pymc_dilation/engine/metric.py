@@ -71,8 +71,14 @@ class Metric:
         return self.coef.shape[0]
 
     @property
-    def _inverse_coef(self) -> np.ndarray:
+    def inverse_coef(self) -> np.ndarray:
+        """The coefficients of ``R⁻¹ = (I + B diag(c') Bᵀ) diag(scale)⁻¹``."""
         return 1.0 / (1.0 + self.coef) - 1.0
+
+    @property
+    def covariance_coef(self) -> np.ndarray:
+        """The coefficients of ``R Rᵀ = diag(scale) (I + B diag(c'') Bᵀ) diag(scale)``."""
+        return (1.0 + self.coef) ** 2 - 1.0
 
     def _mix(self, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
         """``(I + B diag(coef) Bᵀ) v`` for ``v`` of shape ``(..., d)``."""
@@ -86,7 +92,7 @@ class Metric:
 
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """``R⁻¹ x``."""
-        return self._mix(x / self.scale, self._inverse_coef)
+        return self._mix(x / self.scale, self.inverse_coef)
 
     def gradient_to_whitened(self, grad: np.ndarray) -> np.ndarray:
         """``Rᵀ g``: the gradient in ``u`` of a density whose gradient in ``x`` is ``g``."""
@@ -94,7 +100,7 @@ class Metric:
 
     def gradient_to_density(self, grad_u: np.ndarray) -> np.ndarray:
         """``R⁻ᵀ g_u``."""
-        return self._mix(grad_u, self._inverse_coef) / self.scale
+        return self._mix(grad_u, self.inverse_coef) / self.scale
 
     def root(self) -> np.ndarray:
         """The dense ``(d, d)`` matrix ``R``."""

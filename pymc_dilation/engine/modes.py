@@ -425,12 +425,12 @@ def _polish(logp_grad: BatchLogpGrad, starts, lps, known: ModeMap | None, depth:
 
 
 def _known_optima(logp_grad: BatchLogpGrad, known: ModeMap, points, lps, depth):
-    """For each of ``points`` (optima, log densities ``lps``), the optimum of ``known`` it
-    reaches, or -1: the one whose Gaussian is nearest (Mahalanobis), when the point lies in
-    that Gaussian's bulk (the 0.99 quantile), the known optimum is no more than ``depth`` nats
-    below it, and the hill–valley test joins the two. Returns them and the evaluations
-    spent."""
-    z = np.einsum("kij,nkj->nki", known.inverse_roots, points[:, None, :] - known.locations[None])
+    """For each of ``points`` (optima, log densities ``lps``), the mode of ``known`` it
+    belongs to, or -1: the one whose Gaussian is nearest (Mahalanobis), when the point lies
+    in that Gaussian's bulk (the 0.99 quantile), the mode's optimum is no more than ``depth``
+    nats below it (a higher optimum is another one), and the hill–valley test joins the two.
+    Returns them and the log density evaluations spent."""
+    z = np.einsum("kij,nkj->nki", known.inverse_roots, points[:, None, :] - known.means[None])
     squares = np.sum(z**2, axis=2)
     nearest = np.argmin(squares, axis=1)
     inside = squares[np.arange(len(points)), nearest] <= chi2.isf(0.01, points.shape[1])
@@ -546,21 +546,8 @@ def _in_known_modes(logp_grad, modes: ModeMap, xs, lps, grads, depth, fold) -> t
         optima = fold(optima)
     if not np.all(np.isfinite(opt_lp)):
         return False, calls
-    z = np.einsum("kij,nkj->nki", modes.inverse_roots, optima[:, None, :] - modes.means[None])
-    squares = np.sum(z**2, axis=2)
-    nearest = np.argmin(squares, axis=1)
-    if np.any(squares[np.arange(len(optima)), nearest] > chi2.isf(0.01, xs.shape[1])):
-        return False, calls
-    for k in np.unique(nearest):
-        rows = nearest == k
-        joined = _connected(
-            logp_grad, modes.locations[k], float(modes.logp[k]), optima[rows], opt_lp[rows],
-            depth,
-        )  # fmt: skip
-        calls += len(_SEGMENT)
-        if not joined.all():
-            return False, calls
-    return True, calls
+    at, spent = _known_optima(logp_grad, modes, optima, opt_lp, depth)
+    return bool(np.all(at >= 0)), calls + -(-spent // len(xs))
 
 
 def _closest(location, means, roots, candidates) -> int | None:

@@ -221,13 +221,12 @@ def hmc_trajectory(
     """
     momentum = rng.standard_normal(metric.dim)
     log_uniform = float(np.log(rng.uniform()))
-    coef = metric.coef
     (lp_new, accept, accepted, diverging, energy_error, taken, uturn, end_x, end_grad,
      end_p) = _trajectory(
         logp_fn, extra, np.ascontiguousarray(x, dtype=float),
         np.ascontiguousarray(grad, dtype=float), float(lp), float(step_size), int(n_steps),
-        int(extend_to), momentum, log_uniform, metric.scale, metric.basis_rows, coef,
-        1.0 / (1.0 + coef) - 1.0, (1.0 + coef) ** 2 - 1.0,
+        int(extend_to), momentum, log_uniform, metric.scale, metric.basis_rows, metric.coef,
+        metric.inverse_coef, metric.covariance_coef,
     )  # fmt: skip
     info = TrajectoryInfo(
         float(accept), bool(diverging), float(energy_error), int(taken), int(uturn), end_x, end_p
