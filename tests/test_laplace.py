@@ -217,11 +217,11 @@ def test_newton_polish_in_batches_gives_the_same_polish(monkeypatch):
 
 
 def test_root_inverse_and_log_det_match_lu_for_every_kind_of_root():
-    # Upper (Cholesky roots), lower (moment-matched roots) and full (eigen roots), one by one
-    # and stacked: the triangular shortcuts agree with LU.
+    # Upper (Cholesky roots), lower (moment-matched roots), diagonal (a known optimum's
+    # identity) and full (eigen roots), one by one and stacked: the shortcuts agree with LU.
     rng = np.random.default_rng(4)
     full = rng.standard_normal((30, 30)) + 6 * np.eye(30)
-    roots = np.stack([np.triu(full), np.tril(full), full])
+    roots = np.stack([np.triu(full), np.tril(full), np.diag(np.diag(full)), full])
     np.testing.assert_allclose(root_inverse(roots), np.linalg.inv(roots), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(root_log_det(roots), np.linalg.slogdet(roots)[1], rtol=1e-12)
     np.testing.assert_allclose(root_inverse(roots[0]), np.linalg.inv(roots[0]), atol=1e-12)

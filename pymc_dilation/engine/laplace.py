@@ -534,11 +534,18 @@ def root_log_det(roots: np.ndarray) -> np.ndarray:
 
 
 def root_inverse(roots: np.ndarray) -> np.ndarray:
-    """``R⁻¹`` of each root (``(d, d)`` or ``(K, d, d)``): a triangular inversion where the
-    root is triangular (a third of an LU inversion's work; 0.11 s at d = 1005), LU otherwise."""
+    """``R⁻¹`` of each root (``(d, d)`` or ``(K, d, d)``): the reciprocal diagonal where the
+    root is diagonal (the identity root of a known optimum in its own whitened coordinates:
+    0.73 s as a triangle at d = 2900), a triangular inversion where it is triangular (a third
+    of an LU inversion's work; 0.11 s at d = 1005), LU otherwise."""
     stacked = roots.reshape(-1, *roots.shape[-2:])
     out = np.empty_like(stacked, dtype=float)
     for k, root in enumerate(stacked):  # one per mode
+        diagonal = np.diagonal(root)
+        if np.all(diagonal != 0) and np.count_nonzero(root) == len(diagonal):  # diagonal
+            out[k] = 0.0
+            np.fill_diagonal(out[k], 1.0 / diagonal)
+            continue
         triangle = _triangle(root)
         inverse, info = (None, 1)
         if triangle is not None:
