@@ -254,7 +254,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     target_accept : float, optional
         Target mean Metropolis acceptance probability, in ``(0, 1)``; default 0.8 for HMC (as
         PyMC's NUTS) and 0.6 for MALA (near its optimum 0.574). The tuning population's
-        annealing aims at 0.6 whatever the chain's kernel.
+        annealing aims at 0.6 whatever the chain's kernel. A chain whose trajectories diverge
+        in more than 1 % of a window's iterations, from the third window on, raises its own
+        target halfway to 1 for the rest of tuning (0.8, 0.9, 0.95, ... at most 0.99; logged
+        at the end of tuning), as one raises ``target_accept`` when NUTS diverges.
     anneal_metropolis : bool
         Accept/reject during the population's annealing (MALA) or not (unadjusted Langevin).
         The chain's steps are always Metropolis-adjusted.
@@ -548,6 +551,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         proposal (after refitting the modes' Gaussians that misdescribe the chain's draws)."""
         if self.tune:
             self._tuning.freeze()
+            if self._tuning.target_accept > self._tuning.initial_target_accept:
+                _log.info(
+                    "DilationLangevin: trajectories diverged while tuning; this chain's "
+                    "step-size target was raised from %.3g to %.3g (a region where one step "
+                    "size does not fit: a funnel, or latent values scaled by a parameter).",
+                    self._tuning.initial_target_accept, self._tuning.target_accept,
+                )  # fmt: skip
             if self._map.proposal is not None and self._extra is not None:
                 batch = self._logp.batch_callable(self._extra)
                 self._map.refit_misfits(batch, self.rng)
@@ -758,7 +768,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 )  # fmt: skip
         mode = self._map.mode_of(x_new)
         if self.tune:
-            self._adapt(x_new, grad_new, accept, mode)
+            self._adapt(x_new, grad_new, accept, mode, n_div > 0)
         else:
             self._divergences += n_div
         self._iteration += 1
@@ -886,7 +896,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         lp, grad = self._logp.logp_grad(x, extra)
         return x, float(lp), np.asarray(grad, dtype=float), 1
 
-    def _adapt(self, x: np.ndarray, grad: np.ndarray, accept: float, mode: int) -> None:
+    def _adapt(
+        self, x: np.ndarray, grad: np.ndarray, accept: float, mode: int, diverging: bool
+    ) -> None:
         # Deviations from the draw's own mode: a chain that jumps between modes must not take
         # the distance between them for the width of each. A chain that proposes no jumps
         # moves by its kernel alone, and its "modes" may be ascents that stopped short (an
@@ -899,7 +911,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._map.record_draw(mode, x)
         refit = self._tuning.window_ends(self._iteration)  # factorisations: one BLAS thread
         with one_blas_thread() if refit else nullcontext():
-            if self._tuning.update(self._iteration, x, deviation, grad, accept):
+            if self._tuning.update(self._iteration, x, deviation, grad, accept, diverging):
                 self._on_new_metric()
 
     # ------------------------------------------------------------------ PyMC hooks

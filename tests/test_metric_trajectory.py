@@ -307,3 +307,28 @@ def test_chain_tuning_windows_double_and_end_before_tuning_does():
     np.testing.assert_allclose(np.diag(tuning.metric.covariance()), 9.0, rtol=0.15)
     tuning.freeze()
     assert tuning.step_size(tuning=False) == tuning.step.step_size_bar
+
+
+def _tuned_target(divergent_iterations) -> float:
+    """The step-size target after 1000 tuning iterations of a Gaussian, with trajectories
+    diverging at ``divergent_iterations``."""
+    tuning = ChainTuning(4, "low-rank", 0.8, 0.5, tune=1000)
+    tuning.metric = Metric.identity(4)
+    rng = np.random.default_rng(11)
+    for iteration in range(1000):
+        x = 3.0 * rng.standard_normal(4)
+        tuning.update(iteration, x, x, -x / 9.0, 0.8, iteration in divergent_iterations)
+    return tuning.target_accept
+
+
+def test_divergences_after_the_second_window_raise_the_step_size_target():
+    # Windows end at 25, 75, 175, 375 and 950. Divergences in the first two windows are the
+    # first metrics' doing and change nothing; more than 1 % of a later window's
+    # trajectories raise the target halfway to 1 for the rest of tuning, once per window.
+    assert _tuned_target(set()) == 0.8
+    assert _tuned_target(set(range(0, 75, 3))) == 0.8
+    assert _tuned_target({100}) == 0.8  # 1 of 100: within the rate
+    assert _tuned_target({100, 120}) == pytest.approx(0.9)
+    assert _tuned_target({100, 120, 200, 220, 240}) == pytest.approx(0.95)
+    assert _tuned_target(set(range(75, 1000, 10))) == pytest.approx(0.975)
+    assert _tuned_target(set(range(75, 1000))) == pytest.approx(0.975)  # 3 windows from 75

@@ -250,12 +250,13 @@ def test_ascents_stop_where_a_step_gains_almost_nothing():
         return unit_gaussian(xs)
 
     ys = 3.0 * np.random.default_rng(6).standard_normal((128, 5))
-    optima, lps, per_row = ascend(counted, ys, *unit_gaussian(ys), n_iter=20)
+    optima, lps, _, per_row, climbing = ascend(counted, ys, *unit_gaussian(ys), n_iter=20)
     # every row ends near the optimum (a step from 0.15 sd gains less than ASCENT_TOL)...
     assert np.all(-lps < 0.05)
     # ...and stops there: far fewer rows are evaluated than 20 per row
     assert sum(evaluated) < 0.5 * 20 * len(ys)
     assert per_row == -(-sum(evaluated) // len(ys))
+    assert not climbing.any()
 
 
 def test_mode_map_of_the_mixture_finds_both_modes_and_their_gaussians():

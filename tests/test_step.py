@@ -109,7 +109,7 @@ def test_chain_without_jumps_adapts_to_its_draws_not_its_modes(conjugate_normal)
     rng = np.random.default_rng(0)
     draws = rng.normal(0.0, 1.0, size=(400, 1))
     for x in draws:
-        step._adapt(x, -x, 0.6, int(x[0] > 0))
+        step._adapt(x, -x, 0.6, int(x[0] > 0), False)
     kept, _ = step._tuning.window.arrays()
     assert np.var(kept) == pytest.approx(np.var(draws), rel=0.05)
 

@@ -5,7 +5,9 @@ the mode map (the step method feeds it draws and asks it for the kernel's parame
 
 - the **step size**, by dual averaging towards ``target_accept``
   (:class:`~pymc_dilation.engine.adaptation.DualAveraging`), restarted at the end of every
-  window from the step it reached;
+  window from the step it reached; a window (from the third on) in which trajectories
+  diverged raises the target for the rest of tuning (:meth:`ChainTuning.update`), as a user
+  raises ``target_accept`` when NUTS reports divergences;
 - the **trajectory length**: drawn from the U-turn lengths the chain measured while tuning
   (``"uturn"``, :class:`~pymc_dilation.engine.adaptation.UTurnLengths`), or adapted by the
   ChEES criterion on its own transitions (``"chees"``,
@@ -57,6 +59,11 @@ INITIAL_LENGTH = 1.0
 the curvature at its mode, where the posterior's sds are about 1."""
 MAX_LEAPFROG = 1024
 """Most leapfrog steps of one trajectory (PyMC's NUTS: 2^max_treedepth = 1024)."""
+DIVERGENCE_RATE = 0.01
+"""Share of a window's trajectories that may diverge before the step-size target is raised
+(see :meth:`ChainTuning.update`)."""
+MAX_TARGET_ACCEPT = 0.99
+"""The step-size target is raised no further than this."""
 
 
 class ChainTuning:
@@ -92,6 +99,8 @@ class ChainTuning:
         self.tune = tune
         self.trajectory = trajectory
         self.step = DualAveraging(initial_step, target_accept)
+        self.initial_target_accept = target_accept
+        self.window_divergences = 0
         self.length = TrajectoryLength(INITIAL_LENGTH, MAX_LEAPFROG)
         self.uturns = UTurnLengths(INITIAL_LENGTH, MAX_LEAPFROG)
         self.window = WindowSamples(dim)
@@ -187,20 +196,33 @@ class ChainTuning:
         deviation: np.ndarray,
         grad: np.ndarray,
         acceptance: float,
+        diverging: bool = False,
     ) -> bool:
         """Take in one tuning draw; True when a window ended and the metric changed.
 
         ``deviation`` is the draw as the window should see it (the draw itself, or its offset
         from the mean of its mode for a chain that jumps between modes); ``grad`` the log
-        density's gradient there.
+        density's gradient there; ``diverging`` whether the draw's trajectory diverged.
+
+        When more than :data:`DIVERGENCE_RATE` of a window's trajectories diverged, from the
+        third window on (once the metric has been refitted twice, so that the divergences
+        come from the posterior's geometry rather than the first windows' metric), the
+        step-size target moves halfway to 1 (0.8, 0.9, 0.95, ... at most
+        :data:`MAX_TARGET_ACCEPT`) for the rest of tuning. A mean acceptance of 0.8 can hide
+        a region where the step is unstable (a funnel's neck; gp_pois_regr's latent field
+        when its scale is large), and a chain that enters it after tuning stays stuck there:
+        on gp_pois_regr 3 runs of 10 had a chain with 38-42 divergences in 1000 draws and a
+        tail ESS of 12-20 at 0.8; none at 0.95.
         """
         self.step.update(acceptance)
+        self.window_divergences += bool(diverging)
         if self.mean is None:
             self.mean = RunningMean(x)
         self.mean.add(x)
         self.window.add(deviation, grad)
         if not self.window_ends(iteration):
             return False
+        self._raise_target(self.window.n)
         changed = self._correct_metric()
         if changed:
             self.uturns.restart()
@@ -214,6 +236,19 @@ class ChainTuning:
             if self.window_end + 2 * self.window_length > last_useful:
                 self.window_end = max(self.window_end, last_useful)
         return changed
+
+    @property
+    def target_accept(self) -> float:
+        """The step-size adaptation's target acceptance now."""
+        return self.step.target_accept
+
+    def _raise_target(self, draws: int) -> None:
+        """Raise the step-size target if too many of the window's ``draws`` diverged."""
+        divergences, self.window_divergences = self.window_divergences, 0
+        if self.window_length <= 2 * FIRST_WINDOW or divergences <= DIVERGENCE_RATE * draws:
+            return
+        target = self.step.target_accept
+        self.step.target_accept = min(MAX_TARGET_ACCEPT, 1.0 - 0.5 * (1.0 - target))
 
     def _correct_metric(self) -> bool:
         """Correct the metric from the window's draws and gradients.
