@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import linalg
 
 __all__ = ["Metric", "estimate_metric", "metric_from_covariance", "noise_cutoff"]
 
@@ -220,13 +221,28 @@ def metric_from_covariance(
 
 
 def _spd_mean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The SPD geometric mean of ``a`` and ``b⁻¹``, given ``b``: the ``M`` with ``M b M = a``."""
-    values, vectors = np.linalg.eigh(b)
-    root = (vectors * np.sqrt(values)) @ vectors.T
-    inverse_root = (vectors / np.sqrt(values)) @ vectors.T
-    inner_values, inner_vectors = np.linalg.eigh(root @ a @ root)
+    """The SPD geometric mean of ``a`` and ``b⁻¹``, given ``b``: the ``M`` with ``M b M = a``.
+
+    With ``b = L Lᵀ`` (Cholesky), ``M = L⁻ᵀ (Lᵀ a L)^(1/2) L⁻¹``: one eigendecomposition
+    instead of the two of ``b``'s square root (an eigendecomposition of a 1005 × 1005 matrix
+    takes about 0.2 s on one thread; the last window's refit makes three of them). An
+    eigendecomposition of ``b`` is the fallback where the Cholesky factorisation fails.
+    """
+    try:
+        lower = np.linalg.cholesky(b)
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(b)
+        values = np.clip(values, 1e-300, None)
+        root = (vectors * np.sqrt(values)) @ vectors.T
+        inverse_root = (vectors / np.sqrt(values)) @ vectors.T
+        inner_values, inner_vectors = np.linalg.eigh(root @ a @ root)
+        inner = (inner_vectors * np.sqrt(np.clip(inner_values, 0.0, None))) @ inner_vectors.T
+        return inverse_root @ inner @ inverse_root
+    inner_values, inner_vectors = np.linalg.eigh(lower.T @ a @ lower)
     inner = (inner_vectors * np.sqrt(np.clip(inner_values, 0.0, None))) @ inner_vectors.T
-    return inverse_root @ inner @ inverse_root
+    left = linalg.solve_triangular(lower, inner, lower=True, trans="T")  # L⁻ᵀ S
+    mean = linalg.solve_triangular(lower, left.T, lower=True, trans="T").T  # (L⁻ᵀ (L⁻ᵀ S)ᵀ)ᵀ
+    return 0.5 * (mean + mean.T)
 
 
 def noise_cutoff(n_draws: int, dim: int) -> float:

@@ -387,6 +387,8 @@ def map_modes(
     calls += merge_calls * len(_SEGMENT)
     slope, slope_rows = _climb_far_heads(logp_grad, optima, opt_lp, ascent.climbing, heads, dim)
     calls += -(-slope_rows // max(n, 1))
+    if fold is not None and slope_rows:  # the heads that climbed on may have crossed
+        optima[heads] = fold(optima[heads])
     places, head_roots, converged, hessian_grads = _polish(
         logp_grad, optima[heads], opt_lp[heads], known, depth, skip=slope
     )
