@@ -122,6 +122,9 @@ def _hessian(logp_grad: BatchLogpGrad, x: np.ndarray) -> np.ndarray:
     return _hessians(logp_grad, x[None, :])[0]
 
 
+CHORD_DECREMENT = 1e-4
+"""Squared Newton decrement below which the next Newton step of
+:func:`laplace_approximation` reuses the curvature it was taken with."""
 CURVATURE_FLOOR = 1e-8
 """Smallest curvature kept, relative to the largest (see :func:`_root_covariance`)."""
 EIGEN_ROOT_MAX_DIM = 1000
@@ -252,19 +255,25 @@ def laplace_approximation(
     if not np.isfinite(neg_lp):
         mode, (neg_lp, neg_grad) = start, fun(start)
     root = None
+    reuse = False
     for newton_step in range(newton_steps + 1):
-        try:
-            hess = _hessian(logp_grad, mode)
-        except Exception:  # a model that raises beside its mode
-            break
-        counter[0] += 2 * dim
-        if not np.all(np.isfinite(hess)) or not np.any(hess):
-            break
-        root = _root_covariance(hess)
+        if not reuse:
+            try:
+                hess = _hessian(logp_grad, mode)
+            except Exception:  # a model that raises beside its mode
+                break
+            counter[0] += 2 * dim
+            if not np.all(np.isfinite(hess)) or not np.any(hess):
+                break
+            root = _root_covariance(hess)
         step = -root @ (root.T @ neg_grad)
         decrement = float(-neg_grad @ step)  # squared Newton decrement
         if decrement < 1e-10 or newton_step == newton_steps:
             break
+        # A step of under a hundredth of an sd: the curvature where it lands is this one (a
+        # chord step reuses it), and a Hessian is 2d gradients and a factorisation (0.2 s at
+        # d = 1005, where the third of three Newton steps had started 0.001 sd from the mode).
+        reuse = decrement < CHORD_DECREMENT
         for _ in range(30):  # halve the step until it improves
             candidate = mode + step
             cand_lp, cand_grad = fun(candidate)
