@@ -848,3 +848,35 @@ def test_particles_without_a_finite_density_are_never_reported():
         {"invalid_share": (("chain",), [share])}, coords={"draw": np.arange(6), "chain": [0]}
     )
     assert "without a finite log density" in convergence_reasons(stats)[0]
+
+
+def test_lbfgs_directions_read_the_ring_buffers_newest_first():
+    # The two-loop recursion from each row's last ASCENT_MEMORY pairs, oldest to newest, as
+    # textbook L-BFGS computes it, against the compiled one reading ring buffers that have
+    # wrapped around (and a row with no pair, which gets the gradient itself).
+    rng = np.random.default_rng(3)
+    m, dim, n_pairs = modes_module.ASCENT_MEMORY, 7, 9
+    a = rng.standard_normal((dim, dim))
+    hessian = a @ a.T + dim * np.eye(dim)  # curvature pairs of a concave quadratic
+    pairs = [(s, hessian @ s) for s in rng.standard_normal((n_pairs, dim))]
+    g = rng.standard_normal((2, dim))
+    s_buf, y_buf = np.zeros((2, m, dim)), np.zeros((2, m, dim))
+    rho = np.zeros((2, m))
+    newest, count = np.full(2, m - 1), np.zeros(2, dtype=np.int64)
+    for s, y in pairs:
+        newest[0] = (newest[0] + 1) % m
+        s_buf[0, newest[0]], y_buf[0, newest[0]], rho[0, newest[0]] = s, y, 1.0 / (s @ y)
+        count[0] = min(count[0] + 1, m)
+    directions = modes_module._lbfgs_directions(
+        g, s_buf, y_buf, rho, newest, count, np.array([0, 1])
+    )
+    q, alphas = g[0].copy(), []
+    for s, y in reversed(pairs[-m:]):
+        alphas.append((s @ q) / (s @ y))
+        q -= alphas[-1] * y
+    s_last, y_last = pairs[-1]
+    r = (s_last @ y_last) / (y_last @ y_last) * q
+    for (s, y), alpha in zip(pairs[-m:], reversed(alphas)):
+        r += s * (alpha - (y @ r) / (s @ y))
+    np.testing.assert_allclose(directions[0], r, rtol=1e-10)
+    np.testing.assert_allclose(directions[1], g[1])

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from scipy.stats import chi2
 
@@ -138,24 +139,36 @@ draws was still 153 nats below the mode after 20 iterations, outside its Gaussia
 polishing the draws' own optimum cost 6 Hessians (12 000 gradients) to find the known mode."""
 
 
-def _lbfgs_direction(g: np.ndarray, s: np.ndarray, y: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """The L-BFGS two-loop recursion for every row at once: ``H g`` with ``H`` the inverse
-    (negative) Hessian estimate from the pairs ``s, y`` (``(n, m, d)``, newest last; a pair
-    with ``rho == 0`` is empty and has no effect). A row with no pair gets ``g`` itself."""
+@numba.njit(cache=True)
+def _lbfgs_directions(g, s, y, rho, newest, count, rows):
+    """The L-BFGS two-loop recursion for the rows ``rows``: ``H g[r]`` with ``H`` the inverse
+    (negative) Hessian estimate from row ``r``'s curvature pairs. ``s, y`` (``(n, m, d)``) and
+    ``rho`` (``(n, m)``) are ring buffers, ``newest[r]`` the slot of the row's newest pair and
+    ``count[r]`` how many it holds; a row with no pair gets ``g[r]`` itself. A loop over the
+    rows in place of NumPy's gathers of every row's pairs (six ``(n, d)`` copies an
+    iteration, more than the model's gradients at d = 1005)."""
     m = s.shape[1]
-    q = g.copy()
-    alpha = np.zeros(rho.shape)
-    for i in range(m - 1, -1, -1):
-        alpha[:, i] = rho[:, i] * np.einsum("nd,nd->n", s[:, i], q)
-        q -= alpha[:, i, None] * y[:, i]
-    yy = np.einsum("nd,nd->n", y[:, -1], y[:, -1])
-    sy = np.einsum("nd,nd->n", s[:, -1], y[:, -1])
-    gamma = np.where((rho[:, -1] > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), 1.0)
-    r = gamma[:, None] * q
-    for i in range(m):
-        beta = rho[:, i] * np.einsum("nd,nd->n", y[:, i], r)
-        r += s[:, i] * (alpha[:, i] - beta)[:, None]
-    return r
+    out = np.empty((rows.size, g.shape[1]))
+    alpha = np.empty(m)
+    for i in range(rows.size):
+        r = rows[i]
+        q = g[r].copy()
+        k = count[r]
+        for j in range(k):
+            slot = (newest[r] - j) % m
+            alpha[j] = rho[r, slot] * np.dot(s[r, slot], q)
+            q -= alpha[j] * y[r, slot]
+        if k > 0:
+            slot = newest[r]
+            yy = np.dot(y[r, slot], y[r, slot])
+            if yy > 0.0:
+                q *= np.dot(s[r, slot], y[r, slot]) / yy
+        for j in range(k - 1, -1, -1):
+            slot = (newest[r] - j) % m
+            beta = rho[r, slot] * np.dot(y[r, slot], q)
+            q += (alpha[j] - beta) * s[r, slot]
+        out[i] = q
+    return out
 
 
 class Ascent(NamedTuple):
@@ -205,13 +218,15 @@ def ascend(
     s_pairs = np.zeros((n, ASCENT_MEMORY, dim))
     y_pairs = np.zeros((n, ASCENT_MEMORY, dim))
     rho = np.zeros((n, ASCENT_MEMORY))
+    newest = np.full(n, ASCENT_MEMORY - 1)
+    count = np.zeros(n, dtype=np.int64)
     rate = np.full(n, initial_rate)
     rows = 0
     for _ in range(n_iter):
         active = np.flatnonzero(rate > 0.0)
         if active.size == 0:
             break
-        direction = _lbfgs_direction(g[active], s_pairs[active], y_pairs[active], rho[active])
+        direction = _lbfgs_directions(g, s_pairs, y_pairs, rho, newest, count, active)
         x_new = x[active] + rate[active, None] * direction
         lp_new, g_new = logp_grad(x_new)
         rows += active.size
@@ -223,22 +238,17 @@ def ascend(
         change = g[moved] - g_new[better]  # the gradient change of -log p: positive curvature
         curvature = np.einsum("nd,nd->n", step, change)
         paired = curvature > 1e-12 * np.linalg.norm(step, axis=1) * np.linalg.norm(change, axis=1)
-        had_pairs = rho[moved, -1] > 0
+        had_pairs = count[moved] > 0
         upd = moved[paired]
-        s_pairs[upd] = np.roll(s_pairs[upd], -1, axis=1)
-        y_pairs[upd] = np.roll(y_pairs[upd], -1, axis=1)
-        rho[upd] = np.roll(rho[upd], -1, axis=1)
-        s_pairs[upd, -1], y_pairs[upd, -1], rho[upd, -1] = (
-            step[paired],
-            change[paired],
-            1.0 / curvature[paired],
-        )
+        newest[upd] = (newest[upd] + 1) % ASCENT_MEMORY
+        s_pairs[upd, newest[upd]] = step[paired]
+        y_pairs[upd, newest[upd]] = change[paired]
+        rho[upd, newest[upd]] = 1.0 / curvature[paired]
+        count[upd] = np.minimum(count[upd] + 1, ASCENT_MEMORY)
         x[moved], lp[moved], g[moved] = x_new[better], lp_new[better], g_new[better]
         # A row's first pair switches it from gradient steps to unit L-BFGS steps.
         first_pair = np.isin(active, moved[paired & ~had_pairs])
-        grown = np.where(
-            rho[active, -1] > 0, np.minimum(rate[active] * 2.0, 1.0), rate[active] * 1.2
-        )
+        grown = np.where(count[active] > 0, np.minimum(rate[active] * 2.0, 1.0), rate[active] * 1.2)
         grown[first_pair] = 1.0
         rate[active] = np.where(better, grown, rate[active] * 0.5)
         rate[active[settled | (rate[active] <= 1e-8)]] = 0.0
