@@ -29,7 +29,9 @@ Commands:
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
   posteriors (:mod:`benchmarks.unimodal_overhead`);
 - ``trajectory-length``: DilationLangevin configurations against each other, warm, over
-  targets and seeds (:mod:`benchmarks.trajectory_length`).
+  targets and seeds (:mod:`benchmarks.trajectory_length`);
+- ``tuning-divergences``: where DilationLangevin's trajectories diverge, per adaptation
+  window and after tuning (:mod:`benchmarks.tuning_divergences`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ COMMANDS = {
     "symmetric": "benchmarks.symmetric",
     "ppca": "benchmarks.ppca",
     "trajectory-length": "benchmarks.trajectory_length",
+    "tuning-divergences": "benchmarks.tuning_divergences",
 }
 
 
