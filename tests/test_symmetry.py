@@ -307,3 +307,20 @@ def test_symmetry_jumps_is_validated():
         pdl.DilationLangevin(symmetry_jumps="yes")
     with pytest.raises(ValueError, match="symmetry_jumps"):
         pdl.sample_dilation(draws=100, model=model, symmetry_jumps=1)
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_ascents_that_climb_on_keep_one_copy_of_each_mode(seed):
+    # The label-switching NormalMixture has one mode up to its 3! label orders. Heads of the
+    # tuning population that climb on far below the highest cross into other label orders;
+    # unfolded, those copies entered the map (4-5 "modes" a chain on these seeds, and five
+    # times the wall).
+    from benchmarks import families
+
+    with families.build_model("normal_mixture"):
+        step = pdl.DilationLangevin()
+        pm.sample(
+            draws=5, tune=60, chains=1, cores=1, step=step, random_seed=seed,
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    assert step.mode_map.n_modes == 1
