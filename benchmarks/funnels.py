@@ -36,7 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SUITE", "build_model", "reference_moments", "moment_errors", "log_evidence", "main"]
+__all__ = [
+    "SUITE",
+    "is_target",
+    "build_model",
+    "reference_moments",
+    "moment_errors",
+    "log_evidence",
+    "main",
+]
 
 SUITE = [
     *(f"centered-normal-g{g}-{data}-{seed}" for g in (8, 50) for data in ("weak", "strong")
@@ -56,6 +64,13 @@ _NEAL = re.compile(r"neal-d(\d+)$")
 _GP = re.compile(r"gp_latent-n(\d+)-(\d+)$")
 REFERENCES = Path(__file__).parent / "results" / "references"
 NEAL_V_SD = 3.0
+
+
+def is_target(name: str) -> bool:
+    """Whether ``name`` is a target of the funnel suite (any seed and size)."""
+    return name in ("eight_schools_centered", "radon_centered") or any(
+        pattern.match(name) for pattern in (_CENTERED, _NEAL, _GP)
+    )
 
 
 def _hierarchy_data(name: str):

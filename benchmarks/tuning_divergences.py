@@ -36,16 +36,12 @@ __all__ = ["WINDOWS", "measure", "main"]
 WINDOWS = ((0, 25), (25, 75), (75, 175), (175, 375), (375, 950), (950, 1000))
 """Stan's adaptation windows for 1000 tuning iterations (the last is the step-size window)."""
 
-_FUNNEL_PREFIXES = ("centered-", "neal-", "gp_latent-", "eight_schools_centered", "radon_centered")
-
-
-def _is_funnel(name: str) -> bool:
-    return name.startswith(_FUNNEL_PREFIXES)
-
 
 def _targets(names: Sequence[str]) -> list[str]:
-    funnel = [name for name in names if _is_funnel(name)]
-    return funnel + end_to_end.expand_targets([name for name in names if not _is_funnel(name)])
+    funnel = [name for name in names if funnels.is_target(name)]
+    return funnel + end_to_end.expand_targets(
+        [name for name in names if not funnels.is_target(name)]
+    )
 
 
 def measure(name: str, model, seed: int) -> dict:
@@ -65,7 +61,7 @@ def measure(name: str, model, seed: int) -> dict:
     wall = time.perf_counter() - start
     tuning = np.asarray(group_dataset(idata, "warmup_sample_stats")["diverging"])
     sampling = group_dataset(idata, "sample_stats")
-    if _is_funnel(name):
+    if funnels.is_target(name):
         errors = funnels.moment_errors(idata, name)
     else:
         errors = end_to_end._moment_errors(name, idata)
@@ -99,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w") as out:
         for name in _targets(args.targets):
-            build = funnels.build_model if _is_funnel(name) else end_to_end.build_model
+            build = funnels.build_model if funnels.is_target(name) else end_to_end.build_model
             model = build(name)
             for seed in args.seeds:
                 row = measure(name, model, seed)

@@ -250,7 +250,7 @@ def test_ascents_stop_where_a_step_gains_almost_nothing():
         return unit_gaussian(xs)
 
     ys = 3.0 * np.random.default_rng(6).standard_normal((128, 5))
-    optima, lps, _, per_row, climbing = ascend(counted, ys, *unit_gaussian(ys), n_iter=20)
+    optima, lps, per_row, climbing = ascend(counted, ys, *unit_gaussian(ys), n_iter=20)
     # every row ends near the optimum (a step from 0.15 sd gains less than ASCENT_TOL)...
     assert np.all(-lps < 0.05)
     # ...and stops there: far fewer rows are evaluated than 20 per row
@@ -880,3 +880,22 @@ def test_lbfgs_directions_read_the_ring_buffers_newest_first():
         r += s * (alpha - (y @ r) / (s @ y))
     np.testing.assert_allclose(directions[0], r, rtol=1e-10)
     np.testing.assert_allclose(directions[1], g[1])
+
+
+def test_polish_without_a_known_optimum_polishes_every_row_but_the_skipped():
+    rng = np.random.default_rng(7)
+    points = exact_draws(40, rng)
+    optima = map_modes(mixture_logp_grad, points, *mixture_logp_grad(points)).locations
+    starts = optima + 0.05  # near each optimum, off it
+    lps, _ = mixture_logp_grad(starts)
+    places, _, converged, _ = modes_module._polish(
+        mixture_logp_grad, starts, lps, None, modes_module.VALLEY_DEPTH
+    )
+    assert converged.all()
+    np.testing.assert_allclose(places, optima, atol=1e-6)
+    skip = np.arange(len(starts)) == 0
+    places, _, converged, _ = modes_module._polish(
+        mixture_logp_grad, starts, lps, None, modes_module.VALLEY_DEPTH, skip=skip
+    )
+    assert not converged[0] and converged[1:].all()
+    np.testing.assert_array_equal(places[0], starts[0])

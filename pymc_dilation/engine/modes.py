@@ -176,8 +176,8 @@ class Ascent(NamedTuple):
 
     Attributes
     ----------
-    points, lps, grads : numpy.ndarray
-        ``(n, d)`` end points, ``(n,)`` their log densities, ``(n, d)`` gradients.
+    points, lps : numpy.ndarray
+        ``(n, d)`` end points and ``(n,)`` their log densities.
     calls : int
         Rows evaluated, as a share of all rows (gradients per row).
     climbing : numpy.ndarray
@@ -187,7 +187,6 @@ class Ascent(NamedTuple):
 
     points: np.ndarray
     lps: np.ndarray
-    grads: np.ndarray
     calls: int
     climbing: np.ndarray
 
@@ -252,7 +251,7 @@ def ascend(
         grown[first_pair] = 1.0
         rate[active] = np.where(better, grown, rate[active] * 0.5)
         rate[active[settled | (rate[active] <= 1e-8)]] = 0.0
-    return Ascent(x, lp, g, -(-rows // max(len(x), 1)), rate > 0.0)
+    return Ascent(x, lp, -(-rows // max(len(x), 1)), rate > 0.0)
 
 
 def _connected(logp_grad: BatchLogpGrad, top: np.ndarray, top_lp: float, xs, lps, depth):
@@ -466,7 +465,7 @@ def _polish(
         mine = at >= 0
         places[mine], roots[mine] = known.locations[at[mine]], known.roots[at[mine]]
         converged[mine] = True
-    own = (at < 0) & (np.zeros(k, dtype=bool) if skip is None else ~skip)
+    own = at < 0 if skip is None else (at < 0) & ~skip
     if own.any():
         places[own], roots[own], converged[own], more = newton_polish(logp_grad, starts[own])
         calls += more
@@ -618,7 +617,7 @@ def _in_known_modes(logp_grad, modes: ModeMap, xs, lps, grads, depth, fold) -> t
     the heavy importance draws' optima, all on the one mode, cost 0.65 s of the tuning
     population's 2.1 s that way.
     """
-    optima, opt_lp, _, calls, _ = ascend(logp_grad, xs, lps, grads, KNOWN_ASCENT_ITER)
+    optima, opt_lp, calls, _ = ascend(logp_grad, xs, lps, grads, KNOWN_ASCENT_ITER)
     if fold is not None:  # an exact symmetry: the log densities are unchanged
         optima = fold(optima)
     if not np.all(np.isfinite(opt_lp)):
