@@ -545,7 +545,7 @@ def test_growing_population_grows_only_while_it_finds_modes(logp_grad, modes, pa
 @pytest.mark.parametrize(
     "logp_grad, modes, annealed",
     [
-        (lambda ys: (-0.5 * (ys**2).sum(1), -ys), 1, False),  # one mode: nothing annealed
+        (lambda ys: (-0.5 * (ys**2).sum(1), -ys), 1, False),  # one mode: only the check
         (mixture_logp_grad, 2, True),  # the ascents find two: the annealing runs as before
     ],
 )
@@ -562,9 +562,14 @@ def test_probe_skips_the_annealing_only_when_the_ascents_find_one_mode(logp_grad
             levels, rng, first=32, most=512, probe=probe,
         )  # fmt: skip
     assert runs[True].modes.n_modes == runs[False].modes.n_modes == modes
-    # The annealing costs 4 steps a level per particle; the probe costs far less.
-    assert (runs[True].n_grad >= 4 * len(levels)) == annealed
+    assert runs[True].probed != annealed
+    # The annealing costs 4 steps a level per particle; the probe and its check (32 particles
+    # annealed, all of them here: a quarter of them in DilationLangevin) less.
     assert runs[False].n_grad >= 4 * len(levels)
+    if annealed:
+        assert runs[True].n_grad >= 4 * len(levels)
+    else:
+        assert runs[True].n_grad < runs[False].n_grad
 
 
 FAR_MEANS = np.array([-5.0, 5.0, 30.0])

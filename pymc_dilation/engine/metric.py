@@ -264,6 +264,7 @@ def estimate_metric(
     max_rank: int,
     cutoff: float = EIGENVALUE_CUTOFF,
     regularization: float = REGULARIZATION,
+    span_draws: int | None = None,
 ) -> Metric:
     """A metric from draws and the log density's gradients at them (nutpie's estimator).
 
@@ -277,6 +278,9 @@ def estimate_metric(
         Eigenvalues of the whitened estimate within ``[1/cutoff, cutoff]`` are left at 1.
     regularization : float
         Added to the projected covariances of draws and gradients.
+    span_draws : int, optional
+        At most this many of the draws (evenly spaced) enter the low-rank part, whose cost is
+        cubic in the dimension their span has (``min(2n, d)``); the diagonal uses all of them.
 
     Notes
     -----
@@ -296,6 +300,9 @@ def estimate_metric(
         return Metric(scale, np.zeros((dim, 0)), np.zeros(0))
     x = centered / scale
     g = centered_grads * scale
+    if span_draws is not None and n > span_draws:
+        rows = np.round(np.linspace(0, n - 1, max(span_draws, 2))).astype(int)
+        x, g, n = x[rows], g[rows], len(rows)
     if 2 * n >= dim:
         # The draws and gradients span the whole space: its own axes serve as the basis (a QR
         # of the wide (d, 2n) matrix cost 0.1-1 s at d = 205 with 2n = 1000-2000 in NumPy).
