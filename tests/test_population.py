@@ -559,12 +559,12 @@ def test_probe_skips_the_annealing_only_when_the_ascents_find_one_mode(logp_grad
         rng = np.random.default_rng(7)
         runs[probe] = map_growing_population(
             PopulationTarget(2, logp_grad), lambda n, rng=rng: rng.normal(scale=15.0, size=(n, 2)),
-            levels, rng, first=32, most=512, probe=probe,
+            levels, rng, first=128, most=512, probe=probe,
         )  # fmt: skip
     assert runs[True].modes.n_modes == runs[False].modes.n_modes == modes
     assert runs[True].probed != annealed
-    # The annealing costs 4 steps a level per particle; the probe and its check (32 particles
-    # annealed, all of them here: a quarter of them in DilationLangevin) less.
+    # The annealing costs 4 steps a level per particle; the probe and its check (32 of the
+    # 128 particles annealed) less.
     assert runs[False].n_grad >= 4 * len(levels)
     if annealed:
         assert runs[True].n_grad >= 4 * len(levels)
