@@ -160,10 +160,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     Gaussian each, and their weights are estimated by importance sampling; importance draws
     far heavier than the mean climb to modes the map lacks
     (:func:`~pymc_dilation.engine.population.weigh_and_discover`). The population first
-    climbs straight from its centers, and anneals only when that finds more than one mode
-    (``PROBE``); then more centers climb too, up to ``particles`` of them, while they find
-    modes of mass, and their modes join the annealed population's map. The chain starts from
-    one of the population's particles, resampled by the weights, and keeps the map. The rest
+    climbs straight from its centers; when that finds one mode, 32 particles are annealed and
+    climb from where they end (in 200 dimensions the ascents from every center can end in the
+    same one of two modes), and the whole population anneals only when either finds more
+    than one mode (``PROBE``); then more centers climb too, up to ``particles`` of them,
+    while they find modes of mass, and their modes join the annealed population's map. The
+    chain starts from one of the population's particles, resampled by the weights, and keeps
+    the map. The rest
     of the tuning adapts the step size (dual averaging towards ``target_accept``) and the
     preconditioner (the within-mode covariance, in doubling windows) at the posterior, and
     grows the map where the chain finds mass it misses. When tuning ends, modes whose

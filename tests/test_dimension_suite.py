@@ -95,17 +95,21 @@ def test_both_samplers_find_and_weigh_both_modes_of_a_100d_mixture():
 
 
 @pytest.mark.parametrize("check", [True, False])
-def test_a_mode_no_ascent_reaches_is_found_by_annealing_by_mass(check, monkeypatch):
+def test_a_mode_no_ascent_from_the_centers_reaches_is_found_from_annealed_starts(
+    check, monkeypatch
+):
     # At d = 200 the basins' shares of any broad law of centers go to 0 or 1: the tuning
     # population's 128 ascents all end in the component of weight 0.82, and before the check
-    # by mass every chain's map held that mode alone (no warning; benchmarks/RESULTS.md).
+    # from annealed starts every chain's map held that mode alone (no warning; RESULTS.md).
     import pymc as pm
 
     from pymc_dilation import DilationLangevin
     from pymc_dilation.engine import population
 
     if not check:  # the probe's ascents alone: the test's own control
-        monkeypatch.setattr(population, "_check_by_mass", lambda t, modes, *a: (modes, 0))
+        monkeypatch.setattr(
+            population, "_check_from_annealed_starts", lambda t, modes, *a: (modes, 0)
+        )
     model = dimension.build_model("gauss_mixture-d200-1")
     with model:
         idata = pm.sample(

@@ -213,8 +213,8 @@ DIFFUSION_STEPS = 4
 """MALA steps per diffusion sweep (see :func:`map_growing_population`)."""
 
 CHECK_PARTICLES = 32
-"""Particles annealed to check by mass a map that the probe's ascents found to hold one mode
-(see :func:`_check_by_mass`)."""
+"""Particles annealed to check a map that the probe's ascents found to hold one mode (see
+:func:`_check_from_annealed_starts`)."""
 
 GROWTH_WEIGHT = 1e-3
 """Estimated weight a mode needs to count when :func:`map_growing_population` decides whether
@@ -360,9 +360,10 @@ class MappedPopulation:
     n_grad : int
         Gradient evaluations per particle so far.
     probed : bool
-        Whether the map came from the probe's ascents alone, with nothing annealed (see
-        :func:`map_growing_population`): the modes' Gaussians then describe the spread of the
-        centers about each optimum (a safe importance proposal), not the posterior's.
+        Whether the map came from the probe's ascents (and its check) alone, with no
+        population annealed (see :func:`map_growing_population`): the modes' Gaussians then
+        describe the spread of the centers about each optimum (a safe importance proposal),
+        not the posterior's.
     """
 
     modes: ModeMap
@@ -455,7 +456,9 @@ def map_growing_population(
 
     With ``probe``, the first ``first`` centers climb straight to their optima before any
     annealing (see :func:`_probe`); when they find one mode, with weights even enough to
-    trust, that is the map and nothing is annealed or diffused. When they find several,
+    trust, :data:`CHECK_PARTICLES` particles are annealed and climb from where they end (see
+    :func:`_check_from_annealed_starts`); when those find no other mode either, that is the
+    map and nothing more is annealed or diffused. When they find several,
     more centers climb, the batch doubling while it finds modes of mass (see
     :func:`_climb_more`, up to ``most`` centers in all), and the modes they found join the
     annealed population's map.
@@ -474,7 +477,7 @@ def map_growing_population(
         probed, one_mode = _probe(target, centers, rng, known)
         checked = 0
         if one_mode:
-            modes, checked = _check_by_mass(
+            modes, checked = _check_from_annealed_starts(
                 target, probed.modes, draw_centers(CHECK_PARTICLES), levels, rng,
                 steps_per_level, target_accept, anneal_metropolis, initial_step,
             )  # fmt: skip
@@ -558,7 +561,7 @@ def _added_mass(before: ModeMap, after: ModeMap) -> np.ndarray:
     return share[before.n_modes :] / share.sum()
 
 
-def _check_by_mass(
+def _check_from_annealed_starts(
     target: PopulationTarget,
     modes: ModeMap,
     centers: np.ndarray,
