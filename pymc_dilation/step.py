@@ -166,8 +166,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     than one mode (``PROBE``); then more centers climb too, up to ``particles`` of them,
     while they find modes of mass, and their modes join the annealed population's map. The
     chain starts from one of the population's particles, resampled by the weights, and keeps
-    the map. The rest
-    of the tuning adapts the step size (dual averaging towards ``target_accept``) and the
+    the map. The rest of the tuning adapts the step size (dual averaging towards ``target_accept``) and the
     preconditioner (the within-mode covariance, in doubling windows) at the posterior, and
     grows the map where the chain finds mass it misses. When tuning ends, modes whose
     Gaussian misdescribes the chain's draws in them are refitted, and the proposal is tested
