@@ -159,18 +159,18 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     point, or the ``center`` given), the modes they reach are mapped and given a local
     Gaussian each, and their weights are estimated by importance sampling; importance draws
     far heavier than the mean climb to modes the map lacks
-    (:func:`~pymc_dilation.engine.population.weigh_and_discover`). The population first
-    climbs straight from its centers; when that finds one mode, 32 particles are annealed and
-    climb from where they end (in 200 dimensions the ascents from every center can end in the
-    same one of two modes), and the whole population anneals only when either finds more
-    than one mode (``PROBE``); then more centers climb too, up to ``particles`` of them,
-    while they find modes of mass, and their modes join the annealed population's map. The
-    chain starts from one of the population's particles, resampled by the weights, and keeps
-    the map. The rest of the tuning adapts the step size (dual averaging towards ``target_accept``) and the
-    preconditioner (the within-mode covariance, in doubling windows) at the posterior, and
-    grows the map where the chain finds mass it misses. When tuning ends, modes whose
-    Gaussian misdescribes the chain's draws in them are refitted, and the proposal is tested
-    with fresh draws before it is frozen.
+    (:func:`~pymc_dilation.engine.population.weigh_and_discover`). The population first climbs
+    straight from its centers; when that finds one mode of a posterior of 50 parameters or more,
+    32 particles are annealed and climb from where they end (in 200 dimensions the ascents from
+    every center can end in the same one of two modes), and the whole population anneals only
+    when either finds more than one mode (``PROBE``); then more centers climb too, up to
+    ``particles`` of them, while they find modes of mass, and their modes join the annealed
+    population's map. The chain starts from one of the population's particles, resampled by the
+    weights, and keeps the map. The rest of the tuning adapts the step size (dual averaging
+    towards ``target_accept``) and the preconditioner (the within-mode covariance, in doubling
+    windows) at the posterior, and grows the map where the chain finds mass it misses. When
+    tuning ends, modes whose Gaussian misdescribes the chain's draws in them are refitted, and
+    the proposal is tested with fresh draws before it is frozen.
 
     **Every iteration** runs one Metropolis-adjusted Hamiltonian trajectory (underdamped
     Langevin dynamics with full momentum refresh, discretised by leapfrog steps: HMC; see
