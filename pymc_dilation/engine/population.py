@@ -490,10 +490,14 @@ def map_growing_population(
         probed, one_mode = _probe(target, centers, rng, known)
         modes, checked = probed.modes, 0
         if one_mode and target.dim >= CHECK_MIN_DIM:
-            modes, checked = _check_from_annealed_starts(
-                target, probed.modes, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng,
-                steps_per_level, target_accept, anneal_metropolis, initial_step,
+            target.stage(
+                f"annealing {CHECK_PARTICLES} particles to check the map from other starts"
+            )
+            annealed = anneal(
+                target, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng, steps_per_level,
+                target_accept, anneal_metropolis, initial_step,
             )  # fmt: skip
+            modes, checked = _check_from_annealed_starts(target, probed.modes, annealed)
         if one_mode:
             if modes is probed.modes:
                 # No diffusion either: from draws of the one mode it found, a few MALA sweeps
@@ -576,20 +580,13 @@ def _added_mass(before: ModeMap, after: ModeMap) -> np.ndarray:
 
 
 def _check_from_annealed_starts(
-    target: PopulationTarget,
-    modes: ModeMap,
-    centers: np.ndarray,
-    levels: np.ndarray,
-    rng: np.random.Generator,
-    steps_per_level: int,
-    target_accept: float,
-    metropolis: bool,
-    initial_step: float,
+    target: PopulationTarget, modes: ModeMap, annealed: AnnealState
 ) -> tuple[ModeMap, int]:
-    """Anneal particles from ``centers`` along the dilation path, climb from where they end,
-    and add the modes they reach that ``modes`` lacks; returns ``modes`` itself when they add
-    none holding a share of at least :data:`GROWTH_WEIGHT` of the map's Laplace mass, and the
-    gradient evaluations spent (all particles together).
+    """Climb from where the ``annealed`` particles ended (annealed along the dilation path
+    from fresh centers) and add the modes they reach that ``modes`` lacks; returns ``modes``
+    itself when they add none holding a share of at least :data:`GROWTH_WEIGHT` of the map's
+    Laplace mass, and the gradient evaluations spent, the annealing's included (all
+    particles together).
 
     An ascent ends in the basin its start lies in, and in high dimension the basins' shares
     of a broad law of centers go to 0 or 1 whatever the modes' masses: on two-mode Gaussian
@@ -609,17 +606,12 @@ def _check_from_annealed_starts(
     Newton polish where none had ended) cost 1.6 s of a chain's 4.4 s tuning and found
     nothing.
     """
-    target.stage(f"annealing {len(centers)} particles to check the map from other starts")
-    state = _folded_state(
-        target,
-        anneal(target, centers, levels, rng, steps_per_level, target_accept, metropolis,
-               initial_step),
-    )  # fmt: skip
+    state = _folded_state(target, annealed)
     ascent = ascend(
         target.logp_grad_batch, state.ys, state.lps, state.grads,
         n_iter=CHECK_ASCENT_ITER,
     )  # fmt: skip
-    spent = (state.n_grad + ascent.calls) * len(centers)
+    spent = (state.n_grad + ascent.calls) * len(state.ys)
     ended = ~ascent.climbing & np.isfinite(ascent.lps)
     if not ended.any():
         return modes, spent
