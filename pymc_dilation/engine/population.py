@@ -488,17 +488,18 @@ def map_growing_population(
     centers = draw_centers(batch)
     if probe:
         probed, one_mode = _probe(target, centers, rng, known)
-        modes, checked = probed.modes, 0
-        if one_mode and target.dim >= CHECK_MIN_DIM:
-            target.stage(
-                f"annealing {CHECK_PARTICLES} particles to check the map from other starts"
-            )
-            annealed = anneal(
-                target, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng, steps_per_level,
-                target_accept, anneal_metropolis, initial_step,
-            )  # fmt: skip
-            modes, checked = _check_from_annealed_starts(target, probed.modes, annealed)
+        checked = 0  # gradient evaluations of the check, all its particles together
         if one_mode:
+            modes = probed.modes
+            if target.dim >= CHECK_MIN_DIM:
+                target.stage(
+                    f"annealing {CHECK_PARTICLES} particles to check the map from other starts"
+                )
+                annealed = anneal(
+                    target, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng,
+                    steps_per_level, target_accept, anneal_metropolis, initial_step,
+                )  # fmt: skip
+                modes, checked = _check_from_annealed_starts(target, modes, annealed)
             if modes is probed.modes:
                 # No diffusion either: from draws of the one mode it found, a few MALA sweeps
                 # stay in that mode (none added a mode on eight schools, garch, kidiq, sblrc: 2
