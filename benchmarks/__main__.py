@@ -31,7 +31,9 @@ Commands:
 - ``trajectory-length``: DilationLangevin configurations against each other, warm, over
   targets and seeds (:mod:`benchmarks.trajectory_length`);
 - ``tuning-divergences``: where DilationLangevin's trajectories diverge, per adaptation
-  window and after tuning (:mod:`benchmarks.tuning_divergences`).
+  window and after tuning (:mod:`benchmarks.tuning_divergences`);
+- ``metric-cost``: what one corrected preconditioner direction costs a leapfrog step, against
+  the model's gradient (:mod:`benchmarks.metric_cost`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ COMMANDS = {
     "ppca": "benchmarks.ppca",
     "trajectory-length": "benchmarks.trajectory_length",
     "tuning-divergences": "benchmarks.tuning_divergences",
+    "metric-cost": "benchmarks.metric_cost",
 }
 
 

@@ -268,6 +268,14 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         eigenvalues of the whitened covariance beyond a factor 2, as nutpie's low-rank
         adaptation; ``O(d k)`` per gradient for ``k`` such directions), every direction
         (``"dense"``, ``O(d²)``), or the diagonal only (``O(d)``).
+    max_rank : int, optional
+        Directions the ``"low-rank"`` or ``"dense"`` preconditioner corrects at most beyond its
+        diagonal, the furthest off first (default: no cap). Each costs ``O(d)`` per leapfrog
+        step: on a 500-group hierarchy (1005 parameters), whose ~90 corrected directions
+        doubled a step's cost, ``max_rank=16`` gave about 1.6 times the min bulk ESS per
+        second (6 seeds); on a 200-D regression with a correlated design, whose directions
+        are far off, it cost 60 % (``benchmarks/RESULTS.md``). Worth trying on models of many
+        hundred parameters.
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
     symmetry_jumps : bool
@@ -400,6 +408,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         target_accept: float | None = None,
         anneal_metropolis: bool = True,
         precondition: str = "low-rank",
+        max_rank: int | None = None,
         mode_jumps: bool = True,
         symmetry_jumps: bool = True,
         initial_step: float = 0.5,
@@ -439,6 +448,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self.initial_step = check_positive_float("initial_step", initial_step)
         self.anneal_metropolis = check_bool("anneal_metropolis", anneal_metropolis)
         self.precondition = check_choice("precondition", precondition, PRECONDITIONERS)
+        self.max_rank = (
+            None if max_rank is None else check_positive_int("max_rank", max_rank, zero=True)
+        )
         self.mode_jumps = check_bool("mode_jumps", mode_jumps)
         self.symmetry_jumps = check_bool("symmetry_jumps", symmetry_jumps)
         self.tune_iterations = None if tune is None else check_positive_int("tune", tune, zero=True)
@@ -531,7 +543,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._iteration = 0
         self._tuning = ChainTuning(
             self._logp.dim, self.precondition, self.target_accept, self.initial_step,
-            self._tune_total, self.trajectory_length,
+            self._tune_total, self.trajectory_length, self.max_rank,
         )  # fmt: skip
         self._cache = None
         self._divergences = 0

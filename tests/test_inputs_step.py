@@ -51,6 +51,8 @@ STEP_CASES = {
     ),
     "anneal_metropolis-int": ({"anneal_metropolis": 0}, ["anneal_metropolis", "True or False"]),
     "blocked-string": ({"blocked": "yes"}, ["blocked", "True or False"]),
+    "max_rank-negative": ({"max_rank": -1}, ["max_rank", "non-negative integer"]),
+    "max_rank-float": ({"max_rank": 2.5}, ["max_rank", "non-negative integer"]),
     "rng-string": ({"rng": "abc"}, ["rng", "non-negative integer", "Generator"]),
     "rng-negative": ({"rng": -1}, ["rng", "non-negative integer"]),
     "rng-float": ({"rng": 1.5}, ["rng", "non-negative integer"]),

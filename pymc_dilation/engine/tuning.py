@@ -90,6 +90,9 @@ class ChainTuning:
         Tuning iterations, when known (places the last window's end).
     trajectory : {"uturn", "chees"}
         How the trajectory length is chosen (see the module docstring).
+    rank_cap : int or None
+        Directions the metric corrects at most, whatever ``precondition`` allows (None: no
+        cap).
     """
 
     def __init__(
@@ -100,9 +103,11 @@ class ChainTuning:
         initial_step: float,
         tune: int | None,
         trajectory: str = "uturn",
+        rank_cap: int | None = None,
     ):
         self.dim = dim
         self.precondition = precondition
+        self.rank_cap = rank_cap
         self.tune = tune
         self.trajectory = trajectory
         self.step = DualAveraging(initial_step, target_accept)
@@ -121,9 +126,10 @@ class ChainTuning:
     @property
     def max_rank(self) -> int:
         """Directions the metric corrects beyond its diagonal, at most."""
-        return {"dense": self.dim, "diagonal": 0, "low-rank": min(self.dim, LOW_RANK_MAX)}[
+        rank = {"dense": self.dim, "diagonal": 0, "low-rank": min(self.dim, LOW_RANK_MAX)}[
             self.precondition
         ]
+        return rank if self.rank_cap is None else min(rank, self.rank_cap)
 
     @property
     def cutoff(self) -> float:
