@@ -365,7 +365,9 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
     compiled = nutpie.compile_pymc_model(model)
     trace = nutpie.sample(compiled, draws=2000, tune=1000, chains=4, seed=12345, progress_bar=False)
     del pm
-    posterior = trace.posterior[free]
+    from pymc_dilation._compat import group_dataset
+
+    posterior = group_dataset(trace, "posterior")[free]  # a DataTree on PyMC 6
     moments = {
         key: (float(draws.mean()), float(draws.std(ddof=1)))
         for key, draws in _flatten(posterior).items()
