@@ -271,11 +271,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     max_rank : int, optional
         Directions the ``"low-rank"`` or ``"dense"`` preconditioner corrects at most beyond its
         diagonal, the furthest off first (default: no cap). Each costs ``O(d)`` per leapfrog
-        step: on a 500-group hierarchy (1005 parameters), whose ~90 corrected directions
-        doubled a step's cost, ``max_rank=16`` gave about 1.6 times the min bulk ESS per
-        second (6 seeds); on a 200-D regression with a correlated design, whose directions
-        are far off, it cost 60 % (``benchmarks/RESULTS.md``). Worth trying on models of many
-        hundred parameters.
+        step: on 300- and 500-group hierarchies and stochastic volatility (252 parameters)
+        ``max_rank=16`` gave 1.2-1.75 times the min bulk ESS per second; on Gaussian
+        regressions with correlated designs (200 and 1000 coefficients), whose curvature
+        directions are exact and all needed, it cost 60 % to 80 % (``benchmarks/RESULTS.md``).
+        Worth trying on non-Gaussian models of a few hundred parameters or more.
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
     symmetry_jumps : bool
