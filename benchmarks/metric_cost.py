@@ -35,7 +35,8 @@ STEPS_PER_CALL = 50
 
 
 def measure(target: str, ranks: Sequence[int], steps: int, seed: int = 0) -> dict:
-    """Seconds per evaluation and per leapfrog step at each rank, for one target."""
+    """Microseconds per evaluation and per leapfrog step at each rank, for one target, and
+    one direction's cost (the slope between the lowest and highest rank)."""
     from pymc_dilation.engine.metric import Metric
     from pymc_dilation.engine.trajectory import hmc_trajectory
     from pymc_dilation.model import compile_model_logp
