@@ -11,9 +11,10 @@ from pymc_dilation.engine.metric import (
     estimate_metric,
     metric_from_covariance,
     noise_cutoff,
+    whitened_variances,
 )
 from pymc_dilation.engine.trajectory import hmc_trajectory
-from pymc_dilation.engine.tuning import ChainTuning
+from pymc_dilation.engine.tuning import CAPPED_MIN_DIM, CONTRADICTED_MAX_RANK, ChainTuning
 
 
 def _correlated_gaussian(dim, seed):
@@ -132,6 +133,57 @@ def _independent_gaussian(y, extra):
 
 
 gaussian_point = point_function(_independent_gaussian)
+
+
+def test_whitened_variances_are_exact_for_a_gaussian_from_few_draws():
+    # Along the covariance's eigen-directions the gradients of a Gaussian are the whitened
+    # precision times the draws, so 10 draws give the metric's error exactly: 1 for the exact
+    # metric, the true variance over the metric's for one built from a wrong covariance.
+    rng = np.random.default_rng(5)
+    basis, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    variances = np.array([30.0, 8.0, 3.0, 1.0, 1.0, 0.5, 0.1, 0.02])
+    covariance = basis @ np.diag(variances) @ basis.T
+    draws = rng.multivariate_normal(np.zeros(8), covariance, size=10)
+    grads = -draws @ np.linalg.inv(covariance)
+    exact = metric_from_covariance(covariance, cutoff=1.0)
+    np.testing.assert_allclose(whitened_variances(exact, draws, grads), 1.0, rtol=1e-8)
+    too_narrow = metric_from_covariance(covariance / 6.0, cutoff=1.0)
+    np.testing.assert_allclose(whitened_variances(too_narrow, draws, grads), 6.0, rtol=1e-8)
+
+
+def _first_window_rank(metric_covariance, draw_covariance, seed=6):
+    """The rank cap a chain tuning a Gaussian of ``draw_covariance`` settles on after its
+    first window, started from the metric of ``metric_covariance``."""
+    dim = draw_covariance.shape[0]
+    tuning = ChainTuning(dim, "low-rank", 0.8, 0.5, tune=1000)
+    tuning.metric = tuning.initial_metric(metric_covariance)
+    rng = np.random.default_rng(seed)
+    precision = np.linalg.inv(draw_covariance)
+    for iteration in range(25):
+        x = rng.multivariate_normal(np.zeros(dim), draw_covariance)
+        tuning.update(iteration, x, x, -precision @ x, 0.8)
+    return tuning.curvature_holds, tuning.max_rank
+
+
+def test_a_contradicted_curvature_caps_the_low_rank_directions():
+    # 80 directions with variances spread over 1e-2..1e2: from the exact curvature the first
+    # window confirms it and every direction stays correctable; from a curvature 6 times too
+    # narrow (a hierarchy's mode understates its spread so) the cap applies.
+    rng = np.random.default_rng(7)
+    basis, _ = np.linalg.qr(rng.normal(size=(80, 80)))
+    covariance = basis @ np.diag(np.exp(rng.uniform(-4.6, 4.6, 80))) @ basis.T
+    assert _first_window_rank(covariance, covariance) == (True, 80)
+    assert _first_window_rank(covariance / 6.0, covariance) == (False, CONTRADICTED_MAX_RANK)
+    # A cap the user chose wins, and a dense or diagonal preconditioner is not capped.
+    small = ChainTuning(CAPPED_MIN_DIM, "low-rank", 0.8, 0.5, tune=1000)
+    small.curvature_holds = False  # directions cost little in few dimensions
+    assert small.max_rank == CAPPED_MIN_DIM
+    capped = ChainTuning(40, "low-rank", 0.8, 0.5, tune=1000, rank_cap=30)
+    capped.curvature_holds = False
+    assert capped.max_rank == 30
+    dense = ChainTuning(40, "dense", 0.8, 0.5, tune=1000)
+    dense.curvature_holds = False
+    assert dense.max_rank == 40
 
 
 def test_hmc_trajectory_samples_a_gaussian_exactly():

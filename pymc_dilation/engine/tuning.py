@@ -36,6 +36,7 @@ from pymc_dilation.engine.metric import (
     estimate_metric,
     metric_from_covariance,
     noise_cutoff,
+    whitened_variances,
 )
 
 __all__ = [
@@ -66,6 +67,24 @@ draws, evenly spaced (its diagonal from all of them; see
 ``d / 2`` dimensions rather than up to ``d``. At 1005 parameters the last window (575 draws)
 cost 0.62 s a chain in two ``1005 × 1005`` eigendecompositions, against about 0.05 s; its
 correction changed 4 directions of 91."""
+CONTRADICTED_MAX_RANK = 16
+"""Directions the ``"low-rank"`` preconditioner corrects at most (unless the user chose
+``max_rank``) when the first window's draws and gradients contradict the curvature at the mode
+(:meth:`ChainTuning.curvature_holds`). There the curvature misstates the spread in most
+directions (the median direction is off by more than a factor 2: 5-8 on hierarchies of 20-500
+groups, radon and stochastic volatility; within 2 % to 35 % on the Gaussian regressions, kidiq,
+arK, garch, sblrc and earnings), later windows re-estimate every direction only to about a
+factor 2, and each direction costs ``O(d)`` per leapfrog step. Measured (PyMC 6, 4 seeds, min
+bulk / tail ESS per second): the 500-group hierarchy 67 / 81 -> 103 / 127, stochastic
+volatility 71 / 96 -> 88 / 130, 100 groups 387 / 513 -> 451 / 564, 20 groups 659 / 744 ->
+630 / 728, radon 192 / 218 -> 165 / 242; a cutoff of 4 or 6 in place of the cap did worse
+on all five; held out (seeds 5-7): 300 groups 133 / 158 -> 145 / 191, stochastic volatility
+of 500 returns 18 / 25 -> 32 / 46, radon 189 / 222 -> 159 / 175 (benchmarks/RESULTS.md)."""
+CAPPED_MIN_DIM = 4 * CONTRADICTED_MAX_RANK
+"""The cap applies to models of more parameters than this only: a direction costs about
+0.25 ns × d per leapfrog step, so below it the directions the cap removes save little (a
+20-group hierarchy, d = 45: min bulk / tail ESS per second 504 / 629 -> 401 / 425 with the
+cap, held-out seeds 5-7)."""
 DIVERGENCE_RATE = 0.01
 """Share of a window's trajectories that may diverge before the step-size target is raised
 (see :meth:`ChainTuning.update`)."""
@@ -119,6 +138,7 @@ class ChainTuning:
         self.window_end = FIRST_WINDOW
         self.window_length = FIRST_WINDOW
         self.metric: Metric | None = None
+        self.curvature_holds: bool | None = None
         self.mean: RunningMean | None = None
         self.final_step = initial_step
         self.final_length = INITIAL_LENGTH
@@ -129,7 +149,15 @@ class ChainTuning:
         rank = {"dense": self.dim, "diagonal": 0, "low-rank": min(self.dim, LOW_RANK_MAX)}[
             self.precondition
         ]
-        return rank if self.rank_cap is None else min(rank, self.rank_cap)
+        if self.rank_cap is not None:
+            return min(rank, self.rank_cap)
+        if (
+            self.precondition == "low-rank"
+            and self.curvature_holds is False
+            and self.dim > CAPPED_MIN_DIM
+        ):
+            return min(rank, CONTRADICTED_MAX_RANK)
+        return rank
 
     @property
     def cutoff(self) -> float:
@@ -276,6 +304,8 @@ class ChainTuning:
         if len(draws) < 2:
             return False
         metric = self.metric
+        if self.curvature_holds is None:
+            self.curvature_holds = _curvature_holds(metric, draws, grads)
         span_draws = len(draws)
         if self.dim > FULL_ESTIMATE_MAX_DIM:
             span_draws = min(span_draws, max(2, self.dim // 4))
@@ -296,3 +326,18 @@ class ChainTuning:
         self.final_step = self.step.step_size_bar
         self.final_length = self.length.length_bar
         self.uturns.freeze()
+
+
+def _curvature_holds(metric: Metric, draws: np.ndarray, grads: np.ndarray) -> bool:
+    """Whether the first window's draws and gradients bear out the metric's directions (the
+    curvature at the mode): the median of their variances in the metric's whitened
+    coordinates (:func:`~pymc_dilation.engine.metric.whitened_variances`, exactly 1 for a
+    Gaussian) within a factor :data:`EIGENVALUE_CUTOFF` of 1. A metric without directions
+    has nothing to contradict."""
+    if metric.rank == 0:
+        return True
+    variances = whitened_variances(metric, draws, grads)
+    variances = variances[np.isfinite(variances) & (variances > 0)]
+    if variances.size == 0:
+        return True
+    return bool(np.median(np.abs(np.log(variances))) <= np.log(EIGENVALUE_CUTOFF))
