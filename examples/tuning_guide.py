@@ -344,18 +344,20 @@ show(pd.DataFrame(rows).T.round(1))
 # the slowest second moments (at 2-8 times the gradients on most hierarchies). If `az.ess` is
 # low for a scale parameter while the others are high, try it.
 #
-# **`precondition` and `max_rank`.** The default preconditioner is the diagonal plus every
-# direction in which the draws and gradients (or, before the first window, the curvature at the
-# mode) show a variance off by more than a factor 2, as nutpie's low-rank adaptation. Each such
-# direction costs `O(d)` per leapfrog step. On a model of many hundred parameters with a
-# hundred moderately off directions that is more than the gradient costs: on a 500-group
-# hierarchy (1005 parameters, PyMC 6, 6 seeds) `max_rank=16` kept the 16 most extreme and gave
-# about 1.6 times the effective draws per second of the default, where `precondition="diagonal"`
-# lost effective draws; on a 300-group hierarchy and on stochastic volatility (252 parameters)
-# it gave 1.2 and 1.65 times. On Gaussian regressions with correlated designs the same cap cost
-# 60 % (200 coefficients) to 80 % (1000), since there the curvature's directions are exact and
-# all of them are needed, so no cap is the default. On a non-Gaussian model of a few hundred
-# parameters or more (hierarchies, latent time series), try `max_rank=16`.
+# **`precondition` and `max_rank`.** The default preconditioner is the diagonal plus the
+# directions in which the draws and gradients (or, before the first window, the curvature at
+# the mode) show a variance off by more than a factor 2, as nutpie's low-rank adaptation. Each
+# such direction costs `O(d)` per leapfrog step. At the end of the first window the chain
+# checks the curvature's directions against the window's draws and gradients (for a Gaussian
+# they agree exactly); where the median direction is off by more than a factor 2 (hierarchies,
+# latent time series: 5-8 on the benchmarks) and the model has more than 64 parameters, it
+# keeps at most the 16 most extreme directions: on a 500-group hierarchy (1005 parameters,
+# PyMC 6) that gave about 1.5 times the effective draws per second of correcting all of its
+# hundred directions, on stochastic volatility 1.2-1.8 times, on 100- and 300-group
+# hierarchies 1.1-1.2 times, and on radon 0.8-0.85. Where the curvature holds (the Gaussian
+# regressions, kidiq, arK, garch) there is no cap: a cap of 16 cost 60-80 % on regressions
+# with correlated designs. `max_rank` sets the cap yourself, on any model (radon, for
+# instance, did better without one: `max_rank=175`).
 
 # %% [markdown]
 # ## `sample_dilation`: levels, steps and refinement

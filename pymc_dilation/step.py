@@ -270,12 +270,16 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         (``"dense"``, ``O(d²)``), or the diagonal only (``O(d)``).
     max_rank : int, optional
         Directions the ``"low-rank"`` or ``"dense"`` preconditioner corrects at most beyond its
-        diagonal, the furthest off first (default: no cap). Each costs ``O(d)`` per leapfrog
-        step: on 300- and 500-group hierarchies and stochastic volatility (252 parameters)
-        ``max_rank=16`` gave 1.2-1.75 times the min bulk ESS per second; on Gaussian
-        regressions with correlated designs (200 and 1000 coefficients), whose curvature
-        directions are exact and all needed, it cost 60 % to 80 % (``benchmarks/RESULTS.md``).
-        Worth trying on non-Gaussian models of a few hundred parameters or more.
+        diagonal, the furthest off first. Each costs ``O(d)`` per leapfrog step. By default
+        (None) there is no cap where the curvature at the mode holds, and a cap of 16 where the
+        first adaptation window's draws and gradients contradict it (the median direction
+        off by more than a factor 2, as on hierarchies and latent time series) on models of
+        more than 64 parameters: there later windows pin a direction down only to about a
+        factor 2, and 16 directions gave 1.1-1.8 times the min bulk ESS per second of no cap
+        on hierarchies of 100-500 groups and stochastic volatility, 0.8-0.85 on radon
+        (``benchmarks/RESULTS.md``). On Gaussian regressions with correlated designs the
+        curvature holds and every direction is needed (a cap of 16 cost 60-80 % there). Set
+        it to choose the cap yourself, on any model.
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
     symmetry_jumps : bool
