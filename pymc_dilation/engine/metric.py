@@ -182,13 +182,6 @@ class Metric:
         basis, new_coef = _select(1.0 + eigenvalues, q @ eigenvectors, max_rank, cutoff)
         return Metric(scale, np.ascontiguousarray(basis), new_coef)
 
-    def truncated(self, max_rank: int) -> Metric:
-        """The same metric with only its ``max_rank`` directions furthest off kept."""
-        if self.rank <= max_rank:
-            return self
-        order = np.argsort(-np.abs(np.log1p(self.coef)))[:max_rank]
-        return Metric(self.scale, np.ascontiguousarray(self.basis[:, order]), self.coef[order])
-
     @classmethod
     def identity(cls, dim: int) -> Metric:
         """The unit metric."""

@@ -306,11 +306,6 @@ class ChainTuning:
         metric = self.metric
         if self.curvature_holds is None:
             self.curvature_holds = _curvature_holds(metric, draws, grads)
-            # A cap that now applies starts from the curvature's most extreme directions, as
-            # one the user chose does (the 500-group hierarchy, seeds 5-6, min bulk ESS:
-            # 591-644 when all 332 were refitted and 16 of the result kept, 703-728 so,
-            # 745-795 with the user's max_rank=16 from the start).
-            metric = metric.truncated(self.max_rank)
         span_draws = len(draws)
         if self.dim > FULL_ESTIMATE_MAX_DIM:
             span_draws = min(span_draws, max(2, self.dim // 4))
