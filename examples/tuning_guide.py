@@ -351,13 +351,14 @@ show(pd.DataFrame(rows).T.round(1))
 # checks the curvature's directions against the window's draws and gradients (for a Gaussian
 # they agree exactly); where the median direction is off by more than a factor 2 (hierarchies,
 # latent time series: 5-8 on the benchmarks) and the model has more than 64 parameters, it
-# keeps at most the 16 most extreme directions: on a 500-group hierarchy (1005 parameters,
-# PyMC 6) that gave about 1.5 times the effective draws per second of correcting all of its
-# hundred directions, on stochastic volatility 1.2-1.8 times, on 100- and 300-group
-# hierarchies 1.1-1.2 times, and on radon 0.8-0.85. Where the curvature holds (the Gaussian
-# regressions, kidiq, arK, garch) there is no cap: a cap of 16 cost 60-80 % on regressions
-# with correlated designs. `max_rank` sets the cap yourself, on any model (radon, for
-# instance, did better without one: `max_rank=175`).
+# keeps at most the 16 directions furthest off from then on: on hierarchies of 100-500 groups
+# and stochastic volatility that gave 1.0-1.8 times the effective draws per second of keeping
+# them all, on radon 0.85-1.05. Where the curvature holds (the Gaussian regressions, kidiq,
+# arK, garch) there is no cap. `max_rank` sets a cap yourself, applied from the start to the
+# curvature's directions too: `max_rank=16` gave about 1.5 times the default's effective draws
+# per second on 500-group hierarchies (1005 parameters), but on stochastic volatility of 500
+# returns, whose most extreme curvature directions are the most wrong, 0.35-0.6 of them; on
+# regressions with correlated designs, whose directions are all needed, it cost 60-80 %.
 
 # %% [markdown]
 # ## `sample_dilation`: levels, steps and refinement

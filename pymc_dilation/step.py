@@ -271,15 +271,16 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     max_rank : int, optional
         Directions the ``"low-rank"`` or ``"dense"`` preconditioner corrects at most beyond its
         diagonal, the furthest off first. Each costs ``O(d)`` per leapfrog step. By default
-        (None) there is no cap where the curvature at the mode holds, and a cap of 16 where the
-        first adaptation window's draws and gradients contradict it (the median direction
-        off by more than a factor 2, as on hierarchies and latent time series) on models of
-        more than 64 parameters: there later windows pin a direction down only to about a
-        factor 2, and 16 directions gave 1.1-1.8 times the min bulk ESS per second of no cap
-        on hierarchies of 100-500 groups and stochastic volatility, 0.8-0.85 on radon
-        (``benchmarks/RESULTS.md``). On Gaussian regressions with correlated designs the
-        curvature holds and every direction is needed (a cap of 16 cost 60-80 % there). Set
-        it to choose the cap yourself, on any model.
+        (None) there is no cap while the curvature at the mode holds, and a cap of 16 from the
+        end of the first adaptation window when that window's draws and gradients contradict
+        it (the median direction off by more than a factor 2, as on hierarchies and latent
+        time series) on a model of more than 64 parameters: 1.0-1.8 times the min bulk ESS per
+        second of no cap on hierarchies of 100-500 groups and stochastic volatility, 0.85-1.05
+        on radon (``benchmarks/RESULTS.md``). Set, the cap applies from the start, to the
+        curvature's directions too: ``max_rank=16`` gave 1.5 times the default's ESS per
+        second on 500-group hierarchies, but 0.35-0.6 of it on stochastic volatility of 500
+        returns; on Gaussian regressions with correlated designs, whose curvature directions
+        are exact and all needed, it cost 60-80 %.
     mode_jumps : bool
         Propose a jump between modes at every iteration when the map holds several.
     symmetry_jumps : bool

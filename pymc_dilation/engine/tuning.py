@@ -69,17 +69,22 @@ cost 0.62 s a chain in two ``1005 × 1005`` eigendecompositions, against about 0
 correction changed 4 directions of 91."""
 CONTRADICTED_MAX_RANK = 16
 """Directions the ``"low-rank"`` preconditioner corrects at most (unless the user chose
-``max_rank``) when the first window's draws and gradients contradict the curvature at the mode
-(:meth:`ChainTuning.curvature_holds`). There the curvature misstates the spread in most
-directions (the median direction is off by more than a factor 2: 5-8 on hierarchies of 20-500
-groups, radon and stochastic volatility; within 2 % to 35 % on the Gaussian regressions, kidiq,
-arK, garch, sblrc and earnings), later windows re-estimate every direction only to about a
-factor 2, and each direction costs ``O(d)`` per leapfrog step. Measured (PyMC 6, 4 seeds, min
-bulk / tail ESS per second): the 500-group hierarchy 67 / 81 -> 103 / 127, stochastic
-volatility 71 / 96 -> 88 / 130, 100 groups 387 / 513 -> 451 / 564, 20 groups 659 / 744 ->
-630 / 728, radon 192 / 218 -> 165 / 242; a cutoff of 4 or 6 in place of the cap did worse
-on all five; held out (seeds 5-7): 300 groups 133 / 158 -> 145 / 191, stochastic volatility
-of 500 returns 18 / 25 -> 32 / 46, radon 189 / 222 -> 159 / 175 (benchmarks/RESULTS.md)."""
+``max_rank``) once the first window's draws and gradients contradict the curvature at the mode
+(:func:`_curvature_holds`). There the curvature misstates the spread in most directions (the
+median direction off by 5-8 on hierarchies of 20-500 groups, radon and stochastic
+volatility; by 2 % to 35 % on the Gaussian regressions, kidiq, arK, garch, sblrc and
+earnings), later windows pin a direction down only to about a factor 2, and each direction
+costs ``O(d)`` per leapfrog step. The first window still runs with all of the curvature's
+directions and its refit sees them all; only then are the 16 furthest off kept. Measured (PyMC
+6, min bulk / tail ESS per second, before -> now), seeds 1-4: the 500-group hierarchy 69 / 84
+-> 74 / 100, stochastic volatility (252 parameters) 77 / 104 -> 99 / 136, radon 199 / 226 ->
+208 / 272, 100 groups 406 / 535 -> 418 / 543; held-out seeds 5-7: stochastic volatility of
+500 returns 18 / 25 -> 32 / 46, another 500-group hierarchy 60 / 87 -> 68 / 105, 300 groups
+134 / 172 -> 145 / 211, 100 groups 347 / 439 -> 395 / 547, radon 189 / 222 -> 159 / 175.
+On stochastic volatility of 500 returns the curvature's most extreme directions are the most
+wrong: refitting from only those 16 once the first window contradicted them left min bulk ESS
+4-67 (seeds 5-7), ``max_rank=16`` from the start 107-249 (seeds 5-6), against 327-464 so
+(benchmarks/RESULTS.md)."""
 CAPPED_MIN_DIM = 4 * CONTRADICTED_MAX_RANK
 """The cap applies to models of more parameters than this only: a direction costs about
 0.25 ns × d per leapfrog step, so below it the directions the cap removes save little (a
