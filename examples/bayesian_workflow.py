@@ -124,8 +124,9 @@ print(
 # same model with the same settings, and puts the summaries side by side. NUTS is nutpie when it
 # is installed and PyMC's own NUTS otherwise. Each `DilationLangevin` chain maps the modes it
 # finds with a small population of particles at its first tuning iteration and then proposes an
-# exact Metropolis–Hastings jump between them at every iteration; `compare_with_nuts` warns
-# (`check_mode_maps`) when the chains' maps or their shares of the modes disagree.
+# exact Metropolis–Hastings jump between them at every iteration. `pm.sample` warns when a
+# chain's map or its draws' log density disagrees with another chain's, and `compare_with_nuts`
+# also warns (`check_mode_maps`) when the chains' shares of the modes disagree.
 
 # %%
 with model:

@@ -17,6 +17,7 @@ from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
+from pymc_dilation.cross_chain import SUMMARY_DRAWS, ChainSummary, disagreements, run_registry
 from pymc_dilation.engine.adaptation import WindowCovariance
 from pymc_dilation.engine.chain_map import (
     UNMAPPED_RUN,
@@ -331,6 +332,15 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     A proposal with a non-finite log density or gradient is rejected and marked as divergent;
     the chain goes on.
 
+    Chains compare themselves with each other as they sample: every 100 draws after tuning a
+    chain leaves a summary (its number of modes, the mean and sd of its draws' log density) in
+    a directory of the system's temporary directory that the chains of the same ``pm.sample``
+    call share, in one process or several, and warns through PyMC's sampler warnings once
+    about each other chain whose map found another number of modes or whose draws' log
+    density differs by more than 4 sds (:mod:`pymc_dilation.cross_chain`). The draws never
+    depend on it. :func:`pymc_dilation.check_mode_maps` compares the chains' shares of the
+    modes afterwards.
+
     Progress before the first draw: the first tuning iteration runs the tuning population,
     which on big models takes minutes (its dense ``d x d`` linear algebra grows as ``d³``).
     Its stages are logged on PyMC's logger (``"DilationLangevin tuning population, 12 s:
@@ -553,6 +563,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._cache = None
         self._divergences = 0
         self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
+        self._registry = run_registry(self.rng, self._run_signature())
+        self._draw_logps = np.zeros(3)  # count, mean and sum of squares since tuning (Welford)
         exact = self._symmetry.exact
         self._map = ChainMap(
             self._logp.dim, self.mode_jumps, self.particles,
@@ -587,6 +599,40 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """Start tuning (and the mode map) anew on the current chain."""
         self._start_chain(self.rng, self._tune_total, None)
         self.tune = True
+
+    def _run_signature(self) -> tuple:
+        """What, beyond the seed, the chains of one run share and other runs do not (see
+        :mod:`pymc_dilation.cross_chain`)."""
+        options = (
+            self.particles, self.kernel, self.steps_per_draw, self.trajectory_length,
+            self.target_accept, self.precondition, self.max_rank, self.mode_jumps,
+            self.symmetry_jumps, self._tune_total, tuple(self.levels),
+        )  # fmt: skip
+        return tuple(self.var_names), self._logp.dim, self._data_signature, options
+
+    def _compare_chains(self, lp: float) -> None:
+        """After tuning: take in the draw's log density ``lp``; every :data:`SUMMARY_DRAWS`
+        draws, publish this chain's summary and warn once about each other chain of the run
+        it disagrees with (:func:`~pymc_dilation.cross_chain.disagreements`)."""
+        if self._registry is None or not np.isfinite(lp):
+            return
+        count, mean, squares = self._draw_logps
+        count += 1
+        delta = lp - mean
+        mean += delta / count
+        squares += delta * (lp - mean)
+        self._draw_logps = np.array([count, mean, squares])
+        if count % SUMMARY_DRAWS:
+            return
+        mine = ChainSummary(
+            self._registry.label, int(self.mode_map.n_modes), float(mean),
+            float(np.sqrt(squares / max(count - 1, 1))), int(count), int(self._logp.dim),
+        )  # fmt: skip
+        self._registry.publish(mine)
+        for chain, message in disagreements(mine, self._registry.others()).items():
+            if chain not in self._registry.warned:
+                self._registry.warned.add(chain)
+                self._warn(message)
 
     # ------------------------------------------------------------------ the mode map
     def _map_modes(self, x: np.ndarray, extra: np.ndarray):
@@ -790,6 +836,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._adapt(x_new, grad_new, accept, mode, n_div > 0)
         else:
             self._divergences += n_div
+            self._compare_chains(lp_new)
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
         x_out, lp_out, symmetry = x_new, lp_new, np.nan

@@ -90,3 +90,21 @@ def raises_with(exc, fn, *fragments):
     for fragment in fragments:
         assert re.search(fragment, message), (fragment, message)
     return message
+
+
+@pytest.fixture
+def pymc_messages():
+    """The messages logged on PyMC's logger (INFO and above) while the test runs."""
+    import logging
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    logger = logging.getLogger("pymc")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)

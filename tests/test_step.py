@@ -500,24 +500,6 @@ def test_a_reused_step_samples_the_data_set_since(cores):
     assert float(np.asarray(after.posterior["mu"]).mean()) == pytest.approx(exact, abs=0.1)
 
 
-@pytest.fixture
-def pymc_messages():
-    """The messages logged on PyMC's logger (INFO and above) while the test runs."""
-    import logging
-
-    messages = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.INFO)
-    logger = logging.getLogger("pymc")
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
-
-
 def test_the_tuning_population_reports_its_stages_on_big_models(
     conjugate_normal, monkeypatch, pymc_messages
 ):
