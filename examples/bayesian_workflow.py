@@ -125,7 +125,7 @@ print(
 # is installed and PyMC's own NUTS otherwise. Each `DilationLangevin` chain maps the modes it
 # finds with a small population of particles at its first tuning iteration and then proposes an
 # exact Metropolis–Hastings jump between them at every iteration. `pm.sample` warns when a
-# chain's map or its draws' log density disagrees with another chain's, and `compare_with_nuts`
+# chain's modes or its draws' log density disagree with another chain's, and `compare_with_nuts`
 # also warns (`check_mode_maps`) when the chains' shares of the modes disagree.
 
 # %%

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import numpy as np
+from pymc import __version__ as pm_version
 from pymc.blocking import DictToArrayBijection, RaveledVars
 from pymc.exceptions import SamplingError
 from pymc.stats.convergence import SamplerWarning, WarningType
@@ -17,7 +20,13 @@ from pymc.vartypes import continuous_types
 
 from pymc_dilation._compat import ChainSetupMixin
 from pymc_dilation.centers import resolve_center
-from pymc_dilation.cross_chain import SUMMARY_DRAWS, ChainSummary, disagreements, run_registry
+from pymc_dilation.cross_chain import (
+    SUMMARY_DRAWS,
+    ChainSummary,
+    disagreements,
+    run_registry,
+    visited_modes,
+)
 from pymc_dilation.engine.adaptation import WindowCovariance
 from pymc_dilation.engine.chain_map import (
     UNMAPPED_RUN,
@@ -336,8 +345,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     chain leaves a summary (its number of modes, the mean and sd of its draws' log density) in
     a directory of the system's temporary directory that the chains of the same ``pm.sample``
     call share, in one process or several, and warns through PyMC's sampler warnings once
-    about each other chain whose map found another number of modes or whose draws' log
-    density differs by more than 4 sds (:mod:`pymc_dilation.cross_chain`). The draws never
+    about each other chain that visits at least twice or at most half as many modes (those
+    holding 5 % of its draws) or whose draws' log density differs by more than 4 sds
+    (:mod:`pymc_dilation.cross_chain`). The draws never
     depend on it. :func:`pymc_dilation.check_mode_maps` compares the chains' shares of the
     modes afterwards.
 
@@ -565,6 +575,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
         self._registry = run_registry(self.rng, self._run_signature())
         self._draw_logps = np.zeros(3)  # count, mean and sum of squares since tuning (Welford)
+        self._mode_visits = np.zeros(0)  # draws since tuning in each mode of the map
         exact = self._symmetry.exact
         self._map = ChainMap(
             self._logp.dim, self.mode_jumps, self.particles,
@@ -608,12 +619,30 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self.target_accept, self.precondition, self.max_rank, self.mode_jumps,
             self.symmetry_jumps, self._tune_total, tuple(self.levels),
         )  # fmt: skip
-        return tuple(self.var_names), self._logp.dim, self._data_signature, options
+        return (
+            tuple(self.var_names), self._logp.dim, self._data_signature, options,
+            self._logp_fingerprint(), pm_version, sys.version_info[:2],
+        )  # fmt: skip
 
-    def _compare_chains(self, lp: float) -> None:
-        """After tuning: take in the draw's log density ``lp``; every :data:`SUMMARY_DRAWS`
-        draws, publish this chain's summary and warn once about each other chain of the run
-        it disagrees with (:func:`~pymc_dilation.cross_chain.disagreements`)."""
+    def _logp_fingerprint(self) -> tuple:
+        """The log density and a digest of its gradient at the model's initial point: tells
+        apart models with the same variables and data (two 1-D models of an ``x``)."""
+        try:
+            point = self._model.initial_point()
+            extra = self._logp.ravel_extra(point)
+            q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
+            with np.errstate(all="ignore"):
+                lp, grad = self._logp.logp_grad(self._logp.from_model(q.data, extra), extra)
+        except Exception:  # a model without a finite initial point: no fingerprint
+            return ()
+        digest = hashlib.blake2b(np.asarray(grad, float).tobytes(), digest_size=8).hexdigest()
+        return float(lp), digest
+
+    def _compare_chains(self, lp: float, mode: int) -> None:
+        """After tuning: take in the draw's log density ``lp`` and its mode; every
+        :data:`SUMMARY_DRAWS` draws, publish this chain's summary and warn once about each
+        other chain of the run it disagrees with
+        (:func:`~pymc_dilation.cross_chain.disagreements`)."""
         if self._registry is None or not np.isfinite(lp):
             return
         count, mean, squares = self._draw_logps
@@ -622,10 +651,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         mean += delta / count
         squares += delta * (lp - mean)
         self._draw_logps = np.array([count, mean, squares])
+        if self._mode_visits.size <= mode:
+            self._mode_visits = np.pad(self._mode_visits, (0, mode + 1 - self._mode_visits.size))
+        self._mode_visits[mode] += 1
         if count % SUMMARY_DRAWS:
             return
         mine = ChainSummary(
-            self._registry.label, int(self.mode_map.n_modes), float(mean),
+            self._registry.label, visited_modes(self._mode_visits), float(mean),
             float(np.sqrt(squares / max(count - 1, 1))), int(count), int(self._logp.dim),
         )  # fmt: skip
         self._registry.publish(mine)
@@ -836,7 +868,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._adapt(x_new, grad_new, accept, mode, n_div > 0)
         else:
             self._divergences += n_div
-            self._compare_chains(lp_new)
+            self._compare_chains(lp_new, mode)
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
         x_out, lp_out, symmetry = x_new, lp_new, np.nan

@@ -4,7 +4,7 @@ import numpy as np
 import pymc as pm
 
 from pymc_dilation import DilationLangevin
-from pymc_dilation.cross_chain import ChainSummary, disagreements, run_registry
+from pymc_dilation.cross_chain import ChainSummary, disagreements, run_registry, visited_modes
 
 SAMPLE = dict(cores=1, progressbar=False, compute_convergence_checks=False)
 
@@ -17,7 +17,12 @@ def test_disagreements_name_maps_and_log_densities_that_differ():
     mine = _summary("0")
     assert disagreements(mine, [_summary("1", mean=-10.5)]) == {}
     maps = disagreements(mine, [_summary("1", n_modes=2)])
-    assert list(maps) == ["1"] and "chain 0 found 1 mode(s), chain 1 2" in maps["1"]
+    assert list(maps) == ["1"] and "visit different modes: chain 0 1, chain 1 2" in maps["1"]
+    assert visited_modes(np.array([95.0, 4.0, 1.0])) == 1  # a mode it hardly visits
+    assert visited_modes(np.array([60.0, 40.0])) == 2
+    # Maps of many small modes differ by a few from chain to chain: not reported.
+    assert disagreements(_summary("0", n_modes=22), [_summary("1", n_modes=32)]) == {}
+    assert disagreements(_summary("0", n_modes=10), [_summary("1", n_modes=20)])
     far = disagreements(mine, [_summary("1", mean=-1560.0, sd=16.0)])
     assert "chain 1's draws have a log density 1550.0 below chain 0's" in far["1"]
     # Sds scale the gap: 5 nats apart is far for sds of 1, not for sds of 16.
