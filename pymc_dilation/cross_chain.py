@@ -34,7 +34,9 @@ import numpy as np
 __all__ = [
     "ChainSummary",
     "RunRegistry",
+    "LOGP_GAP",
     "MODE_COUNT_RATIO",
+    "MODE_SHARE",
     "SUMMARY_DRAWS",
     "disagreements",
     "run_registry",
@@ -88,7 +90,7 @@ class ChainSummary:
     dim: int
 
 
-def chain_label(rng: np.random.Generator) -> tuple[str, int] | None:
+def chain_label(rng: np.random.Generator) -> tuple[str, str] | None:
     """``(entropy, label)`` of a chain's generator as PyMC spawned it, or None when it was not
     spawned from a seed sequence (then the chain cannot find its siblings)."""
     seed_seq = getattr(rng.bit_generator, "seed_seq", None)

@@ -522,6 +522,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             if self.symmetry_jumps
             else Symmetries()
         )
+        self._fingerprint = self._logp_fingerprint(initial_point)
 
     @property
     def symmetries(self) -> list[str]:
@@ -621,14 +622,13 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         )  # fmt: skip
         return (
             tuple(self.var_names), self._logp.dim, self._data_signature, options,
-            self._logp_fingerprint(), pm_version, sys.version_info[:2],
+            self._fingerprint, pm_version, sys.version_info[:2],
         )  # fmt: skip
 
-    def _logp_fingerprint(self) -> tuple:
-        """The log density and a digest of its gradient at the model's initial point: tells
+    def _logp_fingerprint(self, point: dict) -> tuple:
+        """The log density and a digest of its gradient at the model's initial ``point``: tells
         apart models with the same variables and data (two 1-D models of an ``x``)."""
         try:
-            point = self._model.initial_point()
             extra = self._logp.ravel_extra(point)
             q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
             with np.errstate(all="ignore"):
