@@ -30,6 +30,8 @@ from pymc_dilation.cross_chain import (
 from pymc_dilation.engine.adaptation import WindowCovariance
 from pymc_dilation.engine.chain_map import (
     UNMAPPED_RUN,
+    UNVISITED_DRAWS,
+    UNVISITED_WEIGHT,
     ChainMap,
     ChainModeMap,
     in_density_coordinates,
@@ -348,8 +350,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     about each other chain that visits at least twice or at most half as many modes (those
     holding 5 % of its draws) or whose draws' log density differs by more than 4 sds
     (:mod:`pymc_dilation.cross_chain`). The draws never
-    depend on it. :func:`pymc_dilation.check_mode_maps` compares the chains' shares of the
-    modes afterwards.
+    depend on it. Each chain also compares its draws with its own map: one that has not
+    visited, in 200 draws after tuning, modes its map gives at least half of the mass warns
+    (its jumps there fail, or the map's weights are wrong).
+    :func:`pymc_dilation.check_mode_maps` compares the chains' shares of the modes afterwards.
 
     Progress before the first draw: the first tuning iteration runs the tuning population,
     which on big models takes minutes (its dense ``d x d`` linear algebra grows as ``d³``).
@@ -577,6 +581,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._registry = run_registry(self.rng, self._run_signature())
         self._draw_logps = np.zeros(3)  # count, mean and sum of squares since tuning (Welford)
         self._mode_visits = np.zeros(0)  # draws since tuning in each mode of the map
+        self._jump_counts = np.zeros(2)  # jumps proposed and accepted since tuning
+        self._unvisited_warned = False
         exact = self._symmetry.exact
         self._map = ChainMap(
             self._logp.dim, self.mode_jumps, self.particles,
@@ -643,7 +649,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         :data:`SUMMARY_DRAWS` draws, publish this chain's summary and warn once about each
         other chain of the run it disagrees with
         (:func:`~pymc_dilation.cross_chain.disagreements`)."""
-        if self._registry is None or not np.isfinite(lp):
+        if not np.isfinite(lp):
             return
         count, mean, squares = self._draw_logps
         count += 1
@@ -655,6 +661,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._mode_visits = np.pad(self._mode_visits, (0, mode + 1 - self._mode_visits.size))
         self._mode_visits[mode] += 1
         if count % SUMMARY_DRAWS:
+            return
+        self._check_visits(int(count))
+        if self._registry is None:
             return
         mine = ChainSummary(
             self._registry.label, visited_modes(self._mode_visits), float(mean),
@@ -868,6 +877,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._adapt(x_new, grad_new, accept, mode, n_div > 0)
         else:
             self._divergences += n_div
+            if not np.isnan(jump):
+                self._jump_counts += (1.0, jump)
             self._compare_chains(lp_new, mode)
         self._iteration += 1
         self._cache = (x_new.copy(), extra.copy(), lp_new, grad_new)
@@ -954,6 +965,25 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """Report ``message`` through PyMC's sampler warnings with a coming draw's stats
         (``pm.sample`` logs them as it samples, as it does NUTS's)."""
         self._warnings.append(SamplerWarning(WarningType.BAD_PARAMS, message, "warning"))
+
+    def _check_visits(self, count: int) -> None:
+        """Warn once when, after :data:`UNVISITED_DRAWS` draws, the chain has not visited modes
+        its map gives at least :data:`UNVISITED_WEIGHT` of the mass."""
+        if self._unvisited_warned or count < UNVISITED_DRAWS:
+            return
+        weight = self._map.unvisited_weight(self._mode_visits)
+        if weight < UNVISITED_WEIGHT:
+            return
+        self._unvisited_warned = True
+        proposed, accepted = self._jump_counts
+        self._warn(
+            f"DilationLangevin: in {count} draws the chain has not visited modes its map gives "
+            f"{weight:.0%} of the posterior mass ({accepted:.0f} of {proposed:.0f} jumps "
+            "accepted): its jumps fail there, or the map's weights are wrong, and its draws "
+            "misstate the modes' shares. Compare the chains "
+            "(pymc_dilation.check_mode_maps(idata), mode_occupancy(idata)), tune longer, or "
+            "run pymc_dilation.sample_dilation."
+        )
 
     def _warn_unmapped(self, lp: float) -> None:
         """Warn that the chain sits on mass its map lacks (see :data:`UNMAPPED_RUN`)."""

@@ -553,3 +553,47 @@ def test_a_chain_on_mass_its_map_lacks_warns_through_pm_sample(monkeypatch, pymc
             assert 0 < len(unmapped) == int(np.sum(right > 0.5)), (right, unmapped)
         else:
             assert unmapped == [], unmapped
+
+
+def test_a_chain_that_never_reaches_a_mode_its_map_weighs_warns(monkeypatch, pymc_messages):
+    # Issue 24: a chain whose jumps never land in modes its map gives most of the mass (a
+    # mode's Gaussian far from the mode) sampled on in silence. Here every chain's map gains,
+    # when tuning ends, a "mode" at +30 (no posterior mass) holding 0.6 of the weight.
+    from pymc_dilation.engine import chain_map
+    from pymc_dilation.engine.weights import jump_proposal, mode_proposal
+
+    model = bimodal_model(weight=0.4, left=-6.0, right=6.0)
+    checked = chain_map.ChainMap.check_proposal
+
+    def add_a_phantom_mode(self, logp_grad, rng):
+        checked(self, logp_grad, rng)
+        modes, k = self.modes, [0, 0]
+        phantom = replace(
+            modes, locations=modes.locations[k], means=modes.means[k] * 0 + 30.0,
+            roots=modes.roots[k], logp=modes.logp[k],
+        )  # fmt: skip
+        joined = replace(
+            modes,
+            **{f: np.concatenate([getattr(modes, f), getattr(phantom, f)[:1]])
+               for f in ("locations", "means", "roots", "logp")},
+            labels=np.arange(modes.n_modes + 1),
+        )  # fmt: skip
+        weights = np.append(0.4 * self.record.weights, 0.6)
+        self.modes = joined
+        self.record = replace(self.record, means=joined.means, weights=weights)
+        self.mixture = mode_proposal(joined, weights, chain_map.JUMP_FLOOR)
+        self.proposal = jump_proposal(joined, weights, chain_map.JUMP_FLOOR)
+
+    for phantom in (False, True):
+        pymc_messages.clear()
+        if phantom:
+            monkeypatch.setattr(chain_map.ChainMap, "check_proposal", add_a_phantom_mode)
+        with model:
+            idata = pm.sample(draws=300, tune=300, step=DilationLangevin(), random_seed=3, **SAMPLE)
+        unvisited = [m for m in pymc_messages if "has not visited modes" in m]
+        if phantom:
+            assert len(unvisited) == 4, unvisited  # every chain, once
+            assert "60%" in unvisited[0], unvisited[0]
+            assert (idata.posterior["x"].values < 20).all()  # no draw at the phantom
+        else:
+            assert unvisited == [], unvisited

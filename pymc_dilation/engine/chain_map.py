@@ -35,7 +35,14 @@ from pymc_dilation.engine.weights import (
     mode_proposal,
 )
 
-__all__ = ["ChainModeMap", "ChainMap", "ordered", "in_density_coordinates"]
+__all__ = [
+    "ChainModeMap",
+    "ChainMap",
+    "UNVISITED_DRAWS",
+    "UNVISITED_WEIGHT",
+    "ordered",
+    "in_density_coordinates",
+]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -94,6 +101,15 @@ warns of mass its map lacks. A chain's excursions beyond its mapped modes' centr
 last a few iterations; one that climbed into a mode the map missed stays until its Langevin
 steps find their way out (measured on 2-D mixtures: 166 and 530 iterations, in components of
 weight 0.002 and 0.013)."""
+UNVISITED_WEIGHT = 0.5
+"""Weight of a chain's map on modes the chain has never visited since tuning, from which it
+says so (see :meth:`ChainMap.unvisited_weight`)."""
+UNVISITED_DRAWS = 200
+"""Draws after tuning before a chain compares its visits with its map's weights. Exact jumps
+that land where the Gaussians describe the modes are accepted most of the time (0.7-0.8 on
+the multimodal suite), so a chain whose jumps work visits modes of half the weight within a
+few draws; one that has not in 200 draws has jumps that fail (a mode's Gaussian far from what
+the mode is) or a map whose weights are wrong."""
 MAX_GROWTH_CHECKS = 50
 """Looks for a missing mode per chain at most."""
 COVERAGE_EVERY = 4
@@ -239,6 +255,16 @@ class ChainMap:
         self.mode_draws = [WindowCovariance(self.dim) for _ in range(modes.n_modes)]
         jumps = self.jumps and modes.n_modes > 1
         self.proposal = jump_proposal(modes, weights, JUMP_FLOOR) if jumps else None
+
+    def unvisited_weight(self, visits: np.ndarray) -> float:
+        """The weight the map gives the modes with no draw among ``visits`` (draws per mode
+        since tuning); 0 when no jumps are proposed (a chain then stays in its mode, and a
+        map of several modes whose weights cannot be trusted has said so already)."""
+        if self.proposal is None or self.modes.n_modes < 2:
+            return 0.0
+        seen = np.zeros(self.modes.n_modes, dtype=bool)
+        seen[: len(visits)] = np.asarray(visits[: self.modes.n_modes]) > 0
+        return float(np.sum(self.record.weights[~seen]))
 
     def mode_of(self, x: np.ndarray) -> int:
         """The mode whose local Gaussian gives ``x`` the highest density."""

@@ -70,8 +70,18 @@ class LaplaceApproximation:
 
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """Target points ``(..., d)`` to whitened coordinates."""
-        z = np.linalg.solve(self.root, (np.atleast_2d(x) - self.mode).T).T
+        rhs = (np.atleast_2d(x) - self.mode).T
+        if self._upper:  # the Cholesky root: a triangular solve, O(d²) a point instead of O(d³)
+            z = linalg.solve_triangular(self.root, rhs, lower=False, check_finite=False).T
+        else:
+            z = np.linalg.solve(self.root, rhs).T
         return np.ascontiguousarray(z.reshape(np.shape(x)))
+
+    @cached_property
+    def _upper(self) -> bool:
+        """Whether ``root`` is upper triangular (and invertible)."""
+        root = self.root
+        return bool(not np.tril(root, -1).any() and np.all(np.diag(root) != 0))
 
     def whiten(self, logp_grad: BatchLogpGrad) -> Whitened:
         """The batched log density in whitened coordinates (gradient by the chain rule); a
