@@ -11,7 +11,7 @@ from contextlib import nullcontext
 
 import numpy as np
 from pymc import __version__ as pm_version
-from pymc.blocking import DictToArrayBijection, RaveledVars
+from pymc.blocking import DictToArrayBijection
 from pymc.exceptions import SamplingError
 from pymc.stats.convergence import SamplerWarning, WarningType
 from pymc.step_methods.compound import BlockedStep, Competence
@@ -579,7 +579,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._divergences = 0
         self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
         self._registry = run_registry(self.rng, self._run_signature())
-        self._draw_logps = np.zeros(3)  # count, mean and sum of squares since tuning (Welford)
+        self._draw_logps = (0, 0.0, 0.0)  # count, mean, sum of squares since tuning (Welford)
         self._mode_visits = np.zeros(0)  # draws since tuning in each mode of the map
         self._jump_counts = np.zeros(2)  # jumps proposed and accepted since tuning
         self._unvisited_warned = False
@@ -592,6 +592,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._mode_draws: list[WindowCovariance] = []
         self._extra = None
         self._handed_back = None  # (last draw in model coordinates, the chain's state)
+        self._point_map_info = None  # (name, shape, size, dtype) of the sampled variables
         self._last_seconds = 0.0  # the last iteration's time (see ONE_THREAD_ITERATION)
         self._near = None  # the near symmetries that mirror this chain's path centers
 
@@ -656,7 +657,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         delta = lp - mean
         mean += delta / count
         squares += delta * (lp - mean)
-        self._draw_logps = np.array([count, mean, squares])
+        self._draw_logps = (count, mean, squares)
         if self._mode_visits.size <= mode:
             self._mode_visits = np.pad(self._mode_visits, (0, mode + 1 - self._mode_visits.size))
         self._mode_visits[mode] += 1
@@ -812,8 +813,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     # ------------------------------------------------------------------ sampling
     def step(self, point):
         extra = self._logp.ravel_extra(point)
-        q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
-        q_in = q.data.astype(np.float64)
+        if self._point_map_info is None:
+            q = DictToArrayBijection.map({name: point[name] for name in self.var_names})
+            self._point_map_info = q.point_map_info
+        # What DictToArrayBijection.map and .rmap do, without building their records each
+        # iteration (about 15 µs of a 100 µs step on small models).
+        q_in = np.concatenate([np.ravel(point[name]) for name in self.var_names]).astype(np.float64)
         if self._handed_back is not None and np.array_equal(self._handed_back[0], q_in):
             # PyMC gave back the last draw: go on from the chain's own state (not from the draw
             # a symmetry moved; no round trip through the reparameterization).
@@ -833,8 +838,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             mapped, log_jacobian = self._logp.reparam.to_model(x_out, extra)
             q_out = mapped[0]
             stats["model_logp"] = stats["model_logp"] - float(log_jacobian[0])
-        self._handed_back = (q_out.copy(), x_new.copy())
-        new = DictToArrayBijection.rmap(RaveledVars(q_out, q.point_map_info), start_point=point)
+        self._handed_back = (q_out.copy(), self._cache[0])
+        new = dict(point)
+        start = 0
+        for name, shape, size, dtype in self._point_map_info:
+            new[name] = q_out[start : start + size].reshape(shape).astype(dtype)
+            start += size
         return new, [stats]
 
     def _astep(self, x: np.ndarray, extra: np.ndarray):
@@ -1019,7 +1028,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         nor the other variables changed."""
         if self._cache is not None:
             x_prev, extra_prev, lp, grad = self._cache
-            if np.array_equal(x_prev, x) and np.array_equal(extra_prev, extra):
+            same_x = x_prev is x or np.array_equal(x_prev, x)
+            if same_x and (extra_prev.size == extra.size == 0 or np.array_equal(extra_prev, extra)):
                 return x_prev, lp, grad, 0
         lp, grad = self._logp.logp_grad(x, extra)
         return x, float(lp), np.asarray(grad, dtype=float), 1

@@ -25,6 +25,7 @@ eigenvalues far from 1 give the low-rank correction. A window of ``n`` draws thu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import linalg
@@ -77,12 +78,12 @@ class Metric:
         """Number of corrected directions ``k``."""
         return self.coef.shape[0]
 
-    @property
+    @cached_property
     def inverse_coef(self) -> np.ndarray:
         """The coefficients of ``R⁻¹ = (I + B diag(c') Bᵀ) diag(scale)⁻¹``."""
         return 1.0 / (1.0 + self.coef) - 1.0
 
-    @property
+    @cached_property
     def covariance_coef(self) -> np.ndarray:
         """The coefficients of ``R Rᵀ = diag(scale) (I + B diag(c'') Bᵀ) diag(scale)``."""
         return (1.0 + self.coef) ** 2 - 1.0
