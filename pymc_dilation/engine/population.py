@@ -27,7 +27,12 @@ import numpy as np
 
 from pymc_dilation.engine.convergence import population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
-from pymc_dilation.engine.kernels import langevin_steps_compiled, langevin_steps_vectorized
+from pymc_dilation.engine.kernels import (
+    LangevinInfo,
+    hmc_steps_vectorized,
+    langevin_steps_compiled,
+    langevin_steps_vectorized,
+)
 from pymc_dilation.engine.laplace import LaplaceApproximation, root_log_det
 from pymc_dilation.engine.modes import ModeMap, add_modes, ascend, map_modes, moment_match
 from pymc_dilation.engine.weights import (
@@ -228,6 +233,19 @@ smaller basin held 27-83 % of 128 prior draws' ascents at d = 20, 5-28 % at d = 
 at d = 200. Below it the probe's ascents reach every basin of weight, and the check only
 cost time: 1 s a chain on a 4-parameter GARCH model whose log density is a long recursion."""
 
+HMC_REFINE_MIN_DIM = 50
+"""From this dimension on, ``sample_dilation`` refines particles that are not yet posterior
+draws (the importance weights were too uneven to resample, so the annealed particles are
+refined) by Hamiltonian trajectories instead of MALA steps (see :func:`refine`). Resampled
+importance draws are posterior draws already, and MALA only decorrelates their copies: on a
+200-D Gaussian regression HMC took 21 s where MALA took 12, for the same errors."""
+HMC_LENGTH = 1.5
+"""Length of a refinement trajectory in whitened units (about the posterior's sd there)."""
+HMC_MAX_LEAPFROG = 64
+"""Leapfrog steps of a refinement trajectory at most."""
+HMC_TARGET_ACCEPT = 0.8
+"""Acceptance the refinement's HMC step sizes adapt to."""
+
 GROWTH_WEIGHT = 1e-3
 """Estimated weight a mode needs to count when :func:`map_growing_population` decides whether
 a doubling found more modes. Real local modes of negligible mass (a mixture likelihood's
@@ -317,24 +335,52 @@ def refine(
     inv_mass: np.ndarray | None = None,
     record: Callable | None = None,
     on_sweep: Callable[[int], None] | None = None,
+    hmc: bool = False,
 ) -> int:
     """Exact refinement at λ = 1, in place; returns the gradient evaluations per particle.
 
-    Each sweep runs ``steps`` MALA steps and, with a ``proposal``, one independence jump
+    Each sweep runs ``steps`` MALA steps (with ``hmc``: ``steps`` Hamiltonian trajectories of
+    length :data:`HMC_LENGTH`, :func:`~pymc_dilation.engine.kernels.hmc_steps_vectorized`)
+    and, with a ``proposal``, one independence jump
     (:func:`~pymc_dilation.engine.weights.independence_jump`). Both kernels leave the target
     invariant. Each particle has its own step size (``step``: a scalar or ``(n,)``), adapted
     during the first half of the sweeps only, so in the second half every particle follows a
-    fixed, exact Markov kernel.
+    fixed, exact Markov kernel; with ``hmc`` so is the diagonal mass, re-estimated from the
+    particles and their gradients before each sweep of the first half
+    (:func:`_particle_inverse_mass`).
+
+    MALA's moves are diffusive: on a 205-parameter hierarchy 10 sweeps of 4 steps left the
+    particles 9 posterior sds off (60 sweeps: 2); trajectories of the same gradients move
+    about as far as their length (worst error 0.19 sd).
     """
     inv_mass = np.ones(ys.shape[1]) if inv_mass is None else inv_mass
     log_eps = np.log(np.broadcast_to(np.asarray(step, dtype=float), (len(ys),))).copy()
     n_grad = 0
     for sweep in range(sweeps):
         eps = np.exp(log_eps)
-        info = target.langevin(ys, lps, grads, eps, inv_mass, steps, rng, True)
-        n_grad += steps
+        if hmc:
+            if sweep < sweeps // 2 and len(ys) > 2:
+                inv_mass = _particle_inverse_mass(ys, grads)
+            n_leapfrog = int(np.clip(np.ceil(HMC_LENGTH / np.median(eps)), 1, HMC_MAX_LEAPFROG))
+            runs = [
+                hmc_steps_vectorized(
+                    target.logp_grad_batch, ys, lps, grads, eps, n_leapfrog, rng, inv_mass
+                )
+                for _ in range(steps)
+            ]
+            info = LangevinInfo(
+                np.mean([run.acceptance_rate for run in runs], axis=0),
+                np.sum([run.divergences for run in runs], axis=0),
+                n_leapfrog * steps,
+            )
+            n_grad += n_leapfrog * steps
+            aim = HMC_TARGET_ACCEPT
+        else:
+            info = target.langevin(ys, lps, grads, eps, inv_mass, steps, rng, True)
+            n_grad += steps
+            aim = target_accept
         if sweep < sweeps // 2:
-            log_eps += 2.0 * (info.acceptance_rate - target_accept) / np.sqrt(sweep + 1)
+            log_eps += 2.0 * (info.acceptance_rate - aim) / np.sqrt(sweep + 1)
         jump = np.nan
         if proposal is not None:
             jump = independence_jump(target.logp_grad_batch, proposal, ys, lps, grads, rng)
@@ -344,6 +390,16 @@ def refine(
         if on_sweep is not None:
             on_sweep(sweep)
     return n_grad
+
+
+def _particle_inverse_mass(ys: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """A diagonal inverse mass from the particles and their gradients, ``√(Var x / Var g)``
+    per coordinate (nutpie's estimator: exact for a Gaussian, and informative before the
+    particles have spread to the posterior, whose curvature their gradients show); 1 where
+    either variance vanishes."""
+    var_x, var_g = ys.var(axis=0), grads.var(axis=0)
+    ok = np.isfinite(var_x) & np.isfinite(var_g) & (var_x > 0) & (var_g > 0)
+    return np.where(ok, np.sqrt(np.where(ok, var_x, 1.0) / np.where(ok, var_g, 1.0)), 1.0)
 
 
 @dataclass
@@ -977,6 +1033,7 @@ def run_population(
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
         None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
+        hmc=target.dim >= HMC_REFINE_MIN_DIM and not mapped.resampled,
     )  # fmt: skip
     checks = population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
