@@ -449,7 +449,12 @@ def sample_dilation(
     anneal_metropolis : bool
         MALA (True) or unadjusted Langevin (False) during the annealing.
     refine_sweeps, refine_steps : int
-        Refinement sweeps at λ = 1 and MALA steps per sweep.
+        Refinement sweeps at λ = 1 and MALA steps per sweep. From 50 parameters on, when
+        the importance weights were too uneven to resample (the particles refined are then
+        the annealed ones, not yet posterior draws), each step is a Hamiltonian trajectory
+        instead, with a diagonal mass estimated from the particles and their gradients
+        during the first half of the sweeps (exact: a Metropolis-adjusted kernel with its
+        step sizes and mass fixed in the second half).
     reparameterize : bool
         Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
         a Gaussian random walk with a sampled step sd: funnels) non-centered where the data
