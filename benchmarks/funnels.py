@@ -213,6 +213,8 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
         return {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
     import nutpie
 
+    from pymc_dilation._compat import group_dataset
+
     keep = _declared(build_model(name))
     # Strong data: the centered form is the well-conditioned one (the non-centered one is a
     # narrow curved ridge, where nutpie's own reference run was off by half an sd).
@@ -224,7 +226,7 @@ def reference_moments(name: str) -> dict[str, tuple[float, float]]:
     )  # fmt: skip
     moments = {
         key: (float(draws.mean()), float(draws.std(ddof=1)))
-        for key, draws in _flatten(trace.posterior[keep]).items()
+        for key, draws in _flatten(group_dataset(trace, "posterior")[keep]).items()
     }
     REFERENCES.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(moments, indent=0))
