@@ -71,17 +71,17 @@ class LaplaceApproximation:
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """Target points ``(..., d)`` to whitened coordinates."""
         rhs = (np.atleast_2d(x) - self.mode).T
-        if self._upper:  # the Cholesky root: a triangular solve, O(d²) a point instead of O(d³)
-            z = linalg.solve_triangular(self.root, rhs, lower=False, check_finite=False).T
+        lower = self._triangle
+        if lower is not None:  # a Cholesky root: a triangular solve, O(d²) a point, not O(d³)
+            z = linalg.solve_triangular(self.root, rhs, lower=lower, check_finite=False).T
         else:
             z = np.linalg.solve(self.root, rhs).T
         return np.ascontiguousarray(z.reshape(np.shape(x)))
 
     @cached_property
-    def _upper(self) -> bool:
-        """Whether ``root`` is upper triangular (and invertible)."""
-        root = self.root
-        return bool(not np.tril(root, -1).any() and np.all(np.diag(root) != 0))
+    def _triangle(self) -> bool | None:
+        """See :func:`_triangle_of`."""
+        return _triangle_of(self.root)
 
     def whiten(self, logp_grad: BatchLogpGrad) -> Whitened:
         """The batched log density in whitened coordinates (gradient by the chain rule); a
@@ -93,6 +93,17 @@ class LaplaceApproximation:
                 logp_grad.root @ self.root,
             )
         return Whitened(logp_grad, self.mode, self.root)
+
+
+def _triangle_of(root: np.ndarray) -> bool | None:
+    """Whether the square ``root`` is lower (True) or upper (False) triangular with a nonzero
+    diagonal; None when it is neither (an eigenvector root)."""
+    if not np.all(np.diag(root) != 0):
+        return None
+    for lower in (False, True):
+        if not (np.triu(root, 1) if lower else np.tril(root, -1)).any():
+            return lower
+    return None
 
 
 TRIANGULAR_MIN_DIM = 100
@@ -113,14 +124,8 @@ class Whitened:
     def _triangle(self) -> tuple[np.ndarray, bool] | None:
         """``(root in Fortran order, lower)`` when ``root`` is triangular and large enough
         for :data:`TRIANGULAR_MIN_DIM`, else None."""
-        dim = len(self.root)
-        if dim < TRIANGULAR_MIN_DIM:
-            return None
-        for lower in (False, True):
-            off = np.triu(self.root, 1) if lower else np.tril(self.root, -1)
-            if not off.any():
-                return np.asfortranarray(self.root), lower
-        return None
+        lower = None if len(self.root) < TRIANGULAR_MIN_DIM else _triangle_of(self.root)
+        return None if lower is None else (np.asfortranarray(self.root), lower)
 
     def _times(self, rows: np.ndarray, transpose: bool) -> np.ndarray:
         """``rows @ root.T`` (``transpose``) or ``rows @ root``, for rows ``(n, d)``."""

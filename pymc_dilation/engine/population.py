@@ -34,6 +34,7 @@ from pymc_dilation.engine.kernels import (
     langevin_steps_vectorized,
 )
 from pymc_dilation.engine.laplace import LaplaceApproximation, root_log_det
+from pymc_dilation.engine.metric import estimate_metric
 from pymc_dilation.engine.modes import ModeMap, add_modes, ascend, map_modes, moment_match
 from pymc_dilation.engine.weights import (
     MixtureProposal,
@@ -347,7 +348,7 @@ def refine(
     during the first half of the sweeps only, so in the second half every particle follows a
     fixed, exact Markov kernel; with ``hmc`` so is the diagonal mass, re-estimated from the
     particles and their gradients before each sweep of the first half
-    (:func:`_particle_inverse_mass`).
+    (:func:`~pymc_dilation.engine.metric.estimate_metric`'s diagonal).
 
     MALA's moves are diffusive: on a 205-parameter hierarchy 10 sweeps of 4 steps left the
     particles 9 posterior sds off (60 sweeps: 2); trajectories of the same gradients move
@@ -360,7 +361,9 @@ def refine(
         eps = np.exp(log_eps)
         if hmc:
             if sweep < sweeps // 2 and len(ys) > 2:
-                inv_mass = _particle_inverse_mass(ys, grads)
+                # nutpie's diagonal from draws and gradients, (Var x / Var g)^(1/2): exact for
+                # a Gaussian, and informative before the particles have spread to the posterior
+                inv_mass = estimate_metric(ys, grads, max_rank=0).scale ** 2
             n_leapfrog = int(np.clip(np.ceil(HMC_LENGTH / np.median(eps)), 1, HMC_MAX_LEAPFROG))
             runs = [
                 hmc_steps_vectorized(
@@ -390,16 +393,6 @@ def refine(
         if on_sweep is not None:
             on_sweep(sweep)
     return n_grad
-
-
-def _particle_inverse_mass(ys: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """A diagonal inverse mass from the particles and their gradients, ``√(Var x / Var g)``
-    per coordinate (nutpie's estimator: exact for a Gaussian, and informative before the
-    particles have spread to the posterior, whose curvature their gradients show); 1 where
-    either variance vanishes."""
-    var_x, var_g = ys.var(axis=0), grads.var(axis=0)
-    ok = np.isfinite(var_x) & np.isfinite(var_g) & (var_x > 0) & (var_g > 0)
-    return np.where(ok, np.sqrt(np.where(ok, var_x, 1.0) / np.where(ok, var_g, 1.0)), 1.0)
 
 
 @dataclass
