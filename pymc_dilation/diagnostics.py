@@ -43,6 +43,18 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from pymc_dilation.engine.convergence import (
+    CHECK_NAMES,
+    PARTICLE_ESS_SHARE,
+    STEIN_COV_EFFECT,
+    STEIN_MEAN_EFFECT,
+    STEIN_Z_LIMIT,
+    STUCK_SHARE_LIMIT,
+    UNMOVED_SHARE_LIMIT,
+    failed_checks,
+    subpopulation_rhat_limit,
+)
+
 __all__ = [
     "PARETO_K_LIMIT",
     "STEIN_Z_LIMIT",
@@ -65,31 +77,6 @@ class UnreliableResultWarning(UserWarning):
 
 PARETO_K_LIMIT = 0.7
 """Above this Pareto k̂, importance-sampling estimates are unreliable (Vehtari et al., 2024)."""
-
-STEIN_Z_LIMIT = 5.0
-"""A Stein-identity deviation (:mod:`pymc_dilation.engine.convergence`) is reported above this
-many standard errors, when its effect also exceeds :data:`STEIN_MEAN_EFFECT` or
-:data:`STEIN_COV_EFFECT`. Well-posed posteriors measured at most 2.5."""
-
-STEIN_MEAN_EFFECT = 0.1
-"""Mean score, in units of the score's sd, that is large enough to report (at 2000 particles,
-five standard errors are 0.11)."""
-
-STEIN_COV_EFFECT = 0.2
-"""Error on the identity ``E[(u - ū) gᵀ] = -I`` (a diagonal element) large enough to report."""
-
-STUCK_SHARE_LIMIT = 0.4
-"""Share of stuck particles (MALA acceptance below 5 % in the last sweep) above which the result
-is reported. Well-posed posteriors measured at most 0.17, funnels 0.81 to 0.99."""
-
-PARTICLE_ESS_SHARE = 0.4
-"""The particles' ESS (read in index order, see :mod:`pymc_dilation.engine.convergence`) below
-this share of their number is reported. Well-posed posteriors measured at least 0.73 (1470 of
-2000), the failures above at most 0.09."""
-
-UNMOVED_SHARE_LIMIT = 0.05
-"""Share of particles that never moved during the refinement above which the result is
-reported. Well-posed posteriors measured at most 0.002, funnels 0.23 to 0.64."""
 
 ADVICE = (
     "Centered hierarchies are sampled non-centered automatically (sample_stats.attrs"
@@ -120,16 +107,6 @@ def _match(loc_a, cov_a, locations_b) -> int | None:
     return best if best is not None and dist[best] < 3.0 * np.sqrt(len(loc_a)) else None
 
 
-def subpopulation_rhat_limit(n: int) -> float:
-    """R-hat of the two halves of ``n`` particles above which they disagree: ``1.01``, raised
-    to ``1 + 10 / (n / 2)`` for small populations.
-
-    With ``m`` draws per half from one law, R-hat is about ``1 + χ²₁ / (2m)``; the largest of
-    50 coordinates stays below ``1 + 5/m``.
-    """
-    return 1.0 + max(0.01, 10.0 / max(n // 2, 1))
-
-
 def _stat(stats: xr.Dataset, name: str, chain: int) -> float:
     return float(stats[name][chain]) if name in stats else np.nan
 
@@ -139,39 +116,40 @@ def convergence_reasons(stats: xr.Dataset) -> list[str]:
     reasons = []
     n = stats.sizes["draw"]
     for chain in range(stats.sizes["chain"]):
+        figures = {name: _stat(stats, name, chain) for name in CHECK_NAMES}
+        failed = set(failed_checks(figures, n))
         found = []
-        mean_z, cov_z = _stat(stats, "stein_mean_z", chain), _stat(stats, "stein_cov_z", chain)
-        if mean_z > STEIN_Z_LIMIT and _stat(stats, "stein_mean_effect", chain) > STEIN_MEAN_EFFECT:
+        if "stein_mean_z" in failed:
             found.append(
-                f"the mean of the log density's gradient over the particles is {mean_z:.1f} "
-                f"standard errors from 0 (stein_mean_z > {STEIN_Z_LIMIT:g})"
+                f"the mean of the log density's gradient over the particles is "
+                f"{figures['stein_mean_z']:.1f} standard errors from 0 (stein_mean_z > "
+                f"{STEIN_Z_LIMIT:g})"
             )
-        if cov_z > STEIN_Z_LIMIT and _stat(stats, "stein_cov_effect", chain) > STEIN_COV_EFFECT:
+        if "stein_cov_z" in failed:
             found.append(
                 f"the particles and their gradients break the identity E[x grad'] = -I by "
-                f"{cov_z:.1f} standard errors (stein_cov_z > {STEIN_Z_LIMIT:g})"
+                f"{figures['stein_cov_z']:.1f} standard errors (stein_cov_z > {STEIN_Z_LIMIT:g})"
             )
-        rhat, limit = _stat(stats, "subpopulation_rhat", chain), subpopulation_rhat_limit(n)
-        if rhat > limit:
+        if "subpopulation_rhat" in failed:
             found.append(
-                f"the two halves of the particles disagree (subpopulation_rhat {rhat:.3f} > "
-                f"{limit:.3f})"
+                f"the two halves of the particles disagree (subpopulation_rhat "
+                f"{figures['subpopulation_rhat']:.3f} > {subpopulation_rhat_limit(n):.3f})"
             )
-        ess = _stat(stats, "particle_ess", chain)
-        if ess < PARTICLE_ESS_SHARE * n:
+        if "particle_ess" in failed:
             found.append(
-                f"the {n} particles are worth {ess:.0f} independent draws (particle_ess < "
-                f"{PARTICLE_ESS_SHARE:g} x draws): copies made by the resampling are still alike"
+                f"the {n} particles are worth {figures['particle_ess']:.0f} independent draws "
+                f"(particle_ess < {PARTICLE_ESS_SHARE:g} x draws): copies made by the "
+                "resampling are still alike"
             )
-        stuck = _stat(stats, "stuck_share", chain)
-        if stuck > STUCK_SHARE_LIMIT:
+        if "stuck_share" in failed:
             found.append(
-                f"{stuck:.0%} of the particles are stuck (MALA acceptance below 5% in the last "
-                "refinement sweep)"
+                f"{figures['stuck_share']:.0%} of the particles are stuck (acceptance below 5% "
+                "in the last refinement sweep)"
             )
-        unmoved = _stat(stats, "unmoved_share", chain)
-        if unmoved > UNMOVED_SHARE_LIMIT:
-            found.append(f"{unmoved:.0%} of the particles never moved during the refinement")
+        if "unmoved_share" in failed:
+            found.append(
+                f"{figures['unmoved_share']:.0%} of the particles never moved during the refinement"
+            )
         invalid = _stat(stats, "invalid_share", chain)
         if invalid > 0:
             found.append(

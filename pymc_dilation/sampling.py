@@ -12,7 +12,7 @@ import xarray as xr
 
 from pymc_dilation._compat import pareto_khat, population_inference_data
 from pymc_dilation.centers import resolve_center
-from pymc_dilation.diagnostics import warn_unreliable
+from pymc_dilation.diagnostics import PARETO_K_LIMIT, warn_unreliable
 from pymc_dilation.engine.explore import overdispersed_cloud
 from pymc_dilation.engine.laplace import (
     FLAT_REACH,
@@ -23,6 +23,7 @@ from pymc_dilation.engine.laplace import (
     root_log_det,
     singular_optimum,
 )
+from pymc_dilation.engine.modes import known_optimum
 from pymc_dilation.engine.population import PopulationResult, PopulationTarget, run_population
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.symmetry import mirrored, moves_mode, orbit_mass_ratio, symmetry_move
@@ -271,6 +272,12 @@ def _in_target_coordinates(result: PopulationResult, laplace) -> _Chain:
     )
 
 
+def _importance_reliable(log_weights: np.ndarray) -> bool:
+    """Whether importance draws may be resampled to start the refinement: Pareto k̂ within
+    :data:`~pymc_dilation.diagnostics.PARETO_K_LIMIT` (NaN, too few finite weights, passes)."""
+    return not pareto_khat(log_weights) > PARETO_K_LIMIT
+
+
 def _run_chains(
     target, start, shared_center, prior_draws, settings, random_seed, progressbar, names, owner,
     near=None,
@@ -281,6 +288,9 @@ def _run_chains(
     if near is not None and laplace is not None:
         if not moves_mode(near, laplace.mode, laplace.root, np.random.default_rng(0)):
             near = None
+    known = None
+    if laplace is not None and laplace.converged:  # its optimum, at 0 in whitened coordinates
+        known = known_optimum(target.logp_grad_batch, np.zeros(len(start)), np.eye(len(start)))
     chains = []
     stages = len(settings.levels) + settings.refine_sweeps
     n_levels, sweeps = len(settings.levels), settings.refine_sweeps
@@ -292,27 +302,48 @@ def _run_chains(
             def update(k, progress=progress, task=task):
                 progress.update(task, completed=k, stage=stage_label(k, n_levels, sweeps))
 
-        centers = _path_centers(
-            rng, settings.draws, start, shared_center, prior_draws, laplace, near
-        )
+        def draw_centers(n, rng=rng):
+            return _path_centers(rng, n, start, shared_center, prior_draws, laplace, near)
+
         try:
             result = run_population(
                 target,
-                centers,
+                draw_centers,
                 settings.levels,
                 rng,
+                settings.draws,
                 steps_per_level=settings.steps_per_level,
                 target_accept=settings.target_accept,
                 anneal_metropolis=settings.anneal_metropolis,
                 refine_sweeps=settings.refine_sweeps,
                 refine_steps=settings.refine_steps,
                 progress=update,
+                known=known,
+                reliable=_importance_reliable,
             )
         finally:
             if progress is not None:
                 progress.stop()
         chains.append(_in_target_coordinates(result, laplace))
     return chains, laplace, near
+
+
+def _stages_padded(values: list[np.ndarray], name: str) -> np.ndarray:
+    """Per-stage figures of every chain, ``(chains, stages)``: chains that ran fewer stages
+    (no annealing, fewer refinement sweeps) padded with NaN, the running divergence count
+    with its last value."""
+    longest = max(len(v) for v in values)
+    out = np.full((len(values), longest), np.nan)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = v
+        if name == "divergences" and len(v):
+            out[i, len(v) :] = v[-1]
+    return out
+
+
+def _annealed_levels(result: PopulationResult) -> int:
+    """Annealing levels the population ran (stages without an independence jump)."""
+    return int(np.sum(np.isnan(result.stage_stats["jump_acceptance"])))
 
 
 def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr.Dataset:
@@ -327,7 +358,7 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
         return out
 
     data = {
-        name: (("chain", "stage"), np.stack([r.stage_stats[name] for r in results]))
+        name: (("chain", "stage"), _stages_padded([r.stage_stats[name] for r in results], name))
         for name in results[0].stage_stats
     }
     data["lp"] = (("chain", "draw"), np.stack([r.logp for r in results]))
@@ -369,7 +400,7 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
                 sum(r.n_grad for r in results) * n_particles + (laplace.n_grad if laplace else 0)
             ),
             "sampling_time": elapsed,
-            "n_levels": int(np.sum(results[0].stage_stats["dilation"] < 1.0)) + 1,
+            "n_levels": max(_annealed_levels(r) for r in results),
             "n_modes_found": [r.modes.n_modes for r in results],
         },
     )

@@ -47,6 +47,8 @@ from pymc_dilation.engine.laplace import (
 from pymc_dilation.engine.metric import Metric
 from pymc_dilation.engine.modes import known_optimum
 from pymc_dilation.engine.population import (
+    DIFFUSION_SWEEPS,
+    FIRST_PARTICLES,
     PopulationTarget,
     map_growing_population,
 )
@@ -89,10 +91,6 @@ PRIOR_POOL_SEED = 20241001
 ONE_THREAD_ITERATION = 1e-3
 """Seconds: an iteration after one that took longer runs with one BLAS thread (see
 :mod:`pymc_dilation.threads`)."""
-FIRST_PARTICLES = 128
-"""Particles of the first population batch; more only when it finds several modes."""
-DIFFUSION_SWEEPS = 5
-"""MALA sweeps of the mapped population looking for modes the annealing missed."""
 PROBE = True
 """Whether the tuning population first climbs from its centers without annealing, and skips
 the annealing when that finds one mode (see

@@ -639,11 +639,19 @@ def _convergence_warnings(caught):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_a_funnel_population_is_warned_as_not_converged(seed):
-    # The particles collapse into the neck (v about -36, no spread): their gradients break the
-    # Stein identity E[x grad'] = -I (measured: 40 and 75 standard errors).
-    with pytest.warns(UnreliableResultWarning, match="did not converge.*non-centered"):
-        sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=seed)
+def test_a_funnel_population_is_warned(seed):
+    # The particles collapse into the neck (v about -36, no spread). Every ascent ends there
+    # and its Gaussian's importance weights have Pareto k-hat 0.71-0.95 (warned, "a funnel");
+    # refined from the annealed particles, their gradients break the Stein identity
+    # E[x grad'] = -I (measured over seeds 1-7: 4.5-38 standard errors, so the convergence
+    # warning adds to the Pareto one on six of seven).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=seed)
+    messages = [str(w.message) for w in caught if w.category is UnreliableResultWarning]
+    assert any("funnel" in m for m in messages), messages
+    assert float(result.stage_stats["pareto_k"][0]) > 0.7
+    assert result.samples[:, 0].std() < 0.5  # the collapse the warnings are about
 
 
 @pytest.mark.parametrize("seed", [1, 2])

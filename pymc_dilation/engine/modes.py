@@ -416,9 +416,9 @@ def map_modes(
     for k, head in enumerate(kept):
         location, lp_local = places[head], float(place_lp[head])
         bulk = ys[(labels == k) & (lps >= lp_local - bulk_depth(dim)) & ~crossed]
-        if len(bulk) >= moment_particles(dim):
+        cov = np.cov(bulk.T).reshape(dim, dim) if len(bulk) >= moment_particles(dim) else None
+        if cov is not None and np.trace(cov) > 0:  # not when every particle is one point
             mean = bulk.mean(axis=0)
-            cov = np.cov(bulk.T).reshape(dim, dim)
             root = np.linalg.cholesky(cov + 1e-10 * np.trace(cov) / dim * np.eye(dim))
         else:
             mean, root = location, head_roots[head]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pymc_dilation.engine.convergence import population_checks
+from pymc_dilation.engine.convergence import STOP_MARGIN, failed_checks, population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import (
     LangevinInfo,
@@ -51,6 +51,7 @@ __all__ = [
     "MappedPopulation",
     "map_population",
     "map_growing_population",
+    "map_population_of",
     "run_population",
     "refine",
     "weigh_and_discover",
@@ -218,6 +219,14 @@ chain ran without jumps, in one labelling for the whole run."""
 DIFFUSION_STEPS = 4
 """MALA steps per diffusion sweep (see :func:`map_growing_population`)."""
 
+DIFFUSION_SWEEPS = 5
+"""MALA sweeps of a mapped population looking for modes the annealing missed (see
+:func:`_diffuse`)."""
+
+FIRST_PARTICLES = 128
+"""Particles of a population's first batch (see :func:`map_growing_population`); more only
+when they find several modes."""
+
 CHECK_PARTICLES = 32
 """Particles annealed to check a map that the probe's ascents found to hold one mode (see
 :func:`_check_from_annealed_starts`), along every fourth level of the schedule (ending at 1):
@@ -246,6 +255,16 @@ HMC_MAX_LEAPFROG = 64
 """Leapfrog steps of a refinement trajectory at most."""
 HMC_TARGET_ACCEPT = 0.8
 """Acceptance the refinement's HMC step sizes adapt to."""
+
+REFINE_ADAPT_SWEEPS = 5
+"""Refinement sweeps, at most, in which the step sizes (and HMC's mass) adapt; the kernels are
+fixed after them (half of ``refine_sweeps`` when that is fewer), and the population's checks
+may stop the refinement from the next sweep on (:data:`STOP_WHEN_CONVERGED`)."""
+
+STOP_WHEN_CONVERGED = True
+"""Whether the refinement stops at the first fixed-kernel sweep after which the population
+passes its own convergence checks (:func:`~pymc_dilation.engine.convergence.failed_checks`),
+``refine_sweeps`` being the most it runs."""
 
 GROWTH_WEIGHT = 1e-3
 """Estimated weight a mode needs to count when :func:`map_growing_population` decides whether
@@ -337,6 +356,8 @@ def refine(
     record: Callable | None = None,
     on_sweep: Callable[[int], None] | None = None,
     hmc: bool = False,
+    adapt_sweeps: int | None = None,
+    converged: Callable[[np.ndarray], bool] | None = None,
 ) -> int:
     """Exact refinement at λ = 1, in place; returns the gradient evaluations per particle.
 
@@ -345,10 +366,12 @@ def refine(
     and, with a ``proposal``, one independence jump
     (:func:`~pymc_dilation.engine.weights.independence_jump`). Both kernels leave the target
     invariant. Each particle has its own step size (``step``: a scalar or ``(n,)``), adapted
-    during the first half of the sweeps only, so in the second half every particle follows a
-    fixed, exact Markov kernel; with ``hmc`` so is the diagonal mass, re-estimated from the
-    particles and their gradients before each sweep of the first half
-    (:func:`~pymc_dilation.engine.metric.estimate_metric`'s diagonal).
+    during the first ``adapt_sweeps`` sweeps only (half of them by default), so after them
+    every particle follows a fixed, exact Markov kernel; with ``hmc`` so is the diagonal
+    mass, re-estimated from the particles and their gradients before each adapting sweep
+    (:func:`~pymc_dilation.engine.metric.estimate_metric`'s diagonal). With ``converged``,
+    the refinement stops after the first sweep past the adaptation for which
+    ``converged(acceptance)`` (the particles' acceptance in that sweep) is true.
 
     MALA's moves are diffusive: on a 205-parameter hierarchy 10 sweeps of 4 steps left the
     particles 9 posterior sds off (60 sweeps: 2); trajectories of the same gradients move
@@ -357,10 +380,12 @@ def refine(
     inv_mass = np.ones(ys.shape[1]) if inv_mass is None else inv_mass
     log_eps = np.log(np.broadcast_to(np.asarray(step, dtype=float), (len(ys),))).copy()
     n_grad = 0
+    adapt_sweeps = sweeps // 2 if adapt_sweeps is None else adapt_sweeps
     for sweep in range(sweeps):
         eps = np.exp(log_eps)
+        adapting = sweep < adapt_sweeps
         if hmc:
-            if sweep < sweeps // 2 and len(ys) > 2:
+            if adapting and len(ys) > 2:
                 # nutpie's diagonal from draws and gradients, (Var x / Var g)^(1/2): exact for
                 # a Gaussian, and informative before the particles have spread to the posterior
                 inv_mass = estimate_metric(ys, grads, max_rank=0).scale ** 2
@@ -382,7 +407,7 @@ def refine(
             info = target.langevin(ys, lps, grads, eps, inv_mass, steps, rng, True)
             n_grad += steps
             aim = target_accept
-        if sweep < sweeps // 2:
+        if adapting:
             log_eps += 2.0 * (info.acceptance_rate - aim) / np.sqrt(sweep + 1)
         jump = np.nan
         if proposal is not None:
@@ -392,6 +417,8 @@ def refine(
             record(1.0, eps, info, jump)
         if on_sweep is not None:
             on_sweep(sweep)
+        if converged is not None and not adapting and converged(info.acceptance_rate):
+            break
     return n_grad
 
 
@@ -815,16 +842,21 @@ def _concatenate(states: list[AnnealState]) -> AnnealState:
     )
 
 
-def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
+def _weigh(
+    target, state: AnnealState, modes: ModeMap, rng, n: int | None = None
+) -> MappedPopulation:
     """Importance weights from the map's Gaussians (with the discovery of
-    :func:`weigh_and_discover`), and the particles to start from."""
-    n = len(state.ys)
+    :func:`weigh_and_discover`), and the particles to start from: ``n`` importance draws
+    resampled (``len(state.ys)`` by default), or ``state``'s particles when the importance
+    weights are too uneven to resample."""
+    n = len(state.ys) if n is None else n
     n_draws = max(n, DRAWS_PER_MODE * modes.n_modes)
     target.stage(f"weighing {modes.n_modes} mode(s) by importance sampling ({n_draws} draws)")
     modes, estimate, draws, calls = weigh_and_discover(
         target.logp_grad_batch, modes, modes.counts(), n_draws, rng, target.fold
     )
-    extra_grads = -(-(calls + n_draws - n) // n)
+    # per particle started from: the annealing and the ascents were spent on state's
+    spent = (state.n_grad + modes.n_grad) * len(state.ys) + n_draws + calls
     # Whiten by the modes' covariance averaged by their weights: the initial whitening came
     # from the mode nearest the initial point, which may be none of the posterior's main modes
     # (measured on a label-switching mixture: MALA acceptance 0). When the importance weights
@@ -847,7 +879,7 @@ def _weigh(target, state: AnnealState, modes: ModeMap, rng) -> MappedPopulation:
         resampled=bool(resampled),
         local=local,
         jumps=mode_proposal(modes, estimate.weights, JUMP_FLOOR),
-        n_grad=state.n_grad + modes.n_grad + 1 + extra_grads,
+        n_grad=-(-spent // n),
     )
 
 
@@ -949,11 +981,67 @@ def _widen_to_draws(modes: ModeMap, estimate: WeightEstimate, draws, heavy) -> M
     return replace(modes, means=means, roots=roots)
 
 
-def run_population(
+def map_population_of(
     target: PopulationTarget,
-    centers: np.ndarray,
+    draw_centers: Callable[[int], np.ndarray],
     levels: np.ndarray,
     rng: np.random.Generator,
+    draws: int,
+    steps_per_level: int = 4,
+    target_accept: float = 0.6,
+    anneal_metropolis: bool = True,
+    initial_step: float = 0.1,
+    record: Callable | None = None,
+    known: ModeMap | None = None,
+    reliable: Callable[[np.ndarray], bool] | None = None,
+) -> MappedPopulation:
+    """A population of ``draws`` particles explored, mapped and weighed, as few of them
+    annealed as the map needs.
+
+    The map is grown as the step method's tuning population grows it
+    (:func:`map_growing_population`: ascents from :data:`FIRST_PARTICLES` centers first,
+    annealed particles only where those find several modes, doubling while they find more,
+    up to ``draws``). It is then weighed by ``draws`` importance draws (at least
+    :data:`DRAWS_PER_MODE` per mode), which are resampled to start the refinement. When
+    the importance weights are too uneven to resample, or ``reliable(log_weights)`` says
+    they cannot be trusted (a Pareto k̂ test), all ``draws`` particles are annealed along the
+    dilation path and mapped (:func:`map_population`), and the refinement starts from them:
+    on Neal's funnel every ascent ends in the neck, whose Gaussian gave even enough weights
+    (k̂ 0.95), and refined from there the particles passed the convergence checks that
+    catch the annealed ones.
+
+    Annealing every particle, as this did before, cost 80 gradient evaluations a particle
+    for a map that 128-512 particles drew as well: on the 2-D mixtures of 30-50 modes and
+    a 3-component NormalMixture, the annealing and the mapping of 2000 particles were 70 %
+    of ``sample_dilation``'s wall.
+    """
+    mapped = map_growing_population(
+        target, draw_centers, levels, rng, min(FIRST_PARTICLES, draws), draws,
+        steps_per_level, target_accept, anneal_metropolis, initial_step, DIFFUSION_SWEEPS,
+        probe=True, known=known,
+    )  # fmt: skip
+    if mapped.resampled and len(mapped.start) != draws:
+        state = AnnealState(mapped.start, mapped.lps, mapped.grads, np.ones(1), mapped.n_grad)
+        mapped = replace(
+            _weigh(target, state, replace(mapped.modes, n_grad=0), rng, n=draws),
+            probed=mapped.probed,
+        )
+    if mapped.resampled and (reliable is None or reliable(mapped.estimate.log_importance_weights)):
+        return mapped
+    spent = mapped.n_grad * len(mapped.start)
+    mapped = map_population(
+        target, draw_centers(draws), levels, rng, steps_per_level, target_accept,
+        anneal_metropolis, initial_step, record,
+    )  # fmt: skip
+    return replace(mapped, n_grad=mapped.n_grad + -(-spent // draws))
+
+
+def run_population(
+    target: PopulationTarget,
+    draw_centers: Callable[[int], np.ndarray],
+    levels: np.ndarray,
+    rng: np.random.Generator,
+    draws: int,
     steps_per_level: int = 4,
     target_accept: float = 0.6,
     anneal_metropolis: bool = True,
@@ -961,17 +1049,23 @@ def run_population(
     refine_steps: int = 4,
     initial_step: float = 0.1,
     progress: Callable[[int], None] | None = None,
+    known: ModeMap | None = None,
+    reliable: Callable[[np.ndarray], bool] | None = None,
 ) -> PopulationResult:
-    """Explore, map, weigh and refine one population (see the module docstring).
+    """Explore, map, weigh and refine one population (see the module docstring and
+    :func:`map_population_of`).
 
     Parameters
     ----------
     target : PopulationTarget
-    centers : numpy.ndarray
-        ``(n, d)``: one dilation-path center per particle (repeat a row for a shared center).
+    draw_centers : callable
+        ``draw_centers(n)``: ``(n, d)`` dilation-path centers, one per particle (repeat a row
+        for a shared center).
     levels : numpy.ndarray
         Validated λ schedule ending at 1.
     rng : numpy.random.Generator
+    draws : int
+        Particles.
     steps_per_level : int
         Langevin steps per particle and level.
     target_accept : float
@@ -986,6 +1080,11 @@ def run_population(
         First step size.
     progress : callable, optional
         Called with the number of stages completed so far.
+    known : ModeMap, optional
+        Optima already polished (see :func:`~pymc_dilation.engine.modes.map_modes`).
+    reliable : callable, optional
+        ``reliable(log_importance_weights)``: whether resampled importance draws may start
+        the refinement (see :func:`map_population_of`).
     """
     stats: dict[str, list[float]] = {
         k: []
@@ -1000,10 +1099,12 @@ def run_population(
         stats["divergences"].append(before + int(info.divergences.sum()))
         stats["jump_acceptance"].append(jump)
 
-    mapped = map_population(
-        target, centers, levels, rng, steps_per_level, target_accept, anneal_metropolis,
-        initial_step, record, progress,
+    mapped = map_population_of(
+        target, draw_centers, levels, rng, draws, steps_per_level, target_accept,
+        anneal_metropolis, initial_step, record, known, reliable,
     )  # fmt: skip
+    if progress is not None:
+        progress(len(levels))
     modes, estimate, local = mapped.modes, mapped.estimate, mapped.local
     refined = target.whitened(local)
     us = local.to_whitened(mapped.start)
@@ -1023,11 +1124,19 @@ def run_population(
         diverging[:] |= np.asarray(info.divergences) > 0
         record(lam, eps, info, jump)
 
+    def converged(acceptance: np.ndarray) -> bool:
+        figures = population_checks(start_us, us, grads, acceptance)
+        return not failed_checks(figures, n, STOP_MARGIN)
+
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
         None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
         hmc=target.dim >= HMC_REFINE_MIN_DIM and not mapped.resampled,
+        adapt_sweeps=min(REFINE_ADAPT_SWEEPS, refine_sweeps // 2),
+        converged=converged if STOP_WHEN_CONVERGED else None,
     )  # fmt: skip
+    if progress is not None:
+        progress(len(levels) + refine_sweeps)
     checks = population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
