@@ -433,13 +433,18 @@ def sample_dilation(
 ):
     """Sample a PyMC model with a population annealed along the dilation path.
 
-    Like ``pm.sample_smc``: ``draws`` particles per chain, each chain an independent run. Each
-    particle follows the dilation path from its own center (prior draws and an overdispersed
-    cloud), all particles stepped in one compiled call per step; the modes they reach are
+    Like ``pm.sample_smc``: ``draws`` particles per chain, each chain an independent run.
+    Particles follow the dilation path from their own centers (prior draws and an
+    overdispersed cloud), all stepped in one compiled call per step; the modes they reach are
     mapped (hill–valley merging, a local Gaussian each), weighed by importance sampling (which
-    also gives the evidence), and the particles, resampled to those weights, are refined
-    exactly at λ = 1 by Metropolis-adjusted Langevin sweeps and independence jumps between the
-    modes (see :mod:`pymc_dilation.engine.population`).
+    also gives the evidence), and ``draws`` importance draws, resampled to those weights, are
+    refined exactly at λ = 1 by Metropolis-adjusted Langevin sweeps and independence jumps
+    between the modes (see :mod:`pymc_dilation.engine.population`). As few particles are
+    annealed as the map needs: 128 centers first climb straight to their optima, and
+    particles are annealed (128, doubling while they find more modes) only where the ascents
+    find several modes; all ``draws`` of them, refined themselves, only when the importance
+    weights cannot be trusted (Pareto k̂ above 0.7, or too uneven to resample; see
+    :func:`~pymc_dilation.engine.population.map_population_of`).
 
     Parameters
     ----------
@@ -480,7 +485,12 @@ def sample_dilation(
     anneal_metropolis : bool
         MALA (True) or unadjusted Langevin (False) during the annealing.
     refine_sweeps, refine_steps : int
-        Refinement sweeps at λ = 1 and MALA steps per sweep. From 50 parameters on, when
+        Refinement sweeps at λ = 1, at most, and MALA steps per sweep. The step sizes adapt
+        during the first sweeps (5, or half of ``refine_sweeps`` if fewer); from the next
+        one on, the refinement stops after the first sweep whose population passes its own
+        convergence checks with a margin (:func:`~pymc_dilation.engine.convergence.
+        failed_checks` with :data:`~pymc_dilation.engine.convergence.STOP_MARGIN`; the
+        warnings use the plain limits). From 50 parameters on, when
         the importance weights were too uneven to resample (the particles refined are then
         the annealed ones, not yet posterior draws), each step is a Hamiltonian trajectory
         instead, with a diagonal mass estimated from the particles and their gradients
@@ -509,7 +519,9 @@ def sample_dilation(
         What ``pm.sample`` returns in the installed PyMC: ``posterior`` (deterministics
         included) with ``draw`` indexing particles, and ``sample_stats`` with
 
-        - per stage (dims ``chain, stage``: the annealing levels, then the refinement sweeps):
+        - per stage (dims ``chain, stage``: the annealing levels where all particles were
+          annealed, then the refinement sweeps run; a chain with fewer stages is padded with
+          NaN, its running divergence count with its last value):
           ``dilation`` (λ), ``step_size`` (the particles' median), ``acceptance_rate`` (their
           mean), ``divergences`` (running count of divergent Langevin steps, all particles)
           and ``jump_acceptance`` (NaN while annealing);
@@ -528,8 +540,9 @@ def sample_dilation(
           valid ones and warned about; see
           :mod:`pymc_dilation.engine.convergence`);
         - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
-          particles, the Laplace step included), ``sampling_time``, ``n_levels`` and
-          ``n_modes_found``.
+          particles, the Laplace step included), ``sampling_time``, ``n_levels`` (annealing
+          levels recorded, the most over the chains; 0 when no chain annealed all its
+          particles) and ``n_modes_found``.
 
         ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``, ``diverging`` and
         ``lp`` mean what they mean in :class:`~pymc_dilation.DilationLangevin`'s
@@ -559,8 +572,10 @@ def sample_dilation(
     Exact: every refinement kernel (MALA steps, independence jumps) leaves the posterior
     invariant. Asymptotic: the particles' law approaches the posterior as refinement sweeps
     grow, and the mode weights and the evidence converge as particles grow; the reported
-    standard errors are first-order (delta method). A mode that no particle's path reaches is
-    missing from all of them.
+    standard errors are first-order (delta method). The refinement's length depends on the
+    population (it stops when the checks pass), which is a choice of when to stop, not a
+    change of kernel. A mode that no ascent or annealed path reaches is missing from all of
+    them.
     """
     from pymc.backends.ndarray import NDArray
 

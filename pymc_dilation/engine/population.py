@@ -1,7 +1,8 @@
 """The population sampler's stages chained into one run: explore, map, weigh, refine.
 
-1. **Explore** (:mod:`~pymc_dilation.engine.explore`): every particle follows the dilation path
-   from its own center to the target; all particles are stepped in one compiled call.
+1. **Explore** (:mod:`~pymc_dilation.engine.explore`): particles follow the dilation path
+   from their own centers to the target; all are stepped in one compiled call. As many are
+   annealed as the map needs (:func:`map_growing_population`, :func:`map_population_of`).
 2. **Map** (:mod:`~pymc_dilation.engine.modes`): the particles climb to their modes, which are
    merged by the hill–valley test; each mode gets a local Gaussian.
 3. **Weigh** (:mod:`~pymc_dilation.engine.weights`): importance sampling from the mixture of
@@ -12,7 +13,7 @@
    an independence Metropolis–Hastings jump from the mixture of local Gaussians. Both kernels
    leave the target invariant, so whatever the earlier stages got wrong, the population's law
    approaches the target as sweeps are added; what is exact and what asymptotic is said in each
-   module.
+   module. The sweeps stop once the population passes its own checks (below) with a margin.
 5. **Check** the refined population (:mod:`~pymc_dilation.engine.convergence`): the Stein
    identity of the target, the two halves of the particles, their ESS in index order, stuck
    and unmoved particles; figures only, no log density evaluation.
