@@ -123,18 +123,11 @@ class PopulationTarget:
                 laplace.n_grad,
                 laplace.converged,
             )
-        fold = None
-        if self.fold is not None:
-            outer = self.fold
-
-            def fold(zs: np.ndarray) -> np.ndarray:
-                return laplace.to_whitened(outer(laplace.to_density(zs)))
-
         return replace(
             self,
             logp_grad_batch=laplace.whiten(self.logp_grad_batch),
             laplace=combined,
-            fold=fold,
+            fold=_conjugated(self.fold, laplace),
         )
 
     def folded(self, ys: np.ndarray, lps: np.ndarray, grads: np.ndarray):
@@ -157,6 +150,17 @@ class PopulationTarget:
         return langevin_steps_vectorized(
             self.logp_grad_batch, ys, lps, grads, eps, inv_mass, n_steps, rng, metropolis
         )
+
+
+def _conjugated(move, laplace: LaplaceApproximation):
+    """A map of points in the density's coordinates as one of ``laplace``'s whitened ones."""
+    if move is None:
+        return None
+
+    def whitened_move(zs: np.ndarray) -> np.ndarray:
+        return laplace.to_whitened(move(laplace.to_density(zs)))
+
+    return whitened_move
 
 
 @dataclass
