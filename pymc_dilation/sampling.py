@@ -623,7 +623,7 @@ def sample_dilation(
     # 24 copies: 3500 gradients a particle, 12 s), and the weights of the copies it did find
     # were too uneven to resample, so all particles were annealed and refined, and sat in
     # spurious optima (sorted means 2.6-22 sds off on the symmetric suite's mixtures, warned).
-    # Folded: 0.03-0.15 sd in 1.1-3.9 s. (With every particle annealed, as before the growing
+    # Folded: 0.03-0.13 sd in 1.1-3.9 s. (With every particle annealed, as before the growing
     # map, folding had made those weights uneven instead: Pareto k 0.75.)
     target = PopulationTarget(
         logp.dim, logp.batch_callable(extra), logp.point_fn, extra,

@@ -638,22 +638,15 @@ def _convergence_warnings(caught):
     return [m for m in _no_sampler_warnings(caught) if "did not converge" in m]
 
 
-SILENT_FUNNEL_MISS = (
-    "known miss (issue 22): on ArviZ 1 this seed's Pareto k-hat is 0.693 (0.708 on ArviZ 0) "
-    "and the collapsed population breaks the Stein identity by 4.5 standard errors only"
-)
-
-
-@pytest.mark.parametrize(
-    "seed", [pytest.param(1, marks=pytest.mark.xfail(reason=SILENT_FUNNEL_MISS)), 2, 3]
-)
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_funnel_population_is_warned(seed):
-    # The particles collapse into the neck (v about -36, sd 0.02 against 3): the joint mode,
+    # The particles collapse into the neck (v about -36, sd 0.01 against 3): the joint mode,
     # where x's scale is 1.5e-8. Every ascent ends there and its Gaussian's importance weights
-    # have Pareto k-hat 0.69-1.04 (warned above 0.7, "a funnel"); refined from the annealed
-    # particles, their gradients break the Stein identity E[x grad'] = -I (measured over
-    # seeds 1-7: 4.5-38 standard errors; warned above 5). g_v carries the chi-square noise of
-    # the eight x's, so the identity's test on v is weak.
+    # have Pareto k-hat 0.77-1.15 over seeds 1-7 (warned above 0.7, "a funnel"); refined from
+    # the annealed particles, their gradients break the Stein identity E[x grad'] = -I by
+    # 21-51 standard errors (warned above 5). g_v carries the chi-square noise of the eight
+    # x's, so that test is weaker than it looks: an earlier random stream gave 4.5 at seed 1,
+    # with k-hat 0.69 on ArviZ 1, and no warning at all.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=seed)
@@ -690,6 +683,46 @@ def test_a_well_posed_density_passes_the_convergence_checks():
     stats = result.stage_stats
     assert float(stats["subpopulation_rhat"][0]) < 1.01
     assert float(stats["stein_mean_z"][0]) < 5 and float(stats["stein_cov_z"][0]) < 5
+
+
+def _sweeps_run(result) -> int:
+    return int(np.sum(np.isfinite(np.asarray(result.stage_stats["jump_acceptance"][0]))))
+
+
+def _correlated_gaussian(xs):
+    precision = np.linalg.inv(np.array([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 2.0]]))
+    return -0.5 * np.einsum("ni,ij,nj->n", xs, precision, xs), -xs @ precision
+
+
+def test_the_refinement_stops_when_the_population_passes_its_checks():
+    # A Gaussian passes its checks at the first sweep after the step sizes are fixed (the
+    # sixth), the curved banana before the tenth (measured: the ninth); Neal's funnel never
+    # does (its particles sit in the neck), so it runs all ten.
+    gaussian = sample_logdensity(_correlated_gaussian, 3, draws=2000, random_seed=3)
+    assert _sweeps_run(gaussian) == 6
+    banana = sample_logdensity(_banana_logp_grad, 2, draws=2000, random_seed=3)
+    assert _sweeps_run(banana) < 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        funnel = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=3)
+    assert _sweeps_run(funnel) == 10
+
+
+def test_the_stopping_test_is_stricter_than_the_warnings():
+    from pymc_dilation.engine.convergence import STOP_MARGIN, failed_checks
+
+    n = 2000
+    quiet = {
+        "stein_mean_z": 1.0, "stein_mean_effect": 0.02, "stein_cov_z": 1.0,
+        "stein_cov_effect": 0.05, "subpopulation_rhat": 1.002, "particle_ess": 1600.0,
+        "stuck_share": 0.01, "unmoved_share": 0.0,
+    }  # fmt: skip
+    assert failed_checks(quiet, n) == [] and failed_checks(quiet, n, STOP_MARGIN) == []
+    wavering = dict(quiet, stein_cov_z=4.0, stein_cov_effect=0.3, particle_ess=1000.0)
+    assert failed_checks(wavering, n) == []  # no warning...
+    assert failed_checks(wavering, n, STOP_MARGIN) == ["stein_cov_z", "particle_ess"]  # ...no stop
+    assert failed_checks(dict(quiet, unmoved_share=0.5), n) == ["unmoved_share"]
+    assert failed_checks(dict(quiet, particle_ess=np.nan), n) == []
 
 
 def test_centered_eight_schools_is_right(draws_of):

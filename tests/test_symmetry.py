@@ -1,6 +1,7 @@
 """Symmetries of the posterior: the group's action, the exact jump, detection on models, and
 both samplers on posteriors whose copies no gradient crosses."""
 
+import warnings
 from itertools import permutations
 
 import numpy as np
@@ -10,6 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 import pymc_dilation as pdl
+from pymc_dilation.diagnostics import UnreliableResultWarning
 from pymc_dilation.engine.symmetry import (
     GroupFactor,
     SymmetryGroup,
@@ -324,3 +326,20 @@ def test_ascents_that_climb_on_keep_one_copy_of_each_mode(seed):
             progressbar=False, compute_convergence_checks=False,
         )  # fmt: skip
     assert step.mode_map.n_modes == 1
+
+
+@pytest.mark.parametrize("name", ["mixture4-1", "mixture5-2"])
+def test_sample_dilation_gets_a_label_switching_mixture_right(name):
+    """The symmetric suite's generated mixtures (4 and 5 exchangeable components, 24 and 120
+    label orders): sorted means against a long NUTS run with ordered means, and the order
+    shares. With an unfolded map the particles sat in spurious optima (sorted means 24 and 21
+    posterior sds off, warned); folded, 0.03 and 0.05."""
+    from benchmarks import symmetric
+
+    with symmetric.build_model(name), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        idata = pdl.sample_dilation(draws=2000, random_seed=1, progressbar=False)
+    row = symmetric.score(name, idata)
+    assert row["mean_err"] < 0.3, row
+    assert row["pooled_err"] < 0.05, row
+    assert not [w for w in caught if w.category is UnreliableResultWarning]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pymc_dilation.engine.adaptation import shrunk_root
 from pymc_dilation.engine.convergence import STOP_MARGIN, failed_checks, population_checks
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import (
@@ -260,6 +261,18 @@ HMC_MAX_LEAPFROG = 64
 """Leapfrog steps of a refinement trajectory at most."""
 HMC_TARGET_ACCEPT = 0.8
 """Acceptance the refinement's HMC step sizes adapt to."""
+
+ADAPTED_ESS = 0.5
+"""Importance ESS, as a share of the draws, below which :func:`map_population_of` moves the
+map's Gaussians to the resampled draws' moments (:func:`_moved_to_draws`) and weighs again.
+The probe's Gaussians are the curvature at each optimum, narrower than a curved or skewed
+posterior: on a banana (``x1 - (x0² - 4) / 2 ~ N(0, 1)``, seeds 3-12) the importance weights
+had Pareto k̂ 0.47-1.8, and the copies the resampling made of the heavy draws were still
+alike after the refinement (the particles worth 64-1468 independent draws of 2000). Two
+rounds: k̂ 0.24-0.69 but one, and 727-1297."""
+
+ADAPT_ROUNDS = 2
+"""Times at most that :func:`map_population_of` does so."""
 
 REFINE_ADAPT_SWEEPS = 5
 """Refinement sweeps, at most, in which the step sizes (and HMC's mass) adapt; the kernels are
@@ -1026,11 +1039,11 @@ def map_population_of(
         probe=True, known=known,
     )  # fmt: skip
     if mapped.resampled and len(mapped.start) != draws:
-        state = AnnealState(mapped.start, mapped.lps, mapped.grads, np.ones(1), mapped.n_grad)
-        mapped = replace(
-            _weigh(target, state, replace(mapped.modes, n_grad=0), rng, n=draws),
-            probed=mapped.probed,
-        )
+        mapped = _weighed_again(target, mapped, mapped.modes, rng, draws)
+    for _ in range(ADAPT_ROUNDS):
+        if not mapped.resampled or mapped.estimate.ess >= ADAPTED_ESS * len(mapped.start):
+            break
+        mapped = _weighed_again(target, mapped, _moved_to_draws(mapped), rng, draws)
     if mapped.resampled and (reliable is None or reliable(mapped.estimate.log_importance_weights)):
         return mapped
     spent = mapped.n_grad * len(mapped.start)
@@ -1039,6 +1052,30 @@ def map_population_of(
         anneal_metropolis, initial_step, record,
     )  # fmt: skip
     return replace(mapped, n_grad=mapped.n_grad + -(-spent // draws))
+
+
+def _weighed_again(target, mapped: MappedPopulation, modes: ModeMap, rng, draws: int):
+    """``mapped`` with ``modes`` weighed by ``draws`` importance draws (its particles the
+    fallback, its gradient evaluations carried over)."""
+    state = AnnealState(mapped.start, mapped.lps, mapped.grads, np.ones(1), mapped.n_grad)
+    weighed = _weigh(target, state, replace(modes, n_grad=0), rng, n=draws)
+    return replace(weighed, probed=mapped.probed)
+
+
+def _moved_to_draws(mapped: MappedPopulation) -> ModeMap:
+    """The map with each mode's Gaussian set to the mean and covariance of the resampled
+    importance draws nearest it (a population Monte Carlo step: the draws' law is the
+    posterior's, as the importance weights estimate it); a mode with no more such draws than
+    dimensions keeps its own."""
+    modes = mapped.modes
+    nearest = mapped.jumps.nearest_mode(mapped.start)
+    means, roots = modes.means.copy(), modes.roots.copy()
+    for k in range(modes.n_modes):
+        own = mapped.start[nearest == k]
+        if len(own) > modes.means.shape[1]:
+            means[k] = own.mean(axis=0)
+            roots[k] = shrunk_root(np.atleast_2d(np.cov(own.T)), dense=True)
+    return replace(modes, means=means, roots=roots)
 
 
 def run_population(
