@@ -488,9 +488,9 @@ def sample_dilation(
         Refinement sweeps at λ = 1, at most, and MALA steps per sweep. The step sizes adapt
         during the first sweeps (5, or half of ``refine_sweeps`` if fewer); from the next
         one on, the refinement stops after the first sweep whose population passes its own
-        convergence checks with a margin (:func:`~pymc_dilation.engine.convergence.
-        failed_checks` with :data:`~pymc_dilation.engine.convergence.STOP_MARGIN`; the
-        warnings use the plain limits). From 50 parameters on, when
+        convergence checks with a margin
+        (:func:`~pymc_dilation.engine.convergence.failed_checks`, 1.5 times stricter than
+        the warnings). From 50 parameters on, when
         the importance weights were too uneven to resample (the particles refined are then
         the annealed ones, not yet posterior draws), each step is a Hamiltonian trajectory
         instead, with a diagonal mass estimated from the particles and their gradients
