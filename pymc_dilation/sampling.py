@@ -535,7 +535,8 @@ def sample_dilation(
           error in the variable's ``standard_error`` attribute), ``importance_ess`` and
           ``pareto_k`` of the importance weights, and the population's convergence figures
           ``stein_mean_z``, ``stein_mean_effect``, ``stein_cov_z``, ``stein_cov_effect``,
-          ``subpopulation_rhat``, ``particle_ess``, ``stuck_share``, ``unmoved_share`` and
+          ``stein_spread``, ``subpopulation_rhat``, ``particle_ess``, ``stuck_share``,
+          ``unmoved_share`` and
           ``invalid_share`` (particles without a finite log density, replaced by copies of
           valid ones and warned about; see
           :mod:`pymc_dilation.engine.convergence`);

@@ -654,6 +654,10 @@ def test_a_funnel_population_is_warned(seed):
     assert any("funnel" in m for m in messages), messages
     assert float(result.stage_stats["pareto_k"][0]) > 0.7
     assert result.samples[:, 0].std() < 0.5  # the collapse the warnings are about
+    # Cov(g) >= Cov(x)^-1 holds for draws of any target; the collapsed particles break it
+    # whatever the noise in g_v (measured 0.0 on seeds 1-3, well-posed targets 1.05-140).
+    assert float(result.stage_stats["stein_spread"][0]) < 0.1
+    assert any("narrower than their gradients allow" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -706,6 +710,24 @@ def test_the_refinement_stops_when_the_population_passes_its_checks():
         warnings.simplefilter("ignore")
         funnel = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=3)
     assert _sweeps_run(funnel) == 10
+
+
+def test_the_spread_bound_holds_for_draws_and_fails_for_a_collapsed_population():
+    from pymc_dilation.engine.convergence import SPREAD_LIMIT, stein_spread
+
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 2.0]])
+    draws = rng.multivariate_normal(np.zeros(3), cov, size=2000)
+    _, grads = _correlated_gaussian(draws)
+    exact = stein_spread(draws, grads, 2000)
+    assert 0.9 < exact < 1.3  # a Gaussian sits on the bound
+    narrow = draws * np.array([1.0, 1.0, 0.2])  # one direction five times too narrow
+    _, narrow_grads = _correlated_gaussian(narrow)
+    assert stein_spread(narrow, narrow_grads, 2000) < SPREAD_LIMIT
+    wide = draws * 3.0  # too wide is not what this bound sees
+    _, wide_grads = _correlated_gaussian(wide)
+    assert stein_spread(wide, wide_grads, 2000) > 1.0
+    assert np.isnan(stein_spread(draws[:3], grads[:3], 3))
 
 
 def test_the_stopping_test_is_stricter_than_the_warnings():

@@ -14,6 +14,17 @@ computed in the coordinates of the refinement (whitened by the modes' average co
   deviations in units of the score's sd (for the mean) and as an error on the ``−1`` (for the
   covariance), so a tiny deviation that many particles make significant is not reported. A
   population stuck in the neck of a funnel, or still on its way to the target, breaks them.
+- **Spread against the score** (``stein_spread``). The identity ``Cov(u, g) = −I`` keeps
+  the joint covariance of ``(u, g)`` positive semi-definite only if ``Cov(g) ⪰ Cov(u)⁻¹``
+  (its Schur complement): every eigenvalue of ``Cov(u) Cov(g)`` is at least 1 for draws of any
+  target, in any linear coordinates, with equality for a Gaussian. For a Gaussian's draws the
+  smallest *sample* eigenvalue is about ``(1 − √(d / m))⁴`` with ``m`` effective draws (the
+  squared smallest eigenvalue of a Wishart matrix over ``m``); the figure is the smallest
+  sample eigenvalue divided by that, with ``m`` the particle ESS below (NaN when ``d ≥ m`` or
+  above :data:`SPREAD_MAX_DIM` dimensions, where it would cost ``O(n d²)`` a check). A
+  population narrower than its scores allow, as one collapsed into a funnel's neck, has it
+  near 0 even where the covariance test above is drowned by the noise the other coordinates
+  put in ``g_i`` (Neal's funnel: 0.0 where well-posed targets gave 0.8–140).
 - **Sub-population R-hat** (``subpopulation_rhat``). The rank-normalised R-hat (Vehtari et al.,
   2021) of the first and second half of the particles (by index), the largest over the
   coordinates. The halves come from the same exact kernels, so they agree unless a few
@@ -42,6 +53,8 @@ __all__ = [
     "population_checks",
     "failed_checks",
     "STOP_MARGIN",
+    "SPREAD_LIMIT",
+    "stein_spread",
     "rank_rhat",
     "subpopulation_rhat_limit",
     "STUCK_ACCEPTANCE",
@@ -62,6 +75,7 @@ CHECK_NAMES = (
     "stein_mean_effect",
     "stein_cov_z",
     "stein_cov_effect",
+    "stein_spread",
     "subpopulation_rhat",
     "particle_ess",
     "stuck_share",
@@ -129,6 +143,7 @@ def failed_checks(figures: dict[str, float], n: int, margin: float = 1.0) -> lis
         and above("stein_mean_effect", STEIN_MEAN_EFFECT),
         "stein_cov_z": above("stein_cov_z", STEIN_Z_LIMIT)
         and above("stein_cov_effect", STEIN_COV_EFFECT),
+        "stein_spread": bool(figures.get("stein_spread", np.nan) < SPREAD_LIMIT * margin),
         "subpopulation_rhat": above("subpopulation_rhat", (1.0 + rhat_excess) * margin),
         "particle_ess": bool(figures.get("particle_ess", np.nan) < ess_share * n),
         "stuck_share": above("stuck_share", STUCK_SHARE_LIMIT),
@@ -196,6 +211,34 @@ def particle_ess(us: np.ndarray) -> float:
     return float(values.min()) if values.size else np.nan
 
 
+SPREAD_MAX_DIM = 100
+"""``stein_spread`` is computed up to this dimension (``O(n d² + d³)``)."""
+
+SPREAD_LIMIT = 0.5
+"""``stein_spread`` below which the particles are narrower than their scores allow (1 is
+what a Gaussian's draws show; any other target's more)."""
+
+
+def stein_spread(us: np.ndarray, grads: np.ndarray, effective: float) -> float:
+    """The smallest eigenvalue of ``Cov(u) Cov(g)`` over a Gaussian's expected smallest
+    sample value at ``effective`` draws (see the module docstring); NaN when it cannot be
+    told."""
+    dim = us.shape[1]
+    if dim > SPREAD_MAX_DIM or not np.isfinite(effective) or effective <= dim:
+        return np.nan
+    with np.errstate(all="ignore"):
+        cov_u = np.atleast_2d(np.cov(us.T))
+        cov_g = np.atleast_2d(np.cov(grads.T))
+        if not (np.all(np.isfinite(cov_u)) and np.all(np.isfinite(cov_g))):
+            return np.nan
+        try:
+            root = np.linalg.cholesky(cov_u)
+        except np.linalg.LinAlgError:
+            return np.nan
+        smallest = float(np.linalg.eigvalsh(root.T @ cov_g @ root)[0])
+    return smallest / (1.0 - np.sqrt(dim / effective)) ** 4
+
+
 def _largest(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
@@ -227,15 +270,17 @@ def population_checks(
         cov_z = np.abs(cov + 1.0) / (products.std(axis=0, ddof=1) / np.sqrt(n))
     half = n // 2
     refined = last_acceptance is not None
+    ess = particle_ess(us) if n >= 8 else np.nan
     return {
         "stein_mean_z": _largest(mean_effect * np.sqrt(n)),
         "stein_mean_effect": _largest(mean_effect),
         "stein_cov_z": _largest(cov_z),
         "stein_cov_effect": _largest(np.abs(cov + 1.0)),
+        "stein_spread": stein_spread(us, grads, min(ess, n)),
         "subpopulation_rhat": _largest(rank_rhat([us[:half], us[half : 2 * half]]))
         if half >= 2
         else np.nan,
-        "particle_ess": particle_ess(us) if n >= 8 else np.nan,
+        "particle_ess": ess,
         "stuck_share": float(np.mean(last_acceptance < STUCK_ACCEPTANCE)) if refined else np.nan,
         "unmoved_share": float(np.mean(np.all(us == start, axis=1))) if refined else np.nan,
     }
