@@ -439,12 +439,11 @@ def sample_dilation(
     mapped (hill–valley merging, a local Gaussian each), weighed by importance sampling (which
     also gives the evidence), and ``draws`` importance draws, resampled to those weights, are
     refined exactly at λ = 1 by Metropolis-adjusted Langevin sweeps and independence jumps
-    between the modes (see :mod:`pymc_dilation.engine.population`). As few particles are
-    annealed as the map needs: 128 centers first climb straight to their optima, and
-    particles are annealed (128, doubling while they find more modes) only where the ascents
-    find several modes; all ``draws`` of them, refined themselves, only when the importance
-    weights cannot be trusted (Pareto k̂ above 0.7, or too uneven to resample; see
-    :func:`~pymc_dilation.engine.population.map_population_of`).
+    between the modes (see :mod:`pymc_dilation.engine.population`). 128 centers first climb
+    straight to their optima; when they find one mode (checked from annealed starts from 50
+    parameters on), nothing is annealed. Otherwise, or when the importance weights cannot be
+    trusted (Pareto k̂ above 0.7, or too uneven to resample), all ``draws`` particles are
+    annealed and mapped (see :func:`~pymc_dilation.engine.population.map_population_of`).
 
     Parameters
     ----------
@@ -620,12 +619,11 @@ def sample_dilation(
     # Folded by the exact symmetries (PopulationTarget.fold), as DilationLangevin's tuning
     # population is: the map holds one copy of each mode, the symmetry jumps below move the
     # particles between copies, and the orbit count adds the copies' mass to the evidence.
-    # Unfolded, the growing map climbed on to find every copy (a 4-component NormalMixture,
-    # 24 copies: 3500 gradients a particle, 12 s), and the weights of the copies it did find
-    # were too uneven to resample, so all particles were annealed and refined, and sat in
-    # spurious optima (sorted means 2.6-22 sds off on the symmetric suite's mixtures, warned).
-    # Folded: 0.03-0.13 sd in 1.1-3.9 s. (With every particle annealed, as before the growing
-    # map, folding had made those weights uneven instead: Pareto k 0.75.)
+    # Unfolded, the copies' importance weights were too uneven to resample on the symmetric
+    # suite's generated mixtures, and the particles sat in spurious optima (sorted means
+    # 5.7-24 sds off, warned); folded, the ascents settle on one mode: 0.02-0.13 on three of
+    # four (benchmarks/RESULTS.md). Folding after annealing every particle had made those
+    # weights uneven instead (Pareto k 0.75), hence the earlier choice.
     target = PopulationTarget(
         logp.dim, logp.batch_callable(extra), logp.point_fn, extra,
         fold=None if found.exact is None else found.exact.canonical,
