@@ -1029,12 +1029,13 @@ def map_population_of(
 
     Measured: annealing every particle cost 80 gradient evaluations a particle where the
     ascents settle the map (the label-switching mixtures, folded: 2.3-2.5 of
-    ``pm.sample_smc``'s wall before, 0.56-0.79 now). Where they find several modes a growing annealed population (128,
-    doubling while it finds more, as the step method's) missed modes that all 2000 annealed
-    particles found: on held-out 10-D mixtures (rand10d-5, seeds 5 and 6) mode weights off
-    by 0.64 in total variation against 0.05, so the population anneals in full there. Neal's
-    funnel's neck Gaussian gave weights even enough to resample (k̂ 0.95), and refined from
-    there the particles passed the convergence checks that catch the annealed ones.
+    ``pm.sample_smc``'s wall before, 0.56-0.79 now). Where they find several modes a
+    growing annealed population (128, doubling while it finds more, as the step method's)
+    missed modes that all 2000 annealed particles found: on held-out 10-D mixtures
+    (rand10d-5, seeds 5 and 6) mode weights off by 0.64 in total variation against 0.05, so
+    the population anneals in full there. Neal's funnel's neck Gaussian gave weights even
+    enough to resample (k̂ 0.95), and refined from there the particles passed the
+    convergence checks that catch the annealed ones.
     """
     first = min(FIRST_PARTICLES, draws)
     mapped = map_growing_population(
