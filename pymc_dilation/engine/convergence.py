@@ -134,20 +134,23 @@ def failed_checks(figures: dict[str, float], n: int, margin: float = 1.0) -> lis
 
     def above(name: str, limit: float) -> bool:
         value = figures.get(name, np.nan)
-        return bool(np.isfinite(value) and value > limit / margin)
+        return bool(np.isfinite(value) and value > limit)
 
-    rhat_excess = (subpopulation_rhat_limit(n) - 1.0) / margin
-    ess_share = min(PARTICLE_ESS_SHARE * margin, 0.9)
+    def below(name: str, limit: float) -> bool:
+        return bool(figures.get(name, np.nan) < limit)
+
     failed = {
-        "stein_mean_z": above("stein_mean_z", STEIN_Z_LIMIT)
-        and above("stein_mean_effect", STEIN_MEAN_EFFECT),
-        "stein_cov_z": above("stein_cov_z", STEIN_Z_LIMIT)
-        and above("stein_cov_effect", STEIN_COV_EFFECT),
-        "stein_spread": bool(figures.get("stein_spread", np.nan) < SPREAD_LIMIT * margin),
-        "subpopulation_rhat": above("subpopulation_rhat", (1.0 + rhat_excess) * margin),
-        "particle_ess": bool(figures.get("particle_ess", np.nan) < ess_share * n),
-        "stuck_share": above("stuck_share", STUCK_SHARE_LIMIT),
-        "unmoved_share": above("unmoved_share", UNMOVED_SHARE_LIMIT),
+        "stein_mean_z": above("stein_mean_z", STEIN_Z_LIMIT / margin)
+        and above("stein_mean_effect", STEIN_MEAN_EFFECT / margin),
+        "stein_cov_z": above("stein_cov_z", STEIN_Z_LIMIT / margin)
+        and above("stein_cov_effect", STEIN_COV_EFFECT / margin),
+        "stein_spread": below("stein_spread", SPREAD_LIMIT * margin),
+        "subpopulation_rhat": above(
+            "subpopulation_rhat", 1.0 + (subpopulation_rhat_limit(n) - 1.0) / margin
+        ),
+        "particle_ess": below("particle_ess", min(PARTICLE_ESS_SHARE * margin, 0.9) * n),
+        "stuck_share": above("stuck_share", STUCK_SHARE_LIMIT / margin),
+        "unmoved_share": above("unmoved_share", UNMOVED_SHARE_LIMIT / margin),
     }
     return [name for name in CHECK_NAMES if failed.get(name, False)]
 

@@ -581,27 +581,12 @@ def map_growing_population(
     reliable_before = False
     centers = draw_centers(batch)
     if probe:
-        probed, one_mode = _probe(target, centers, rng, known)
-        checked = 0  # gradient evaluations of the check, all its particles together
-        if one_mode:
-            modes = probed.modes
-            if target.dim >= CHECK_MIN_DIM:
-                target.stage(
-                    f"annealing {CHECK_PARTICLES} particles to check the map from other starts"
-                )
-                annealed = anneal(
-                    target, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng,
-                    steps_per_level, target_accept, anneal_metropolis, initial_step,
-                )  # fmt: skip
-                modes, checked = _check_from_annealed_starts(target, modes, annealed)
-            if modes is probed.modes:
-                # No diffusion either: from draws of the one mode it found, a few MALA sweeps
-                # stay in that mode (none added a mode on eight schools, garch, kidiq, sblrc: 2
-                # seeds x 4 chains each), and cost 20 of the probe's ~50 gradients per
-                # particle; the chain's own tuning looks further (DilationLangevin's map
-                # growth).
-                return replace(probed, probed=True, n_grad=probed.n_grad + -(-checked // batch))
-            probed = replace(probed, modes=modes)
+        probed, settled, checked = _probe_and_check(
+            target, centers, draw_centers, levels, rng, steps_per_level, target_accept,
+            anneal_metropolis, initial_step, known,
+        )  # fmt: skip
+        if settled:
+            return probed
         earlier_maps = probed.n_grad * batch + checked
         climbed, more = _climb_more(target, probed.modes, draw_centers, batch, most)
         earlier_maps += more
@@ -651,6 +636,36 @@ def map_growing_population(
         earlier_maps += more
     mapped = replace(mapped, n_grad=mapped.n_grad + -(-earlier_maps // total))
     return _finish(target, mapped, state, rng, target_accept, diffusion_sweeps)
+
+
+def _probe_and_check(
+    target, centers, draw_centers, levels, rng, steps_per_level, target_accept,
+    anneal_metropolis, initial_step, known,
+):  # fmt: skip
+    """The probe's map from ``centers`` (:func:`_probe`) and, when it holds one mode, the
+    check from annealed starts (:func:`_check_from_annealed_starts`, from
+    :data:`CHECK_MIN_DIM` dimensions on). Returns the map (with the modes the check added),
+    whether it settled on one mode (then ``probed`` is set and its ``n_grad`` counts the
+    check), and the check's gradient evaluations, all its particles together."""
+    probed, one_mode = _probe(target, centers, rng, known)
+    if not one_mode:
+        return probed, False, 0
+    modes, checked = probed.modes, 0
+    if target.dim >= CHECK_MIN_DIM:
+        target.stage(f"annealing {CHECK_PARTICLES} particles to check the map from other starts")
+        annealed = anneal(
+            target, draw_centers(CHECK_PARTICLES), levels[::-4][::-1], rng, steps_per_level,
+            target_accept, anneal_metropolis, initial_step,
+        )  # fmt: skip
+        modes, checked = _check_from_annealed_starts(target, modes, annealed)
+    if modes is probed.modes:
+        # No diffusion either: from draws of the one mode it found, a few MALA sweeps stay in
+        # that mode (none added a mode on eight schools, garch, kidiq, sblrc: 2 seeds x 4
+        # chains each), and cost 20 of the probe's ~50 gradients per particle; the chain's
+        # own tuning looks further (DilationLangevin's map growth).
+        n_grad = probed.n_grad + -(-checked // len(centers))
+        return replace(probed, probed=True, n_grad=n_grad), True, checked
+    return replace(probed, modes=modes), False, checked
 
 
 def _evaluate(target: PopulationTarget, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1017,8 +1032,8 @@ def map_population_of(
     the posterior is not one mode.
 
     First :data:`FIRST_PARTICLES` centers climb straight to their optima, as the step
-    method's tuning population does (:func:`map_growing_population` with its probe, and its
-    check from annealed starts from :data:`CHECK_MIN_DIM` dimensions on). When they find one
+    method's tuning population does (:func:`_probe_and_check`: the probe, and its check from
+    annealed starts from :data:`CHECK_MIN_DIM` dimensions on). When they find one
     mode, its map is weighed by ``draws`` importance draws (at least :data:`DRAWS_PER_MODE`
     per mode), which are resampled to start the refinement. Otherwise, or when the
     importance weights are too uneven to resample, or ``reliable(log_weights)`` says they
@@ -1037,13 +1052,13 @@ def map_population_of(
     enough to resample (k̂ 0.95), and refined from there the particles passed the
     convergence checks that catch the annealed ones.
     """
-    first = min(FIRST_PARTICLES, draws)
-    mapped = map_growing_population(
-        target, draw_centers, levels, rng, first, first, steps_per_level, target_accept,
-        anneal_metropolis, initial_step, probe=True, known=known,
+    centers = draw_centers(min(FIRST_PARTICLES, draws))
+    mapped, settled, checked = _probe_and_check(
+        target, centers, draw_centers, levels, rng, steps_per_level, target_accept,
+        anneal_metropolis, initial_step, known,
     )  # fmt: skip
-    spent = mapped.n_grad * len(mapped.start)
-    if mapped.probed and mapped.resampled:
+    spent = mapped.n_grad * len(centers) + (0 if settled else checked)
+    if settled and mapped.resampled:
         mapped = _moved_while_uneven(
             target, _weighed_again(target, mapped, mapped.modes, rng, draws), rng, draws
         )
@@ -1175,17 +1190,18 @@ def run_population(
     n_grad = mapped.n_grad
     n = len(us)
     start_us = us.copy()
-    last: dict[str, np.ndarray] = {}
+    last: dict[str, object] = {}
     diverging = np.zeros(n, dtype=bool)
 
     def record_refine(lam, eps, info, jump):
+        last.pop("checks", None)  # the particles moved: figures of the previous sweep are stale
         last["acceptance"] = info.acceptance_rate
         diverging[:] |= np.asarray(info.divergences) > 0
         record(lam, eps, info, jump)
 
     def converged(acceptance: np.ndarray) -> bool:
-        figures = population_checks(start_us, us, grads, acceptance)
-        return not failed_checks(figures, n, STOP_MARGIN)
+        last["checks"] = population_checks(start_us, us, grads, acceptance)
+        return not failed_checks(last["checks"], n, STOP_MARGIN)
 
     n_grad += refine(
         refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
@@ -1196,7 +1212,7 @@ def run_population(
     )  # fmt: skip
     if progress is not None:
         progress(len(levels) + refine_sweeps)
-    checks = population_checks(start_us, us, grads, last.get("acceptance"))
+    checks = last.get("checks") or population_checks(start_us, us, grads, last.get("acceptance"))
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
     checks["invalid_share"] = replace_invalid(ys, lps, labels, diverging, rng)
