@@ -58,6 +58,7 @@ from pymc_dilation.engine.convergence import (
     STEIN_COV_EFFECT,
     STEIN_MEAN_EFFECT,
     STEIN_Z_LIMIT,
+    STOP_MARGIN,
     STUCK_SHARE_LIMIT,
     UNMOVED_SHARE_LIMIT,
     failed_checks,
@@ -165,6 +166,12 @@ def convergence_reasons(stats: xr.Dataset) -> list[str]:
         if "unmoved_share" in failed:
             found.append(
                 f"{figures['unmoved_share']:.0%} of the particles never moved during the refinement"
+            )
+        if "settled_sweep" in failed:
+            found.append(
+                "no refinement sweep passed these checks with the margin the refinement stops "
+                f"at ({STOP_MARGIN:g} times stricter), so figures just inside their limits are "
+                "no all-clear (settled_sweep = -1)"
             )
         invalid = _stat(stats, "invalid_share", chain)
         if invalid > 0:

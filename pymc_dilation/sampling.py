@@ -342,8 +342,14 @@ def _stages_padded(values: list[np.ndarray], name: str) -> np.ndarray:
 
 
 def _annealed_levels(result: PopulationResult) -> int:
-    """Annealing levels the population ran (stages without an independence jump)."""
-    return int(np.sum(np.isnan(result.stage_stats["jump_acceptance"])))
+    """Annealing levels the population ran (stages with no inverse temperature)."""
+    return int(np.sum(np.isnan(result.stage_stats["inverse_temperature"])))
+
+
+def _tempering_levels(result: PopulationResult) -> int:
+    """Levels of the bridge from the map's mixture to the posterior the population ran."""
+    beta = result.stage_stats["inverse_temperature"]
+    return int(np.sum(np.isfinite(beta) & np.isnan(result.stage_stats["jump_acceptance"])))
 
 
 def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr.Dataset:
@@ -401,6 +407,7 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
             ),
             "sampling_time": elapsed,
             "n_levels": max(_annealed_levels(r) for r in results),
+            "n_tempering_levels": max(_tempering_levels(r) for r in results),
             "n_modes_found": [r.modes.n_modes for r in results],
         },
     )
@@ -489,12 +496,20 @@ def sample_dilation(
         one on, the refinement stops after the first sweep whose population passes its own
         convergence checks with a margin
         (:func:`~pymc_dilation.engine.convergence.failed_checks`, 1.5 times stricter than
-        the warnings). From 50 parameters on, when
-        the importance weights were too uneven to resample (the particles refined are then
-        the annealed ones, not yet posterior draws), each step is a Hamiltonian trajectory
-        instead, with a diagonal mass estimated from the particles and their gradients
-        during the first half of the sweeps (exact: a Metropolis-adjusted kernel with its
-        step sizes and mass fixed in the second half).
+        the warnings). Where the particles came from the bridge below, or (from 50
+        parameters on) were annealed particles rather than posterior draws, each step is a
+        Hamiltonian trajectory instead, with a diagonal mass estimated from the particles
+        and their gradients while the step sizes adapt (exact: a Metropolis-adjusted kernel
+        with its step sizes and mass fixed afterwards).
+
+        When the importance weights of the map's mixture cannot be trusted (Pareto k̂ above
+        0.7, or too uneven to resample: funnels, weakly identified hierarchies, factor
+        models), the particles are carried from that mixture to the posterior by sequential
+        Monte Carlo along the geometric bridge ``q^(1-β) π^β``
+        (:func:`~pymc_dilation.engine.tempering.temper`): levels chosen so that each keeps
+        half the particles' effective sample size, Hamiltonian moves, the evidence from the
+        levels' mean incremental weights (unbiased for ``Z``; consistent, not exact), the
+        mode weights from the final particles' shares.
     reparameterize : bool
         Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
         a Gaussian random walk with a sampled step sd: funnels) non-centered where the data
@@ -519,20 +534,24 @@ def sample_dilation(
         included) with ``draw`` indexing particles, and ``sample_stats`` with
 
         - per stage (dims ``chain, stage``: the annealing levels where all particles were
-          annealed, then the refinement sweeps run; a chain with fewer stages is padded with
-          NaN, its running divergence count with its last value):
-          ``dilation`` (λ), ``step_size`` (the particles' median), ``acceptance_rate`` (their
-          mean), ``divergences`` (running count of divergent Langevin steps, all particles)
-          and ``jump_acceptance`` (NaN while annealing);
+          annealed, the bridge's levels where it ran, then the refinement sweeps run; a
+          chain with fewer stages is padded with NaN, its running divergence count with its
+          last value): ``dilation`` (λ), ``inverse_temperature`` (the bridge's β; NaN while
+          annealing, 1 while refining), ``step_size`` (the particles' median),
+          ``acceptance_rate`` (their mean), ``divergences`` (running count of divergent
+          Langevin steps and trajectories, all particles) and ``jump_acceptance`` (NaN
+          before the refinement);
         - per particle (``chain, draw``): ``lp`` (log density), ``diverging`` (a refinement
           step of the particle diverged) and ``mode_index``;
         - per mode (``chain, mode``; see :func:`pymc_dilation.mode_table`): ``mode_weight``
-          and ``mode_weight_se`` (importance-sampling estimate and its standard error),
+          and ``mode_weight_se`` (importance-sampling estimate, or the bridge's particle
+          shares, and its standard error),
           ``mode_particles``, ``mode_logp``, ``mode_location`` and ``mode_covariance``
           (unconstrained space, dims ``param``, ``param_bis``);
         - per chain: ``log_marginal_likelihood`` (as ``pm.sample_smc`` names it; its standard
           error in the variable's ``standard_error`` attribute), ``importance_ess`` and
-          ``pareto_k`` of the importance weights, and the population's convergence figures
+          ``pareto_k`` of the importance weights (of the bridge's last level where it
+          ran), and the population's convergence figures
           ``stein_mean_z``, ``stein_mean_effect``, ``stein_cov_z``, ``stein_cov_effect``,
           ``stein_spread``, ``subpopulation_rhat``, ``particle_ess``, ``stuck_share``,
           ``unmoved_share`` and
@@ -542,7 +561,8 @@ def sample_dilation(
         - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
           particles, the Laplace step included), ``sampling_time``, ``n_levels`` (annealing
           levels recorded, the most over the chains; 0 when no chain annealed all its
-          particles) and ``n_modes_found``.
+          particles), ``n_tempering_levels`` (the bridge's levels, the most over the chains;
+          0 when it did not run) and ``n_modes_found``.
 
         ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``, ``diverging`` and
         ``lp`` mean what they mean in :class:`~pymc_dilation.DilationLangevin`'s

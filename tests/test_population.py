@@ -445,12 +445,13 @@ def test_center_by_name_in_constrained_space_and_unknown_names():
 
 
 def test_a_funnel_as_written_is_warned_about():
-    # Neal's funnel sampled as written: no Gaussian describes it, so the importance weights
-    # are unreliable (by default it is non-centered, see test_reparam).
+    # Neal's funnel sampled as written: no Gaussian describes it, and the bridge from the
+    # neck's Gaussian does not reach the mouth (by default it is non-centered, see
+    # test_reparam).
     with pm.Model():
         log_scale = pm.Normal("log_scale", 0.0, 3.0)
         pm.Normal("x", 0.0, pm.math.exp(log_scale / 2), shape=8)
-        with pytest.warns(UnreliableResultWarning, match="Pareto k-hat"):
+        with pytest.warns(UnreliableResultWarning, match="did not converge"):
             sample_dilation(draws=1000, random_seed=1, progressbar=False, reparameterize=False)
 
 
@@ -640,24 +641,23 @@ def _convergence_warnings(caught):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_funnel_population_is_warned(seed):
-    # The particles collapse into the neck (v about -36, sd 0.01 against 3): the joint mode,
-    # where x's scale is 1.5e-8. Every ascent ends there and its Gaussian's importance weights
-    # have Pareto k-hat 0.77-1.15 over seeds 1-7 (warned above 0.7, "a funnel"); refined from
-    # the annealed particles, their gradients break the Stein identity E[x grad'] = -I by
-    # 21-51 standard errors (warned above 5). g_v carries the chi-square noise of the eight
-    # x's, so that test is weaker than it looks: an earlier random stream gave 4.5 at seed 1,
-    # with k-hat 0.69 on ArviZ 1, and no warning at all.
+    # Every ascent ends in the neck (v about -36, where x's scale is 1.5e-8), and that
+    # Gaussian's importance weights have Pareto k-hat 0.77-1.15, so the particles are carried
+    # from it to the funnel by the bridge (engine.tempering). Its Hamiltonian moves, whose
+    # step fits the neck, do not reach the mouth: v ends 1.7 sd (seed 1) to 8 sd (seeds 2, 3)
+    # low. Seeds 2 and 3 break the Stein identity E[x grad'] = -I by 38-51 standard errors;
+    # seed 1 by 4.5, inside the warning's 5, but no refinement sweep passed the checks with
+    # the stop test's margin (settled_sweep -1), which is warned too. (Before the bridge the
+    # particles collapsed into the neck, v's sd 0.01, and stein_spread caught it.)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=seed)
     messages = [str(w.message) for w in caught if w.category is UnreliableResultWarning]
-    assert any("funnel" in m for m in messages), messages
-    assert float(result.stage_stats["pareto_k"][0]) > 0.7
-    assert result.samples[:, 0].std() < 0.5  # the collapse the warnings are about
-    # Cov(g) >= Cov(x)^-1 holds for draws of any target; the collapsed particles break it
-    # whatever the noise in g_v (measured 0.0 on seeds 1-3, well-posed targets 1.05-140).
-    assert float(result.stage_stats["stein_spread"][0]) < 0.1
-    assert any("narrower than their gradients allow" in m for m in messages), messages
+    assert any("did not converge" in m and "funnel" in m for m in messages), messages
+    v = result.samples[:, 0]
+    assert abs(v.mean()) > 1.0 * 3.0  # the miss the warnings are about (v ~ N(0, 3))
+    assert float(result.stage_stats["settled_sweep"][0]) == -1.0
+    assert result.stage_stats.attrs["n_tempering_levels"] > 0
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -6,6 +6,7 @@ One module per stage of the algorithm: :mod:`~pymc_dilation.engine.path` (the di
 (step size and preconditioner), :mod:`~pymc_dilation.engine.laplace` (whitening),
 :mod:`~pymc_dilation.engine.explore` (particles annealed along their own paths),
 :mod:`~pymc_dilation.engine.modes` (the mode map), :mod:`~pymc_dilation.engine.weights` (mode
-weights, evidence and exact jumps) and :mod:`~pymc_dilation.engine.population` (the stages
-chained into one run).
+weights, evidence and exact jumps), :mod:`~pymc_dilation.engine.tempering` (sequential Monte
+Carlo from the map to the target, where importance weights fail) and
+:mod:`~pymc_dilation.engine.population` (the stages chained into one run).
 """

@@ -141,6 +141,31 @@ class MixtureProposal:
         """``log q(x)``, shape ``(n,)``."""
         return self._log_density(self._quadratic_forms(x)[0])
 
+    def log_density_and_grad(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log q(x)`` and its gradient, shapes ``(n,)`` and ``(n, d)`` (without truncation:
+        a truncated mixture's density has no gradient at its edges)."""
+        if self.tail > 0.0:
+            raise ValueError("a truncated mixture (tail > 0) has no gradient at its edges")
+        z = np.matmul(
+            x[None, :, :] - self.locations[:, None, :], np.swapaxes(self._inverse_roots, 1, 2)
+        )
+        squares = np.einsum("kni,kni->nk", z, z)
+        # Row form of -Σ⁻¹(x - m) = -R⁻ᵀ z: each mode's narrow Gaussian pulls by this, its
+        # widened one by a quarter of it.
+        pulls = -np.matmul(z, self._inverse_roots)
+        parts = [self._log_narrow - 0.5 * squares]
+        scales = [1.0]
+        if self.defensive > 0.0:
+            parts.append(self._log_wide - (0.5 / _WIDEN**2) * squares)
+            scales.append(1.0 / _WIDEN**2)
+        flat = np.concatenate(parts, axis=1)  # (n, parts × K)
+        log_q = _logsumexp(flat, axis=1)
+        with np.errstate(invalid="ignore"):
+            resp = np.nan_to_num(np.exp(flat - log_q[:, None]))
+        share = resp.reshape(len(x), len(parts), -1).transpose(0, 2, 1) @ np.asarray(scales)
+        grad = np.einsum("nk,kni->ni", share, pulls)
+        return log_q, grad
+
     def log_density_and_uncovered(
         self, x: np.ndarray, tail: float = 1e-4
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -212,15 +237,19 @@ class MixtureProposal:
         return out
 
 
-def mode_proposal(modes: ModeMap, weights: np.ndarray, floor: float) -> MixtureProposal:
-    """``q`` with mode weights ``(1 - floor) * weights + floor / K``.
+def mode_proposal(
+    modes: ModeMap, weights: np.ndarray, floor: float, defensive: float = DEFENSIVE_SHARE
+) -> MixtureProposal:
+    """``q`` with mode weights ``(1 - floor) * weights + floor / K`` and a ``defensive``
+    share of widened Gaussians.
 
     The floor keeps every mode proposed, so a mode whose weight was underestimated still
     receives particles.
     """
     return MixtureProposal(
-        modes.means, modes.roots, _floored(weights, floor), inverse_roots=modes.inverse_roots
-    )
+        modes.means, modes.roots, _floored(weights, floor), defensive,
+        inverse_roots=modes.inverse_roots,
+    )  # fmt: skip
 
 
 def _floored(weights: np.ndarray, floor: float) -> np.ndarray:
