@@ -54,6 +54,7 @@ import xarray as xr
 
 from pymc_dilation.engine.convergence import (
     CHECK_NAMES,
+    DRIFT_Z_LIMIT,
     PARTICLE_ESS_SHARE,
     STEIN_COV_EFFECT,
     STEIN_MEAN_EFFECT,
@@ -166,6 +167,12 @@ def convergence_reasons(stats: xr.Dataset) -> list[str]:
         if "unmoved_share" in failed:
             found.append(
                 f"{figures['unmoved_share']:.0%} of the particles never moved during the refinement"
+            )
+        if "drift_z" in failed:
+            found.append(
+                f"the particles' mean still moved by {figures['drift_effect']:.2f} sd in the "
+                f"last sweep, {figures['drift_z']:.1f} standard errors (drift_z > "
+                f"{DRIFT_Z_LIMIT:g}): they have not reached the posterior along a slow direction"
             )
         if "settled_sweep" in failed:
             found.append(

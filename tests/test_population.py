@@ -730,6 +730,26 @@ def test_the_spread_bound_holds_for_draws_and_fails_for_a_collapsed_population()
     assert np.isnan(stein_spread(draws[:3], grads[:3], 3))
 
 
+def test_the_drift_check_sees_a_population_still_travelling():
+    from pymc_dilation.engine.convergence import failed_checks, population_checks
+
+    # An exact kernel for N(0, I) (an autoregressive move) leaves a population drawn from it
+    # where it was; the same kernel on a population one sd off moves its mean by 0.2 sd a
+    # sweep, which its paired differences make 15 standard errors.
+    rng = np.random.default_rng(4)
+    n, rho = 2000, 0.8
+
+    def sweep(us):
+        return rho * us + np.sqrt(1 - rho**2) * rng.standard_normal(us.shape)
+
+    for offset, failing in ((0.0, False), (1.0, True)):
+        before = rng.standard_normal((n, 5)) + np.array([offset, 0, 0, 0, 0])
+        after = sweep(before)
+        figures = population_checks(before, after, -after, np.ones(n), before)
+        assert ("drift_z" in failed_checks(figures, n)) is failing, figures
+    assert np.isnan(population_checks(before, after, -after, np.ones(n))["drift_z"])
+
+
 def test_the_stopping_test_is_stricter_than_the_warnings():
     from pymc_dilation.engine.convergence import STOP_MARGIN, failed_checks
 

@@ -287,6 +287,9 @@ TEMPER_UNTRUSTED = True
 (:mod:`~pymc_dilation.engine.tempering`) when its importance weights cannot be trusted."""
 
 HMC_AFTER_BRIDGE = True
+BRIDGE_ADAPT_SWEEPS = 5
+BRIDGE_STEP = False
+BRIDGE_STEPS = 4
 
 STOP_WHEN_CONVERGED = True
 """Whether the refinement stops at the first fixed-kernel sweep after which the population
@@ -1117,7 +1120,21 @@ def _tempered(target, mapped: MappedPopulation, rng, draws: int, spent: int) -> 
     # middle levels bimodal (measured at d = 200: log Z 2-12 nats low on 3 seeds of 4, within
     # 0.35 without it); the bridge's moves, not the proposal, reach the tails.
     proposal = mode_proposal(modes, mapped.estimate.weights, PROPOSAL_FLOOR, defensive=0.0)
-    bridge = temper(target.logp_grad_batch, proposal, draws, rng, report=target.report)
+    # In coordinates that whiten the modes' Gaussians (one mode: q is then the standard
+    # Gaussian, which costs no matrix product; a 205-parameter hierarchy spent 3.2 of its
+    # bridge's 11 s on q's density in the model's coordinates).
+    frame = _bridge_frame(modes, mapped.estimate.weights)
+    start = proposal.in_coordinates(frame)
+    if modes.n_modes == 1:  # exactly the standard Gaussian (the solve leaves round-off)
+        dim = target.dim
+        start = MixtureProposal(np.zeros((1, dim)), np.eye(dim)[None], np.ones(1), 0.0)
+    bridge = temper(target.whitened(frame).logp_grad_batch, start, draws, rng, report=target.report)
+    bridge = replace(
+        bridge,
+        xs=frame.to_density(bridge.xs),
+        grads=np.linalg.solve(frame.root.T, bridge.grads.T).T,
+        log_evidence=bridge.log_evidence + float(root_log_det(frame.root)),
+    )
     xs, lps, grads = target.folded(bridge.xs, bridge.lps, bridge.grads)
     labels = proposal.nearest_mode(xs)
     shares = np.bincount(labels, minlength=mapped.modes.n_modes) / draws
@@ -1273,27 +1290,36 @@ def run_population(
         last.pop("checks", None)  # the particles moved: figures of the previous sweep are stale
         last["acceptance"] = info.acceptance_rate
         last["sweeps"] = last.get("sweeps", 0) + 1
+        last["before"], last["now"] = last.get("now"), us.copy()
         diverging[:] |= np.asarray(info.divergences) > 0
         record(lam, eps, info, jump, 1.0)
 
     def converged(acceptance: np.ndarray) -> bool:
-        last["checks"] = population_checks(start_us, us, grads, acceptance)
+        last["checks"] = population_checks(start_us, us, grads, acceptance, last["before"])
         passed = not failed_checks(last["checks"], n, STOP_MARGIN)
         # the sweep just recorded; -1 until one passes (NaN, below, if none was tested)
         last["settled"] = float(last["sweeps"] - 1) if passed else -1.0
         return passed
 
+    bridged = mapped.tempered is not None
+    adapt_sweeps = min(REFINE_ADAPT_SWEEPS, refine_sweeps // 2)
+    if bridged:
+        adapt_sweeps = min(BRIDGE_ADAPT_SWEEPS, adapt_sweeps)
     n_grad += refine(
-        refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
+        refined, us, lps, grads, jumps, rng,
+        mapped.tempered.step_size[-1] if bridged and BRIDGE_STEP else 0.5,
+        target_accept, refine_sweeps, BRIDGE_STEPS if bridged else refine_steps,
         None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
         hmc=(target.dim >= HMC_REFINE_MIN_DIM and not mapped.resampled)
-        or (HMC_AFTER_BRIDGE and mapped.tempered is not None),
-        adapt_sweeps=min(REFINE_ADAPT_SWEEPS, refine_sweeps // 2),
+        or (HMC_AFTER_BRIDGE and bridged),
+        adapt_sweeps=adapt_sweeps,
         converged=converged if STOP_WHEN_CONVERGED else None,
     )  # fmt: skip
     if progress is not None:
         progress(len(levels) + refine_sweeps)
-    checks = last.get("checks") or population_checks(start_us, us, grads, last.get("acceptance"))
+    checks = last.get("checks") or population_checks(
+        start_us, us, grads, last.get("acceptance"), last.get("before")
+    )
     checks["settled_sweep"] = last.get("settled", np.nan)
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
@@ -1318,3 +1344,11 @@ def _record_bridge(bridge: TemperedPopulation, record: Callable) -> None:
     ):
         info = LangevinInfo(np.full(1, accept), np.full(1, div), 0)
         record(1.0, np.full(1, eps), info, np.nan, float(beta))
+
+
+def _bridge_frame(modes: ModeMap, weights: np.ndarray) -> LaplaceApproximation:
+    """The affine map whose whitened coordinates the bridge runs in: the one mode's Gaussian,
+    or, for several, the modes' covariances averaged by their weights about the origin."""
+    if modes.n_modes == 1:
+        return LaplaceApproximation(modes.means[0], modes.roots[0], 0, True)
+    return _average_mode_gaussian(modes.roots, np.maximum(weights, 1e-12))
