@@ -554,7 +554,7 @@ def sample_dilation(
           ran), and the population's convergence figures
           ``stein_mean_z``, ``stein_mean_effect``, ``stein_cov_z``, ``stein_cov_effect``,
           ``stein_spread``, ``subpopulation_rhat``, ``particle_ess``, ``stuck_share``,
-          ``unmoved_share`` and
+          ``unmoved_share``, ``drift_z``, ``drift_effect``, ``settled_sweep`` and
           ``invalid_share`` (particles without a finite log density, replaced by copies of
           valid ones and warned about; see
           :mod:`pymc_dilation.engine.convergence`);
