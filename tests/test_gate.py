@@ -18,8 +18,8 @@ The population sampler (defaults, 2000 particles, one chain; its mode weights an
 tested in tests/test_population.py) meets the same tolerance on every port, gp_pois_regr
 included. Its funnel defeats one importance step from the map's Gaussian (the particles used
 to gather in the neck: 12 reference sd off on PyMC 5, 0.56 on PyMC 6, warned); the bridge from
-that Gaussian to the posterior (sequential Monte Carlo, engine.tempering, 5 levels) now gives a
-worst error of 0.09-0.10 sd at seed 20261122 (0.12 at seed 1, 0.08 at seed 2) on both versions.
+that Gaussian to the posterior (sequential Monte Carlo, engine.tempering, 4 levels) now gives a
+worst error of 0.08 sd at seed 20261122 (0.05-0.07 at seeds 1 and 2) on both versions.
 """
 
 import os

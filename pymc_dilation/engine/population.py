@@ -258,8 +258,11 @@ draws (the importance weights were too uneven to resample, so the annealed parti
 refined) by Hamiltonian trajectories instead of MALA steps (see :func:`refine`). Resampled
 importance draws are posterior draws already, and MALA only decorrelates their copies: on a
 200-D Gaussian regression HMC took 21 s where MALA took 12, for the same errors."""
-HMC_LENGTH = 1.5
-"""Length of a refinement trajectory in whitened units (about the posterior's sd there)."""
+HMC_LENGTH = 3.0
+"""Length of a refinement trajectory in whitened units (about the posterior's sd there).
+After the bridge, 1.5 left a latent GP's length scale 0.29 sd off with every check quiet
+(30 sweeps mended it) and stochastic volatility 1.3 sd off; 3.0 gave 0.08 and 0.42 for 15-25 %
+more wall on the funnel and dimension suites, all else within 0.1 sd as before."""
 HMC_MAX_LEAPFROG = 64
 """Leapfrog steps of a refinement trajectory at most."""
 HMC_TARGET_ACCEPT = 0.8
@@ -1072,9 +1075,9 @@ def map_population_of(
 
     The bridge replaced, where the ascents settle one mode, the annealing of every particle,
     and where they do not, the refinement of annealed particles with uncorrected weights
-    (warm, PyMC 6.4, one seed, errors in posterior sds): centered radon 17.5 → 0.10 (12.3 →
-    7.6 s), a factor model 13.5 → 0.010, a 5-component label-switching mixture 18.2 →
-    0.022, a 205-parameter hierarchy 0.31 → 0.08 (7.4 → 10-13 s), a 45-parameter one
+    (warm, PyMC 6.4, one seed, errors in posterior sds): centered radon 17.5 → 0.09 (12.3 →
+    8.9 s), a factor model 13.5 → 0.02, a 5-component label-switching mixture 18.2 →
+    0.02-0.05, a 205-parameter hierarchy 0.31 → 0.07 (7.4 → 11-13 s), a 45-parameter one
     1.15 → 0.06.
     """
     centers = draw_centers(min(FIRST_PARTICLES, draws))
