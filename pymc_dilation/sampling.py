@@ -296,18 +296,25 @@ def _run_chains(
     n_levels, sweeps = len(settings.levels), settings.refine_sweeps
     for chain, rng in enumerate(_seeds(random_seed, settings.chains)):
         progress, task = _progress_bar(progressbar, stages, chain, stage_label(0, n_levels, sweeps))
-        update = None
+        update, chain_target = None, target
         if progress is not None:
 
             def update(k, progress=progress, task=task):
                 progress.update(task, completed=k, stage=stage_label(k, n_levels, sweeps))
+
+            def say(message, progress=progress, task=task):
+                # the engine's stage messages (climbing, weighing, the bridge's β) between
+                # the counted stages, some of which take seconds
+                progress.update(task, stage=message)
+
+            chain_target = replace(target, report=say)
 
         def draw_centers(n, rng=rng):
             return _path_centers(rng, n, start, shared_center, prior_draws, laplace, near)
 
         try:
             result = run_population(
-                target,
+                chain_target,
                 draw_centers,
                 settings.levels,
                 rng,
