@@ -455,9 +455,11 @@ def sample_dilation(
     refined exactly at λ = 1 by Metropolis-adjusted Langevin sweeps and independence jumps
     between the modes (see :mod:`pymc_dilation.engine.population`). 128 centers first climb
     straight to their optima; when they find one mode (checked from annealed starts from 50
-    parameters on), nothing is annealed. Otherwise, or when the importance weights cannot be
-    trusted (Pareto k̂ above 0.7, or too uneven to resample), all ``draws`` particles are
-    annealed and mapped (see :func:`~pymc_dilation.engine.population.map_population_of`).
+    parameters on), nothing is annealed; otherwise all ``draws`` particles are annealed and
+    mapped. When the importance weights cannot be trusted (Pareto k̂ above 0.7, or too
+    uneven to resample), sequential Monte Carlo carries the particles from the map to the
+    posterior instead (see ``refine_sweeps`` below and
+    :func:`~pymc_dilation.engine.population.map_population_of`).
 
     Parameters
     ----------
@@ -503,8 +505,7 @@ def sample_dilation(
         one on, the refinement stops after the first sweep whose population passes its own
         convergence checks with a margin
         (:func:`~pymc_dilation.engine.convergence.failed_checks`, 1.5 times stricter than
-        the warnings). Where the particles came from the bridge below, or (from 50
-        parameters on) were annealed particles rather than posterior draws, each step is a
+        the warnings). Where the particles came from the bridge below, each step is a
         Hamiltonian trajectory instead, with a diagonal mass estimated from the particles
         and their gradients while the step sizes adapt (exact: a Metropolis-adjusted kernel
         with its step sizes and mass fixed afterwards).

@@ -252,12 +252,6 @@ smaller basin held 27-83 % of 128 prior draws' ascents at d = 20, 5-28 % at d = 
 at d = 200. Below it the probe's ascents reach every basin of weight, and the check only
 cost time: 1 s a chain on a 4-parameter GARCH model whose log density is a long recursion."""
 
-HMC_REFINE_MIN_DIM = 50
-"""From this dimension on, ``sample_dilation`` refines particles that are not yet posterior
-draws (the importance weights were too uneven to resample, so the annealed particles are
-refined) by Hamiltonian trajectories instead of MALA steps (see :func:`refine`). Resampled
-importance draws are posterior draws already, and MALA only decorrelates their copies: on a
-200-D Gaussian regression HMC took 21 s where MALA took 12, for the same errors."""
 HMC_LENGTH = 3.0
 """Length of a refinement trajectory in whitened units (about the posterior's sd there).
 After the bridge, 1.5 left a latent GP's length scale 0.29 sd off with every check quiet
@@ -284,15 +278,6 @@ REFINE_ADAPT_SWEEPS = 5
 """Refinement sweeps, at most, in which the step sizes (and HMC's mass) adapt; the kernels are
 fixed after them (half of ``refine_sweeps`` when that is fewer), and the population's checks
 may stop the refinement from the next sweep on (:data:`STOP_WHEN_CONVERGED`)."""
-
-TEMPER_UNTRUSTED = True
-"""Carry the particles from the map's mixture to the target by sequential Monte Carlo
-(:mod:`~pymc_dilation.engine.tempering`) when its importance weights cannot be trusted."""
-
-HMC_AFTER_BRIDGE = True
-BRIDGE_ADAPT_SWEEPS = 5
-BRIDGE_STEP = False
-BRIDGE_STEPS = 4
 
 STOP_WHEN_CONVERGED = True
 """Whether the refinement stops at the first fixed-kernel sweep after which the population
@@ -1061,7 +1046,7 @@ def map_population_of(
     ESS is below :data:`ADAPTED_ESS` of the draws move the map's Gaussians to the resampled
     draws' moments and are drawn again (:func:`_moved_to_draws`); weights still not trusted
     are replaced by the bridge from the map's mixture to the target (:func:`_tempered`,
-    :data:`TEMPER_UNTRUSTED`), which then starts the refinement.
+    which then starts the refinement).
 
     Measured: annealing every particle cost 80 gradient evaluations a particle where the
     ascents settle the map (the label-switching mixtures, folded: 2.3-2.5 of
@@ -1093,14 +1078,14 @@ def map_population_of(
         if _trusted(mapped, reliable):
             return mapped
         spent = mapped.n_grad * len(mapped.start)
-    if settled and TEMPER_UNTRUSTED:
+    if settled:
         return _tempered(target, mapped, rng, draws, spent)
     mapped = map_population(
         target, draw_centers(draws), levels, rng, steps_per_level, target_accept,
         anneal_metropolis, initial_step, record,
     )  # fmt: skip
     mapped = _moved_while_uneven(target, mapped, rng, draws)
-    if TEMPER_UNTRUSTED and not _trusted(mapped, reliable):
+    if not _trusted(mapped, reliable):
         return _tempered(target, mapped, rng, draws, spent + mapped.n_grad * draws)
     return replace(mapped, n_grad=mapped.n_grad + -(-spent // draws))
 
@@ -1127,10 +1112,12 @@ def _tempered(target, mapped: MappedPopulation, rng, draws: int, spent: int) -> 
     # Gaussian, which costs no matrix product; a 205-parameter hierarchy spent 3.2 of its
     # bridge's 11 s on q's density in the model's coordinates).
     frame = _bridge_frame(modes, mapped.estimate.weights)
-    start = proposal.in_coordinates(frame)
-    if modes.n_modes == 1:  # exactly the standard Gaussian (the solve leaves round-off)
-        dim = target.dim
-        start = MixtureProposal(np.zeros((1, dim)), np.eye(dim)[None], np.ones(1), 0.0)
+    if modes.n_modes == 1:  # exactly the standard Gaussian (a solve would leave round-off)
+        start = MixtureProposal(
+            np.zeros((1, target.dim)), np.eye(target.dim)[None], np.ones(1), 0.0
+        )
+    else:
+        start = proposal.in_coordinates(frame)
     bridge = temper(target.whitened(frame).logp_grad_batch, start, draws, rng, report=target.report)
     bridge = replace(
         bridge,
@@ -1304,18 +1291,14 @@ def run_population(
         last["settled"] = float(last["sweeps"] - 1) if passed else -1.0
         return passed
 
-    bridged = mapped.tempered is not None
-    adapt_sweeps = min(REFINE_ADAPT_SWEEPS, refine_sweeps // 2)
-    if bridged:
-        adapt_sweeps = min(BRIDGE_ADAPT_SWEEPS, adapt_sweeps)
     n_grad += refine(
-        refined, us, lps, grads, jumps, rng,
-        mapped.tempered.step_size[-1] if bridged and BRIDGE_STEP else 0.5,
-        target_accept, refine_sweeps, BRIDGE_STEPS if bridged else refine_steps,
+        refined, us, lps, grads, jumps, rng, 0.5, target_accept, refine_sweeps, refine_steps,
         None, record_refine, lambda sweep: progress and progress(len(levels) + sweep + 1),
-        hmc=(target.dim >= HMC_REFINE_MIN_DIM and not mapped.resampled)
-        or (HMC_AFTER_BRIDGE and bridged),
-        adapt_sweeps=adapt_sweeps,
+        # bridged particles lag along slow directions; resampled importance draws are
+        # posterior draws already, which MALA only decorrelates (a 200-D regression: HMC 21 s,
+        # MALA 12 s, same errors)
+        hmc=mapped.tempered is not None,
+        adapt_sweeps=min(REFINE_ADAPT_SWEEPS, refine_sweeps // 2),
         converged=converged if STOP_WHEN_CONVERGED else None,
     )  # fmt: skip
     if progress is not None:

@@ -7,16 +7,17 @@ target ``γ`` (unnormalised, ``Z = ∫γ``) along the geometric bridge
 
     π_β(x) ∝ q(x)^(1-β) γ(x)^β,    β from 0 to 1,
 
-by resample–move steps (Del Moral, Doucet & Jasra 2006): at each level the next ``β`` is
-chosen by bisection so that the incremental weights ``(γ/q)^(β'-β)`` keep an effective sample
-size of :data:`TEMPER_ESS` of the particles (as ``pm.sample_smc`` chooses its stages), the
-particles are resampled by those weights, then moved by :data:`TEMPER_MOVES`
-Metropolis-adjusted Hamiltonian trajectories that leave ``π_β'`` invariant (diagonal mass from
-the particles and their gradients, step size adapted to :data:`TEMPER_ACCEPT` from level to
-level). ``q`` is normalised, so the product of the levels' mean incremental weights estimates
-``Z``: **unbiased** for ``Z`` for any number of particles (its log is biased low by about half
-its variance), and the particles' law approaches ``γ/Z`` as their number grows and as the
-moves mix at each level; exact for no finite population. The mode weights are the shares of
+by resample–move steps (Del Moral, Doucet & Jasra 2006): at each level the next ``β`` is chosen
+by bisection so that the incremental weights ``(γ/q)^(β'-β)`` keep an effective sample size of
+:data:`TEMPER_ESS` of the particles (as ``pm.sample_smc`` chooses its stages), the particles are
+resampled by those weights, then moved by :data:`TEMPER_MOVES` Metropolis-adjusted Hamiltonian
+trajectories that leave ``π_β'`` invariant (jittered length, diagonal mass from the particles
+and their gradients, step size adapted to :data:`TEMPER_ACCEPT`), and by more, up to
+:data:`TEMPER_MAX_MOVES`, while their mean score is off zero (:data:`TEMPER_IMBALANCE`: they lag
+behind the level). ``q`` is normalised, so the product of the levels' mean incremental weights
+estimates ``Z``: **unbiased** for ``Z`` for any number of particles (its log is biased low by
+about half its variance), and the particles' law approaches ``γ/Z`` as their number grows and as
+the moves mix at each level; exact for no finite population. The mode weights are the shares of
 the final particles nearest each mode: right when the moves stay within modes and the
 reweighting moved the mass between them, which is what the bridge does (``q`` already holds
 every mapped mode).
@@ -42,6 +43,8 @@ __all__ = [
     "next_inverse_temperature",
     "TEMPER_ESS",
     "TEMPER_MOVES",
+    "TEMPER_MAX_MOVES",
+    "TEMPER_IMBALANCE",
     "TEMPER_ACCEPT",
     "TEMPER_LENGTH",
     "MAX_TEMPER_LEVELS",
