@@ -5,6 +5,9 @@ Checked on every :func:`~pymc_dilation.sample_dilation` and
 
 - the importance weights behind the mode weights and the evidence have a Pareto k̂ above
   :data:`PARETO_K_LIMIT` (their variance may be infinite: the estimates cannot be trusted);
+- successive bridges from the mode map to the posterior still disagree on ``log Z`` by more
+  than :data:`~pymc_dilation.engine.population.BRIDGE_AGREEMENT` after the last one
+  (``bridge_evidence_change``; see :func:`~pymc_dilation.engine.population.map_population_of`);
 - a mode's share of the final particles disagrees with its estimated weight by more than
   Monte Carlo error allows (the refinement did not settle the weights);
 - two chains disagree on a mode (found by one, missed by the other) or on its weight;
@@ -65,6 +68,7 @@ from pymc_dilation.engine.convergence import (
     failed_checks,
     subpopulation_rhat_limit,
 )
+from pymc_dilation.engine.population import BRIDGE_AGREEMENT
 
 __all__ = [
     "PARETO_K_LIMIT",
@@ -210,6 +214,16 @@ def unreliable_reasons(stats: xr.Dataset) -> list[str]:
                 f"Chain {chain}: the importance weights behind the mode weights and "
                 f"log_marginal_likelihood have Pareto k-hat {k_hat:.2f} > {PARETO_K_LIMIT}; "
                 "those estimates are unreliable (a mode far from Gaussian, or a funnel)."
+            )
+        change = _stat(stats, "bridge_evidence_change", chain)
+        if change > BRIDGE_AGREEMENT:
+            reasons.append(
+                f"Chain {chain}: successive bridges from the mode map to the posterior still "
+                f"disagree on log_marginal_likelihood by {change:.2f} nats after "
+                f"{_stat(stats, 'bridge_passes', chain):.0f} (bridge_evidence_change > "
+                f"{BRIDGE_AGREEMENT:g}): the evidence and the mode weights are uncertain, and "
+                "the particles may still lag along a slow direction. Increase draws, or "
+                "compare with DilationLangevin's chains."
             )
         valid = np.isfinite(weights[chain])
         share = particles[chain, valid] / n

@@ -517,7 +517,11 @@ def sample_dilation(
         (:func:`~pymc_dilation.engine.tempering.temper`): levels chosen so that each keeps
         half the particles' effective sample size, Hamiltonian moves, the evidence from the
         levels' mean incremental weights (unbiased for ``Z``; consistent, not exact), the
-        mode weights from the final particles' shares.
+        mode weights from the final particles' shares. The bridge runs again from the
+        Gaussians at its particles' moments until two successive bridges agree on ``log Z``
+        within 0.5 nats (at most four bridges; a larger last change is warned): one bridge
+        from the map's Gaussians lags wherever the posterior is much wider than they are
+        (a latent field's hyperparameters, a random walk's level).
     reparameterize : bool
         Sample location-scale variables whose scale is itself sampled (a centered hierarchy,
         a Gaussian random walk with a sampled step sd: funnels) non-centered where the data
@@ -565,7 +569,8 @@ def sample_dilation(
           ``unmoved_share``, ``drift_z``, ``drift_effect``, ``settled_sweep`` and
           ``invalid_share`` (particles without a finite log density, replaced by copies of
           valid ones and warned about; see
-          :mod:`pymc_dilation.engine.convergence`);
+          :mod:`pymc_dilation.engine.convergence`), ``bridge_passes`` (bridges run, 0
+          without one) and ``bridge_evidence_change`` (``|Δ log Z|`` of the last two);
         - attributes ``n_grad`` (gradient evaluations per particle), ``n_grad_total`` (all
           particles, the Laplace step included), ``sampling_time``, ``n_levels`` (annealing
           levels recorded, the most over the chains; 0 when no chain annealed all its
@@ -583,7 +588,8 @@ def sample_dilation(
         (a ``UserWarning``, see :mod:`pymc_dilation.diagnostics`) when the importance weights
         behind the mode weights and the evidence are unreliable (Pareto k̂ > 0.7), when the
         particles' final shares of the modes disagree with the estimated weights, when
-        chains disagree on the modes or their weights, or when the refined population fails
+        chains disagree on the modes or their weights, when successive bridges still
+        disagree on the evidence, or when the refined population fails
         its own convergence checks (as in a funnel: a centered hierarchical model); the
         message says what to do.
 

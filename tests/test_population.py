@@ -643,21 +643,52 @@ def _convergence_warnings(caught):
 def test_a_funnel_population_is_warned(seed):
     # Every ascent ends in the neck (v about -36, where x's scale is 1.5e-8), and that
     # Gaussian's importance weights have Pareto k-hat 0.77-1.15, so the particles are carried
-    # from it to the funnel by the bridge (engine.tempering). Its Hamiltonian moves, whose
-    # step fits the neck, do not reach the mouth: v ends 1.7 sd (seed 1) to 8 sd (seeds 2, 3)
-    # low. Seeds 2 and 3 break the Stein identity E[x grad'] = -I by 38-51 standard errors;
-    # seed 1 by 4.5, inside the warning's 5, but no refinement sweep passed the checks with
-    # the stop test's margin (settled_sweep -1), which is warned too. (Before the bridge the
-    # particles collapsed into the neck, v's sd 0.01, and stein_spread caught it.)
+    # from it to the funnel by bridges (engine.tempering), each from the moments of the last
+    # one's particles. Their Hamiltonian moves, whose step fits the neck, do not reach the
+    # mouth: v ends 0.7 (seed 1) to 1.25 sd (seed 3) low, and the four bridges' log Z still
+    # moved by 4-100 nats from one to the next, which is warned. Seed 3's refinement also
+    # never passed its checks with the stop test's margin (settled_sweep -1). (With one
+    # bridge v ended 1.7-8 sd low; before the bridge the particles collapsed into the neck.)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=seed)
     messages = [str(w.message) for w in caught if w.category is UnreliableResultWarning]
-    assert any("did not converge" in m and "funnel" in m for m in messages), messages
+    assert any("bridges" in m and "disagree on log_marginal_likelihood" in m for m in messages)
     v = result.samples[:, 0]
-    assert abs(v.mean()) > 1.0 * 3.0  # the miss the warnings are about (v ~ N(0, 3))
-    assert float(result.stage_stats["settled_sweep"][0]) == -1.0
+    assert v.mean() < -0.5 * 3.0  # the miss the warnings are about (v ~ N(0, 3))
+    assert float(result.stage_stats["bridge_evidence_change"][0]) > 0.5
     assert result.stage_stats.attrs["n_tempering_levels"] > 0
+
+
+def _rotated_log_gamma(dim: int, seed: int):
+    """Independent log-gamma coordinates ``y_i`` (shapes 0.2-0.6: skewed, the Laplace
+    approximation at the mode about half their sd), rotated: ``x = Q y``; ``log Z`` exact."""
+    from scipy.special import gammaln
+
+    rng = np.random.default_rng([dim, seed])
+    shapes = rng.uniform(0.2, 0.6, dim)
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+
+    def logp_grad(xs):
+        ys = xs @ rotation
+        e = np.exp(np.clip(ys, -700, 700))
+        return (ys * shapes - e).sum(axis=1), (shapes - e) @ rotation.T
+
+    return logp_grad, float(gammaln(shapes).sum())
+
+
+def test_successive_bridges_get_the_evidence_of_a_skewed_density():
+    # Pareto k-hat of the map's Gaussian is above 0.7 here, so the particles are bridged to
+    # the target. One bridge from the Laplace Gaussian lags along the long tails: its log Z
+    # was 0.04-1.53 nats off over these seeds (mean 0.67, five of eight beyond 0.5); the
+    # bridges from the previous one's moments until two agree: mean 0.13, at most 0.49.
+    errors = []
+    for seed in range(1, 9):
+        logp_grad, log_z = _rotated_log_gamma(30, seed)
+        result = sample_logdensity(logp_grad, 30, draws=1000, random_seed=seed)
+        assert float(result.stage_stats["bridge_passes"][0]) >= 2
+        errors.append(abs(float(result.log_marginal_likelihood[0]) - log_z))
+    assert np.mean(errors) < 0.25, np.round(errors, 3)
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -40,7 +40,12 @@ from pymc_dilation.engine.kernels import (
 from pymc_dilation.engine.laplace import LaplaceApproximation, root_log_det
 from pymc_dilation.engine.metric import estimate_metric
 from pymc_dilation.engine.modes import ModeMap, add_modes, ascend, map_modes, moment_match
-from pymc_dilation.engine.tempering import TemperedPopulation, temper
+from pymc_dilation.engine.tempering import (
+    TemperedPopulation,
+    evidence_change,
+    joined_passes,
+    temper,
+)
 from pymc_dilation.engine.weights import (
     MixtureProposal,
     WeightEstimate,
@@ -261,6 +266,16 @@ HMC_MAX_LEAPFROG = 64
 """Leapfrog steps of a refinement trajectory at most."""
 HMC_TARGET_ACCEPT = 0.8
 """Acceptance the refinement's HMC step sizes adapt to."""
+
+BRIDGE_PASSES = 4
+"""Bridges from the map to the posterior at most (see :func:`_tempered`); at least two run."""
+
+BRIDGE_AGREEMENT = 0.5
+"""Change of ``log Z`` (nats) between two successive bridges below which no further one runs;
+a larger change after :data:`BRIDGE_PASSES` is reported (``bridge_evidence_change``). On
+rotated log-gamma products of 20-200 dimensions (log Z exact) successive bridges differed by
+0.03-0.33 and the second's error was at most 0.10; on stochastic volatility (250 returns)
+they went 990.3, 1003.2, 1006.2, 1006.8."""
 
 ADAPTED_ESS = 0.5
 """Importance ESS, as a share of the draws, below which :func:`map_population_of` moves the
@@ -1099,10 +1114,33 @@ def _trusted(mapped: MappedPopulation, reliable: Callable[[np.ndarray], bool] | 
 
 
 def _tempered(target, mapped: MappedPopulation, rng, draws: int, spent: int) -> MappedPopulation:
-    """``mapped`` with its particles, weights and evidence from the bridge from its mixture to
+    """``mapped`` with its particles, weights and evidence from bridges from its mixture to
     the target (:func:`~pymc_dilation.engine.tempering.temper`), and its modes' Gaussians
     set to the tempered particles' moments; ``spent`` gradient evaluations (all particles
-    together) came before."""
+    together) came before.
+
+    Each bridge after the first starts from the Gaussians at the moments of the previous
+    one's particles (a population Monte Carlo step), until two successive ones agree on
+    ``log Z`` within :data:`BRIDGE_AGREEMENT` or :data:`BRIDGE_PASSES` have run. A bridge
+    from Gaussians much narrower than the posterior along a slow direction lags behind its
+    levels there, and no level's weights show it (they can only reweigh particles where they
+    are). Measured with one bridge (2000 particles, seed 1): stochastic volatility (250
+    returns) 0.42 sd off and log Z 16 nats below the later bridges', a latent GP's
+    hyperparameters' sds 10-20 % short over seeds 1-4 (the bridge alone left the length
+    scale's mean 0.67 sd low), log Z of the centered radon model 2.4 nats lower.
+    """
+    passes: list[TemperedPopulation] = []
+    for _ in range(BRIDGE_PASSES):
+        mapped = _bridged(target, mapped, rng, draws)
+        passes.append(mapped.tempered)
+        if evidence_change([p.log_evidence for p in passes]) <= BRIDGE_AGREEMENT:
+            break
+    bridge = joined_passes(passes)
+    return replace(mapped, tempered=bridge, n_grad=-(-spent // draws) + bridge.n_grad)
+
+
+def _bridged(target, mapped: MappedPopulation, rng, draws: int) -> MappedPopulation:
+    """One bridge from ``mapped``'s mixture (see :func:`_tempered`)."""
     modes = mapped.modes
     # No defensive part: in high dimension the widened Gaussians' shell makes the bridge's
     # middle levels bimodal (measured at d = 200: log Z 2-12 nats low on 3 seeds of 4, within
@@ -1148,7 +1186,6 @@ def _tempered(target, mapped: MappedPopulation, rng, draws: int, spent: int) -> 
         modes=modes,
         local=_average_mode_gaussian(modes.roots, np.maximum(shares, 1e-12)),
         jumps=mode_proposal(modes, shares, JUMP_FLOOR),
-        n_grad=-(-spent // draws) + bridge.n_grad,
     )
 
 
@@ -1307,6 +1344,9 @@ def run_population(
         start_us, us, grads, last.get("acceptance"), last.get("before")
     )
     checks["settled_sweep"] = last.get("settled", np.nan)
+    bridged = mapped.tempered.log_evidences if mapped.tempered is not None else []
+    checks["bridge_passes"] = float(len(bridged))
+    checks["bridge_evidence_change"] = evidence_change(bridged)
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
     checks["invalid_share"] = replace_invalid(ys, lps, labels, diverging, rng)

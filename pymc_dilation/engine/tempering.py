@@ -22,14 +22,21 @@ the final particles nearest each mode: right when the moves stay within modes an
 reweighting moved the mass between them, which is what the bridge does (``q`` already holds
 every mapped mode).
 
+The particles lag behind the levels along slow directions when ``q`` is much narrower than the
+target there (a latent field's hyperparameters, a random walk's level), and no level's weights
+show it: they can only reweigh the particles where they are. The population sampler therefore
+runs the bridge again from the moments of its particles until two successive bridges agree on
+``log Z`` (:func:`~pymc_dilation.engine.population.map_population_of`; :func:`joined_passes`
+keeps their record as one).
+
 From a map whose Gaussians sit on the modes the bridge is short: its length (the number of
 levels) grows with the divergence between ``q`` and the target, not with the prior's width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +47,8 @@ from pymc_dilation.engine.weights import MixtureProposal, systematic_resample
 __all__ = [
     "TemperedPopulation",
     "temper",
+    "joined_passes",
+    "evidence_change",
     "next_inverse_temperature",
     "TEMPER_ESS",
     "TEMPER_MOVES",
@@ -109,6 +118,9 @@ class TemperedPopulation:
         Each level's divergent trajectories.
     n_grad : int
         Gradient evaluations per particle.
+    pass_log_evidence : tuple of float
+        ``log Z`` of each bridge of a joined record (:func:`joined_passes`); empty for one
+        bridge (see :attr:`log_evidences`).
     """
 
     xs: np.ndarray
@@ -123,6 +135,40 @@ class TemperedPopulation:
     step_size: np.ndarray
     divergences: np.ndarray
     n_grad: int
+    pass_log_evidence: tuple[float, ...] = ()
+
+    @property
+    def log_evidences(self) -> np.ndarray:
+        """``log Z`` of each bridge run, in order (one bridge: ``[log_evidence]``)."""
+        return np.array(self.pass_log_evidence or (self.log_evidence,), dtype=float)
+
+
+def joined_passes(passes: Sequence[TemperedPopulation]) -> TemperedPopulation:
+    """Several bridges run one after the other, as one record: the last one's particles and
+    estimates, every one's levels in order (β starts again at each), their gradients added."""
+    last = passes[-1]
+
+    def levels(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in passes])
+
+    return replace(
+        last,
+        betas=levels("betas"),
+        ess=levels("ess"),
+        acceptance=levels("acceptance"),
+        step_size=levels("step_size"),
+        divergences=levels("divergences"),
+        n_grad=sum(p.n_grad for p in passes),
+        pass_log_evidence=tuple(float(p.log_evidence) for p in passes),
+    )
+
+
+def evidence_change(log_evidences: Sequence[float]) -> float:
+    """How much ``log Z`` changed between the last two of successive bridges' estimates (NaN
+    with fewer than two)."""
+    if len(log_evidences) < 2:
+        return np.nan
+    return float(abs(log_evidences[-1] - log_evidences[-2]))
 
 
 def _ess_share(log_w: np.ndarray) -> float:
