@@ -24,6 +24,8 @@ Commands:
 - ``symmetric``: posteriors with symmetric copies of their modes (a Flat-prior squared
   likelihood, label-switching mixtures, a factor model), both samplers against NUTS and
   ``pm.sample_smc`` (:mod:`benchmarks.symmetric`);
+- ``products``: products of 8-16 double wells (``2^k`` modes), per-factor shares and log Z,
+  both samplers against ``pm.sample_smc`` (:mod:`benchmarks.products`);
 - ``ppca``: probabilistic PCA (factor model, 521 parameters), DilationLangevin against
   nutpie (:mod:`benchmarks.ppca`);
 - ``unimodal-overhead``: DilationLangevin against itself without the mode map on unimodal
@@ -54,6 +56,7 @@ COMMANDS = {
     "mixtures": "benchmarks.mixtures",
     "funnels": "benchmarks.funnels",
     "symmetric": "benchmarks.symmetric",
+    "products": "benchmarks.products",
     "ppca": "benchmarks.ppca",
     "trajectory-length": "benchmarks.trajectory_length",
     "tuning-divergences": "benchmarks.tuning_divergences",

@@ -421,6 +421,10 @@ def _stage_stats(chains: Sequence[_Chain], laplace, elapsed: float, names) -> xr
     stats["log_marginal_likelihood"].attrs["standard_error"] = [
         r.estimate.log_evidence_se for r in results
     ]
+    factored = next((r.factors for r in results if r.factors is not None), None)
+    if factored is not None:
+        labels = list(names)
+        stats.attrs["factors"] = json.dumps([[labels[i] for i in group] for group in factored])
     warn_unreliable(stats)
     return stats
 
@@ -575,7 +579,10 @@ def sample_dilation(
           particles, the Laplace step included), ``sampling_time``, ``n_levels`` (annealing
           levels recorded, the most over the chains; 0 when no chain annealed all its
           particles), ``n_tempering_levels`` (the bridge's levels, the most over the chains;
-          0 when it did not run) and ``n_modes_found``.
+          0 when it did not run), ``n_modes_found`` and, when the posterior is a product of
+          factors with several modes each, ``factors`` (JSON: the parameters of each factor,
+          sampled separately; the modes are then the combinations of the factors' modes that
+          the particles visit, weighed by the products of the factors' weights).
 
         ``dilation``, ``step_size``, ``acceptance_rate``, ``divergences``, ``diverging`` and
         ``lp`` mean what they mean in :class:`~pymc_dilation.DilationLangevin`'s
@@ -702,7 +709,7 @@ def _symmetrized(run: _Chain, found: Symmetries, density, rng: np.random.Generat
         if group is not None:
             move = symmetry_move(group, samples, lps, density, rng)
             samples, lps = move.points, move.lps
-    if found.exact is not None:
+    if found.exact is not None and run.result.factors is None:  # factors: every copy sampled
         roots = np.linalg.cholesky(run.covariances + 1e-12 * np.eye(run.covariances.shape[-1]))
         weights = run.result.estimate.weights
         ratio = orbit_mass_ratio(found.exact, run.locations, roots, weights)
