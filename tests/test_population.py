@@ -451,7 +451,13 @@ def test_a_funnel_as_written_is_warned_about():
     with pm.Model():
         log_scale = pm.Normal("log_scale", 0.0, 3.0)
         pm.Normal("x", 0.0, pm.math.exp(log_scale / 2), shape=8)
-        with pytest.warns(UnreliableResultWarning, match="did not converge"):
+        # by the population's checks, the bridges' disagreement on the evidence or, where the
+        # last bridges agree (PyMC 5.28: -33.7, -26.9, -27.3, 5 nats below the true log Z),
+        # by how far the evidence rose from the first bridge
+        with pytest.warns(
+            UnreliableResultWarning,
+            match="did not converge|bridges .* (disagree on|raised) log_marginal_likelihood",
+        ):
             sample_dilation(draws=1000, random_seed=1, progressbar=False, reparameterize=False)
 
 
