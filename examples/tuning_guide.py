@@ -556,8 +556,9 @@ show(pd.DataFrame(order_rows).T)
 #   convergence checks, or bridges that disagree on the evidence, below).
 # - **Products of independent factors** (each with several modes: `2^k` modes for k double
 #   wells): `sample_dilation` finds the factors (up to 64 parameters) and samples them one by
-#   one, so their modes need not be enumerated (`sample_stats.attrs["factors"]`).
-#   `DilationLangevin` does not: its chains keep the modes they start in and warn.
+#   one, so their modes need not be enumerated (`sample_stats.attrs["factors"]`);
+#   `DilationLangevin` chains jump in each such factor at every iteration
+#   (`factor_jump_acceptance` in `sample_stats`).
 # - **Modes the tuning population does not reach**: a `DilationLangevin` chain jumps only to
 #   modes of its map. Compare the chains' maps (`mode_occupancy`, `check_mode_maps`), raise
 #   `particles`, and compare with `sample_dilation` when a mode may be missing.

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 from pymc import __version__ as pm_version
@@ -37,6 +38,7 @@ from pymc_dilation.engine.chain_map import (
     in_density_coordinates,
 )
 from pymc_dilation.engine.explore import overdispersed_cloud
+from pymc_dilation.engine.factor_jumps import FactorJumps
 from pymc_dilation.engine.laplace import (
     LaplaceApproximation,
     laplace_approximation,
@@ -49,13 +51,16 @@ from pymc_dilation.engine.modes import known_optimum
 from pymc_dilation.engine.population import (
     DIFFUSION_SWEEPS,
     FIRST_PARTICLES,
+    JUMP_FLOOR,
     PopulationTarget,
+    map_factors,
     map_growing_population,
 )
 from pymc_dilation.engine.schedules import make_schedule
 from pymc_dilation.engine.symmetry import mirrored, moves_mode, symmetry_move
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, TRAJECTORY_LENGTHS, ChainTuning
+from pymc_dilation.engine.weights import mode_proposal
 from pymc_dilation.model import (
     compile_model_logp,
     continuous_value_vars,
@@ -332,7 +337,11 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
     chain's map), ``mode_weight`` (the estimated weight of the draw's mode) and
     ``jump_acceptance`` (1 or 0 when a jump was proposed; NaN when none was: one mode, or a
     draw where the proposal undervalues the posterior, see
-    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`); ``symmetry_acceptance`` (1 or 0
+    :meth:`~pymc_dilation.engine.chain_map.ChainMap.jump`); ``factor_jump_acceptance`` (where
+    the posterior is a product of independent factors with several modes each, up to 64
+    parameters, every iteration also jumps in each such factor from its own modes'
+    Gaussians, :mod:`~pymc_dilation.engine.factor_jumps`: the factors' mean acceptance
+    probability; NaN otherwise); ``symmetry_acceptance`` (1 or 0
     for the symmetry jump of the reported draw, NaN without symmetries). ``mode_index`` is the
     mode of the chain's state: with symmetry jumps the reported draw may be in a copy of it. See
     :func:`pymc_dilation.mode_occupancy` for a table of each chain's modes and
@@ -396,6 +405,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         "n_modes": (int, []),
         "mode_weight": (np.float64, []),
         "jump_acceptance": (np.float64, []),
+        "factor_jump_acceptance": (np.float64, []),
         "symmetry_acceptance": (np.float64, []),
         "warning": (SamplerWarning, None),
     }
@@ -593,6 +603,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._point_map_info = None  # (name, shape, size, dtype) of the sampled variables
         self._last_seconds = 0.0  # the last iteration's time (see ONE_THREAD_ITERATION)
         self._near = None  # the near symmetries that mirror this chain's path centers
+        self._factor_jumps: FactorJumps | None = None  # see _map_factors
 
     def stop_tuning(self) -> None:
         """End tuning: freeze the averaged step size, the preconditioner and the jump
@@ -726,6 +737,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         known = None
         if laplace.converged:  # its optimum, at 0 in the whitened coordinates
             known = known_optimum(whitened.logp_grad_batch, np.zeros(dim), np.eye(dim))
+        self._factor_jumps = self._map_factors(whitened, draw_centers, laplace)
         mapped = map_growing_population(
             whitened, draw_centers, self.levels, self.rng, self.first_particles,
             self.particles, self.steps_per_level, self.anneal_target_accept,
@@ -753,7 +765,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             # a curvature to trust (none found, or a singular optimum), the chain starts where
             # PyMC starts it, scaled by the prior's sds where the prior can be drawn.
             self._map.stop_jumps()
-            if self._map.modes.n_modes > 1:
+            if self._map.modes.n_modes > 1 and self._factor_jumps is None:
                 self._warn(
                     f"DilationLangevin: the chain's tuning population found "
                     f"{self._map.modes.n_modes} modes, but their importance weights are too "
@@ -785,6 +797,33 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         x0 = laplace.to_density(mapped.start[pick])
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
         return (x0, float(mapped.lps[pick]), grad), n_grad
+
+    def _map_factors(self, whitened, draw_centers, laplace) -> FactorJumps | None:
+        """Jumps by factor (:mod:`~pymc_dilation.engine.factor_jumps`) where the posterior is a
+        product of factors with several modes each, each factor mapped on its own; None
+        otherwise. In the density's coordinates: the Laplace root is block-diagonal across
+        independent factors."""
+        if not self.mode_jumps:
+            return None
+        factors = map_factors(
+            whitened, draw_centers, self.levels, self.rng, self.first_particles,
+            self.particles, self.steps_per_level, self.anneal_target_accept,
+            self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE,
+        )  # fmt: skip
+        if factors is None:
+            return None
+        groups, proposals = [], []
+        for group, modes, weights in factors:
+            root = laplace.root[np.ix_(group, group)]
+            in_density = replace(
+                modes,
+                locations=laplace.mode[group] + modes.locations @ root.T,
+                means=laplace.mode[group] + modes.means @ root.T,
+                roots=root @ modes.roots,
+            )
+            groups.append(group)
+            proposals.append(mode_proposal(in_density, weights, JUMP_FLOOR))
+        return FactorJumps(groups, proposals)
 
     def _at_the_one_mode(self, laplace: LaplaceApproximation) -> bool:
         """Whether the map holds one mode and the Laplace approximation converged on it
@@ -871,6 +910,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 self.rng,
             )  # fmt: skip
             n_grad += 0 if np.isnan(jump) else 1
+        factor_jump = np.nan
+        if self._factor_jumps is not None:
+            (x_new, lp_new, grad_new), factor_jump = self._factor_jumps.jump(
+                self._logp.batch_callable(extra), x_new, lp_new, grad_new, self.rng
+            )
+            n_grad += len(self._factor_jumps.groups)
         if not self.tune and self._map.undervalued_run == UNMAPPED_RUN:
             self._warn_unmapped(lp_new)
         if self.tune and self._map.uncovered(self._iteration, x_new, lp_new):
@@ -908,6 +953,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             "n_modes": self.mode_map.n_modes,
             "mode_weight": float(self.mode_map.weights[mode]),
             "jump_acceptance": jump,
+            "factor_jump_acceptance": factor_jump,
             "symmetry_acceptance": symmetry,
             "warning": warning,
         }

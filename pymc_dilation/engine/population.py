@@ -78,6 +78,7 @@ __all__ = [
     "run_population",
     "refine",
     "weigh_and_discover",
+    "map_factors",
 ]
 
 
@@ -1439,6 +1440,36 @@ def _factor_groups_of(target: PopulationTarget, draw_centers) -> list[np.ndarray
     )
     settled = ascent.points[~ascent.climbing]  # unfinished ascents would look like modes
     return factor_groups(target.logp_grad_batch, blocks, centers, settled)
+
+
+def map_factors(
+    target: PopulationTarget, draw_centers, levels, rng, first: int, most: int, *settings
+) -> list[tuple[np.ndarray, ModeMap, np.ndarray]] | None:
+    """Each factor with several modes of a product density (:func:`_factor_groups_of`),
+    mapped on its own by :func:`map_growing_population` (``settings`` are that function's
+    arguments after ``most``), the other coordinates held at the origin:
+    ``[(coordinates, modes, weights), ...]`` in ``target``'s coordinates, the weights even
+    where the importance weights were not resampled; None when the density is no such
+    product."""
+    groups = _factor_groups_of(target, draw_centers)
+    if groups is None:
+        return None
+    factors = []
+    for group in groups:
+        factor = PopulationTarget(
+            dim=len(group),
+            logp_grad_batch=restricted(target.logp_grad_batch, group, np.zeros(target.dim)),
+            report=target.report,
+        )
+        mapped = map_growing_population(
+            factor, lambda n, group=group: draw_centers(n)[:, group], levels, rng, first, most,
+            *settings,
+        )  # fmt: skip
+        k = mapped.modes.n_modes
+        if k > 1:
+            weights = mapped.estimate.weights if mapped.resampled else np.full(k, 1.0 / k)
+            factors.append((group, mapped.modes, weights))
+    return factors or None
 
 
 def _run_factors(
