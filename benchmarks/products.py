@@ -23,17 +23,14 @@ compilation included; ``warm``: the second) and timed whole. Writes ``OUTPUT.md`
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.mixtures import markdown_table, sampling_arguments
-from benchmarks.symmetric import _call
+from benchmarks.mixtures import sampling_arguments
+from benchmarks.symmetric import run_cold_and_warm
 
 __all__ = ["DEFAULT_TARGETS", "build_model", "exact", "score", "main"]
 
@@ -133,29 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/results/products", __doc__,
     )  # fmt: skip
     args = parser.parse_args(argv)
-    rows: list[dict[str, Any]] = []
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for target in args.targets:
-        exact(target)  # the reference first, outside the timed calls
-        model = build_model(target)
-        for sampler in args.samplers:
-            walls = []
-            for _ in range(2):
-                start = time.perf_counter()
-                idata = _call(sampler, model, args)
-                walls.append(time.perf_counter() - start)
-            row = {"target": target, "sampler": sampler, **score(target, idata)}
-            row["cold_wall_s"], row["warm_wall_s"] = walls
-            rows.append(row)
-            print(
-                "  ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                ),
-                flush=True,
-            )
-            output.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-            output.with_suffix(".md").write_text(markdown_table(rows, _COLUMNS) + "\n")
+    run_cold_and_warm(args, exact, build_model, score, _COLUMNS)
     return 0
 
 

@@ -251,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/results/symmetric", __doc__,
     )  # fmt: skip
     args = parser.parse_args(argv)
+    run_cold_and_warm(
+        args, exact, build_model, score, _COLUMNS,
+        # pm.sample_smc cannot draw a Flat prior
+        skip=lambda target, sampler: sampler == "smc" and target.startswith("squared-flat"),
+    )  # fmt: skip
+    return 0
+
+
+def run_cold_and_warm(args, exact, build_model, score, columns, skip=None) -> list[dict]:
+    """Each target's reference (``exact``, untimed), then each sampler called twice with the
+    same seed (cold, warm) and ``score``d; ``OUTPUT.md`` and ``OUTPUT.json`` written after
+    every call. ``skip(target, sampler)`` leaves a pair out."""
     rows: list[dict[str, Any]] = []
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -258,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         exact(target)  # the reference first, outside the timed calls
         model = build_model(target)
         for sampler in args.samplers:
-            if sampler == "smc" and target.startswith("squared-flat"):
-                continue  # pm.sample_smc cannot draw a Flat prior
+            if skip is not None and skip(target, sampler):
+                continue
             walls = []
             for _ in range(2):
                 start = time.perf_counter()
@@ -275,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             output.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-            output.with_suffix(".md").write_text(markdown_table(rows, _COLUMNS) + "\n")
-    return 0
+            output.with_suffix(".md").write_text(markdown_table(rows, columns) + "\n")
+    return rows
 
 
 if __name__ == "__main__":

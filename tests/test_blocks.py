@@ -13,10 +13,12 @@ from pymc_dilation._compat import group_dataset
 from pymc_dilation.engine.blocks import factor_groups, interaction_blocks, is_additive
 
 
-def _wells(k: int, seed: int):
-    """k independent asymmetric double wells, with exact right-well shares and log Z."""
+def _wells(k: int, seed: int, tilted: bool = True):
+    """k independent double wells (asymmetric when ``tilted``), exact right-well shares and
+    log Z, and their parameters (``benchmarks.products``' without the prior)."""
     rng = np.random.default_rng([k, seed, 7])
     barrier, tilt, width = rng.uniform(2, 4, k), rng.uniform(0.2, 0.6, k), rng.uniform(0.5, 2, k)
+    tilt = tilt if tilted else np.zeros(k)
 
     def logp_grad(xs):
         u = xs / width
@@ -29,13 +31,11 @@ def _wells(k: int, seed: int):
 
     right, log_z = [], 0.0
     for i in range(k):
-        left_mass, right_mass = (
-            quad(factor, -np.inf, 0, args=(i,))[0],
-            quad(factor, 0, np.inf, args=(i,))[0],
-        )
+        left_mass = quad(factor, -np.inf, 0, args=(i,))[0]
+        right_mass = quad(factor, 0, np.inf, args=(i,))[0]
         right.append(right_mass / (left_mass + right_mass))
         log_z += np.log(left_mass + right_mass)
-    return logp_grad, np.array(right), log_z
+    return logp_grad, np.array(right), log_z, (barrier, tilt, width)
 
 
 def _coupled(xs):
@@ -61,7 +61,7 @@ def test_additivity_holds_for_a_product_and_fails_across_a_coupling():
 
 
 def test_only_blocks_with_several_modes_are_split():
-    logp_grad, _, _ = _wells(3, 1)
+    logp_grad, _, _, _ = _wells(3, 1)
 
     def with_gaussians(xs):  # three double wells and two unimodal coordinates
         lp, grad = logp_grad(xs[:, :3])
@@ -81,7 +81,7 @@ def test_a_product_of_double_wells_is_sampled_factor_by_factor():
     # 12 wells: 4096 modes. Mapped as enumerated modes (before the factors were found), the
     # per-factor shares were 0.038 off and log Z 0.46 low, in 6.8 s; factor by factor
     # (measured) 0.02 and 0.01 in under a second.
-    logp_grad, right, log_z = _wells(12, 1)
+    logp_grad, right, log_z, _ = _wells(12, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = sample_logdensity(logp_grad, 12, draws=2000, random_seed=1)
@@ -98,24 +98,7 @@ def test_sample_dilation_factors_a_pymc_product(tilted):
     # x_i -> -x_i (64 copies of one mode): the factors take precedence over folding the map
     # by those symmetries, which had left log Z 2.0-3.3 nats off (seeds 1-3, warned).
     k = 6
-    rng = np.random.default_rng([k, 2, 7])
-    barrier, tilt, width = rng.uniform(2, 4, k), rng.uniform(0.2, 0.6, k), rng.uniform(0.5, 2, k)
-    tilt = tilt if tilted else np.zeros(k)
-    masses = [
-        [
-            quad(
-                lambda x, i=i: np.exp(
-                    -barrier[i] * ((x / width[i]) ** 2 - 1) ** 2 + tilt[i] * x / width[i]
-                ),
-                lo,
-                hi,
-            )[0]
-            for lo, hi in ((-np.inf, 0), (0, np.inf))
-        ]
-        for i in range(k)
-    ]
-    right = np.array([m[1] / sum(m) for m in masses])
-    log_z = float(sum(np.log(sum(m)) for m in masses))
+    _, right, log_z, (barrier, tilt, width) = _wells(k, 2, tilted)
     with pm.Model():
         x = pm.Flat("x", shape=k)
         u = x / width
@@ -136,37 +119,15 @@ def test_dilation_langevin_jumps_factor_by_factor():
     # the wells it started in (measured here: worst factor 0.21 off in one chain, 0.12
     # pooled; benchmarks: 0.10-0.50 on 8-16 wells, warned); with them every factor's
     # right-well share is within 0.05 in each chain.
+    from benchmarks import products
     from pymc_dilation import DilationLangevin
 
-    k = 8
-    rng = np.random.default_rng([k, 1, 7])
-    barrier, tilt, width = rng.uniform(2, 4, k), rng.uniform(0.2, 0.6, k), rng.uniform(0.5, 2, k)
-    with pm.Model():
-        x = pm.Normal("x", 0.0, 5.0, shape=k)
-        u = x / width
-        pm.Potential("wells", (-barrier * (u**2 - 1) ** 2 + tilt * u).sum())
+    with products.build_model("wells8-1"):
         idata = pm.sample(
             draws=1000, tune=1000, chains=2, cores=1, step=DilationLangevin(), random_seed=1,
             progressbar=False, compute_convergence_checks=False,
         )  # fmt: skip
     draws = np.asarray(idata.posterior["x"])  # (chain, draw, k)
-    stats = idata.sample_stats
-    assert np.all(np.isfinite(np.asarray(stats["factor_jump_acceptance"])))
-    from scipy.stats import norm
-
-    masses = [
-        [
-            quad(
-                lambda v, i=i: (
-                    norm.pdf(v, 0, 5)
-                    * np.exp(-barrier[i] * ((v / width[i]) ** 2 - 1) ** 2 + tilt[i] * v / width[i])
-                ),
-                lo,
-                hi,
-            )[0]
-            for lo, hi in ((-np.inf, 0), (0, np.inf))
-        ]
-        for i in range(k)
-    ]
-    exact = np.array([m[1] / sum(m) for m in masses])
+    assert np.all(np.isfinite(np.asarray(idata.sample_stats["factor_jump_acceptance"])))
+    exact = products.exact("wells8-1")["shares"]
     assert np.max(np.abs((draws > 0).mean(axis=1) - exact)) < 0.05
