@@ -737,16 +737,20 @@ def _correlated_gaussian(xs):
 
 def test_the_refinement_stops_when_the_population_passes_its_checks():
     # A Gaussian passes its checks at the first sweep after the step sizes are fixed (the
-    # sixth), the curved banana before the tenth (measured: the ninth); Neal's funnel never
-    # does (its particles sit in the neck), so it runs all ten.
+    # sixth), the curved banana before the tenth (measured: the ninth). Neal's funnel, whose
+    # bridged particles miss its mouth, may pass them too (PyMC 5.28 at this seed: sweep 6;
+    # PyMC 6.4: never, all ten run), which is why the bridges' own checks report it: a
+    # stopped refinement is no all-clear by itself.
     gaussian = sample_logdensity(_correlated_gaussian, 3, draws=2000, random_seed=3)
     assert _sweeps_run(gaussian) == 6
     banana = sample_logdensity(_banana_logp_grad, 2, draws=2000, random_seed=3)
     assert _sweeps_run(banana) < 10
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         funnel = sample_logdensity(_funnel_logp_grad, 9, draws=1000, random_seed=3)
-    assert _sweeps_run(funnel) == 10
+    assert _sweeps_run(funnel) == 10 or any(
+        "bridges" in str(w.message) for w in caught if w.category is UnreliableResultWarning
+    )
 
 
 def test_the_spread_bound_holds_for_draws_and_fails_for_a_collapsed_population():
