@@ -7,9 +7,7 @@ Checked on every :func:`~pymc_dilation.sample_dilation` and
   :data:`PARETO_K_LIMIT` (their variance may be infinite: the estimates cannot be trusted);
 - successive bridges from the mode map to the posterior still disagree on ``log Z`` by more
   than :data:`~pymc_dilation.engine.population.BRIDGE_AGREEMENT` after the last one
-  (``bridge_evidence_change``; see :func:`~pymc_dilation.engine.population.map_population_of`),
-  or agree after raising it by more than :data:`~pymc_dilation.engine.population.BRIDGE_RISE`
-  from the first (``bridge_evidence_rise``);
+  (``bridge_evidence_change``; see :func:`~pymc_dilation.engine.population.map_population_of`);
 - a mode's share of the final particles disagrees with its estimated weight by more than
   Monte Carlo error allows (the refinement did not settle the weights);
 - two chains disagree on a mode (found by one, missed by the other) or on its weight;
@@ -70,7 +68,7 @@ from pymc_dilation.engine.convergence import (
     failed_checks,
     subpopulation_rhat_limit,
 )
-from pymc_dilation.engine.population import BRIDGE_AGREEMENT, BRIDGE_RISE
+from pymc_dilation.engine.population import BRIDGE_AGREEMENT
 
 __all__ = [
     "PARETO_K_LIMIT",
@@ -216,19 +214,6 @@ def unreliable_reasons(stats: xr.Dataset) -> list[str]:
                 f"Chain {chain}: the importance weights behind the mode weights and "
                 f"log_marginal_likelihood have Pareto k-hat {k_hat:.2f} > {PARETO_K_LIMIT}; "
                 "those estimates are unreliable (a mode far from Gaussian, or a funnel)."
-            )
-        rise = _stat(stats, "bridge_evidence_rise", chain)
-        if (
-            rise > BRIDGE_RISE
-            and not _stat(stats, "bridge_evidence_change", chain) > BRIDGE_AGREEMENT
-        ):
-            reasons.append(
-                f"Chain {chain}: the bridges from the mode map to the posterior raised "
-                f"log_marginal_likelihood by {rise:.1f} nats from the first to the last "
-                f"(bridge_evidence_rise > {BRIDGE_RISE:g}): the map's Gaussians were far "
-                "from the posterior, and the last bridges, though they agree, may share a "
-                "region none of them reached (a funnel's mouth). Compare with "
-                "DilationLangevin's chains."
             )
         change = _stat(stats, "bridge_evidence_change", chain)
         if change > BRIDGE_AGREEMENT:

@@ -295,14 +295,6 @@ rotated log-gamma products of 20-200 dimensions (log Z exact) successive bridges
 0.03-0.33 and the second's error was at most 0.10; on stochastic volatility (250 returns)
 they went 990.3, 1003.2, 1006.2, 1006.8."""
 
-BRIDGE_RISE = 5.0
-"""Rise of ``log Z`` (nats) from the first bridge to the last above which the result is
-reported even when the last two agree (``bridge_evidence_rise``): the map's Gaussians were
-far from the posterior, and bridges that agree may still share a region none of them reached.
-Neal's funnel as written (9-D, PyMC 5.28, seed 1): three bridges, −33.7, −26.9, −27.3, the
-last two within 0.5 nats of each other and 5 nats below the true log Z. Well-posed targets
-measured 0.4-2.6 (factor models, a 205-parameter hierarchy, a latent GP, centered radon)."""
-
 ADAPTED_ESS = 0.5
 """Importance ESS, as a share of the draws, below which :func:`map_population_of` moves the
 map's Gaussians to the resampled draws' moments (:func:`_moved_to_draws`) and weighs again.
@@ -1383,7 +1375,6 @@ def run_population(
     bridged = mapped.tempered.log_evidences if mapped.tempered is not None else []
     checks["bridge_passes"] = float(len(bridged))
     checks["bridge_evidence_change"] = evidence_change(bridged)
-    checks["bridge_evidence_rise"] = float(bridged[-1] - bridged[0]) if len(bridged) else np.nan
     labels = jumps.nearest_mode(us)
     ys = local.to_density(us)
     checks["invalid_share"] = replace_invalid(ys, lps, labels, diverging, rng)
@@ -1410,7 +1401,7 @@ the optimum) so that two ascents to one mode end together."""
 _LARGER_IS_WORSE = (
     "stein_mean_z", "stein_mean_effect", "stein_cov_z", "stein_cov_effect",
     "subpopulation_rhat", "stuck_share", "unmoved_share", "drift_z", "drift_effect",
-    "invalid_share", "bridge_passes", "bridge_evidence_change", "bridge_evidence_rise",
+    "invalid_share", "bridge_passes", "bridge_evidence_change",
 )  # fmt: skip
 
 
