@@ -815,6 +815,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         groups, proposals = [], []
         for group, modes, weights in factors:
             root = laplace.root[np.ix_(group, group)]
+            if not np.all(np.abs(np.diag(root)) > 1e-12):
+                # a degenerate curvature (an optimum where the density is flat or curves
+                # up in some directions): its whitened coordinates map nothing back
+                return None
             in_density = replace(
                 modes,
                 locations=laplace.mode[group] + modes.locations @ root.T,

@@ -131,3 +131,23 @@ def test_dilation_langevin_jumps_factor_by_factor():
     assert np.all(np.isfinite(np.asarray(idata.sample_stats["factor_jump_acceptance"])))
     exact = products.exact("wells8-1")["shares"]
     assert np.max(np.abs((draws > 0).mean(axis=1) - exact)) < 0.05
+
+
+def test_dilation_langevin_on_symmetric_wells_started_at_their_saddle():
+    # Untilted wells started at x = 0, where every factor's density has a minimum: the
+    # curvature there is degenerate, its whitened coordinates map nothing back, and the
+    # factor jumps are not built (building them raised LinAlgError); the sign-flip
+    # symmetries' jumps give every factor its even share.
+    from pymc_dilation import DilationLangevin
+
+    _, _, _, (barrier, _, width) = _wells(6, 2, tilted=False)
+    with pm.Model():
+        x = pm.Normal("x", 0.0, 5.0, shape=6)
+        u = x / width
+        pm.Potential("wells", (-barrier * (u**2 - 1) ** 2).sum())
+        idata = pm.sample(
+            draws=500, tune=500, chains=2, cores=1, step=DilationLangevin(), random_seed=1,
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    shares = (np.asarray(idata.posterior["x"]) > 0).mean(axis=1)
+    assert np.max(np.abs(shares - 0.5)) < 0.1  # 4.5 binomial se at 500 draws; a stuck chain: 0.5
