@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.mixtures import sampling_arguments
-from benchmarks.symmetric import run_cold_and_warm
+from benchmarks.symmetric import last_finite, run_cold_and_warm
 
 __all__ = ["DEFAULT_TARGETS", "build_model", "exact", "score", "main"]
 
@@ -97,19 +97,11 @@ def score(name: str, idata) -> dict[str, Any]:
     }
     stats = group_dataset(idata, "sample_stats")
     if "log_marginal_likelihood" in stats:
-        log_z = np.array([_last_finite(chain) for chain in stats["log_marginal_likelihood"].values])
+        log_z = np.array([last_finite(chain) for chain in stats["log_marginal_likelihood"].values])
         log_z = log_z[np.isfinite(log_z)]
         if log_z.size:
             row["log_z_err"] = float(np.max(np.abs(log_z - ref["log_z"])))
     return row
-
-
-def _last_finite(values) -> float:
-    """A chain's evidence: its last finite value (``pm.sample_smc`` keeps one per stage, as
-    lists of different lengths when the chains ran different numbers of stages)."""
-    flat = np.hstack([np.ravel(np.asarray(v, dtype=float)) for v in np.ravel(values)])
-    flat = flat[np.isfinite(flat)]
-    return float(flat[-1]) if flat.size else np.nan
 
 
 _COLUMNS = [

@@ -197,10 +197,18 @@ def score(name: str, idata) -> dict[str, Any]:
         row["mean_err"] = abs(sigma - ref["sigma_mean"]) / ref["sigma_sd"]
     stats = group_dataset(idata, "sample_stats")
     if "log_marginal_likelihood" in stats and "log_z" in ref:
-        log_z = np.asarray(stats["log_marginal_likelihood"], dtype=float).ravel()
+        log_z = np.array([last_finite(c) for c in stats["log_marginal_likelihood"].values])
         log_z = log_z[np.isfinite(log_z)]
         row["log_z_err"] = float(np.max(np.abs(log_z - ref["log_z"])))
     return row
+
+
+def last_finite(values) -> float:
+    """A chain's evidence: its last finite value (``pm.sample_smc`` keeps one per stage, as
+    lists of different lengths when the chains ran different numbers of stages)."""
+    flat = np.hstack([np.ravel(np.asarray(v, dtype=float)) for v in np.ravel(values)])
+    flat = flat[np.isfinite(flat)]
+    return float(flat[-1]) if flat.size else np.nan
 
 
 def _call(sampler: str, model, args):

@@ -69,16 +69,17 @@ def interaction_blocks(logp_grad: BatchLogpGrad, points: np.ndarray) -> list[np.
     (central differences of the gradient; points where the density is not finite are
     skipped). One block when everything is linked."""
     points = np.atleast_2d(points)
-    dim = points.shape[1]
+    n, dim = points.shape
+    steps = FD_STEP * np.eye(dim)
+    rows = np.concatenate([points[:, None] + steps, points[:, None] - steps], axis=1)
+    with np.errstate(all="ignore"):
+        lps, grads = logp_grad(rows.reshape(-1, dim))  # every point's stencil in one call
+    grads = np.asarray(grads).reshape(n, 2 * dim, dim)
+    finite = np.all(np.isfinite(np.asarray(lps).reshape(n, -1)), axis=1)
+    finite &= np.all(np.isfinite(grads), axis=(1, 2))
     linked = np.eye(dim, dtype=bool)
-    eye = FD_STEP * np.eye(dim)
-    for x in points:
-        rows = np.concatenate([x + eye, x - eye])
-        with np.errstate(all="ignore"):
-            lps, grads = logp_grad(rows)
-        if not (np.all(np.isfinite(lps)) and np.all(np.isfinite(grads))):
-            continue
-        hessian = (grads[:dim] - grads[dim:]) / (2.0 * FD_STEP)  # row j: ∂g/∂x_j
+    for g in grads[finite]:
+        hessian = (g[:dim] - g[dim:]) / (2.0 * FD_STEP)  # row j: ∂g/∂x_j
         hessian = 0.5 * (hessian + hessian.T)
         scale = np.sqrt(np.abs(np.outer(np.diag(hessian), np.diag(hessian))))
         linked |= np.abs(hessian) > COUPLING_RTOL * scale + 1e-8
@@ -105,10 +106,9 @@ def is_additive(
         lp_b = logp_grad(np.concatenate(swapped_y))[0].reshape(len(blocks), -1)
     gap = np.abs(lp_x + lp_y - lp_a - lp_b)
     size = np.abs(lp_x) + np.abs(lp_y) + np.abs(lp_a) + np.abs(lp_b)
-    finite = np.isfinite(gap) & np.isfinite(size)
-    if not finite.all(axis=0).any():
+    pairs = np.all(np.isfinite(gap) & np.isfinite(size), axis=0)
+    if not pairs.any():
         return False
-    pairs = finite.all(axis=0)
     return bool(np.all(gap[:, pairs] <= ADDITIVITY_RTOL * size[:, pairs] + 1e-9))
 
 
@@ -137,15 +137,15 @@ def factor_groups(
     """
     if len(blocks) < 2 or len(points) < 2:
         return None
-    several = [block for block in blocks if _distinct(optima[:, block])]
+    multimodal = [_distinct(optima[:, block]) for block in blocks]
+    several = [block for block, many in zip(blocks, multimodal, strict=True) if many]
     if len(several) < 2:
         return None
     half = len(points) // 2
     if not is_additive(logp_grad, blocks, points[:half], points[half : 2 * half]):
         return None
-    single = [block for block in blocks if not _distinct(optima[:, block])]
-    groups = several + ([np.sort(np.concatenate(single))] if single else [])
-    return groups
+    single = [block for block, many in zip(blocks, multimodal, strict=True) if not many]
+    return several + ([np.sort(np.concatenate(single))] if single else [])
 
 
 def restricted(logp_grad: BatchLogpGrad, block: np.ndarray, anchor: np.ndarray) -> BatchLogpGrad:

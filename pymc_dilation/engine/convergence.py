@@ -66,6 +66,7 @@ __all__ = [
     "subpopulation_rhat_limit",
     "STUCK_ACCEPTANCE",
     "CHECK_NAMES",
+    "SMALLER_IS_WORSE",
     "STEIN_Z_LIMIT",
     "STEIN_MEAN_EFFECT",
     "STEIN_COV_EFFECT",
@@ -187,6 +188,9 @@ def failed_checks(figures: dict[str, float], n: int, margin: float = 1.0) -> lis
     }
     return [name for name in CHECK_NAMES if failed.get(name, False)]
 
+
+SMALLER_IS_WORSE = ("stein_spread", "particle_ess", "settled_sweep")
+"""The figures of :data:`CHECK_NAMES` that fail below their limits; all others fail above."""
 
 STOP_MARGIN = 1.5
 """How much stricter than the warnings' limits the checks are when they stop a refinement

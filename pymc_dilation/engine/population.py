@@ -35,7 +35,12 @@ from pymc_dilation.engine.blocks import (
     interaction_blocks,
     restricted,
 )
-from pymc_dilation.engine.convergence import STOP_MARGIN, failed_checks, population_checks
+from pymc_dilation.engine.convergence import (
+    SMALLER_IS_WORSE,
+    STOP_MARGIN,
+    failed_checks,
+    population_checks,
+)
 from pymc_dilation.engine.explore import AnnealState, anneal
 from pymc_dilation.engine.kernels import (
     LangevinInfo,
@@ -1302,6 +1307,30 @@ def run_population(
                 refine_steps=refine_steps, initial_step=initial_step, reliable=reliable,
             ),
         )  # fmt: skip
+    return _run_single(
+        target, draw_centers, levels, rng, draws, steps_per_level, target_accept,
+        anneal_metropolis, refine_sweeps, refine_steps, initial_step, progress, known, reliable,
+    )  # fmt: skip
+
+
+def _run_single(
+    target: PopulationTarget,
+    draw_centers: Callable[[int], np.ndarray],
+    levels: np.ndarray,
+    rng: np.random.Generator,
+    draws: int,
+    steps_per_level: int = 4,
+    target_accept: float = 0.6,
+    anneal_metropolis: bool = True,
+    refine_sweeps: int = 10,
+    refine_steps: int = 4,
+    initial_step: float = 0.1,
+    progress: Callable[[int], None] | None = None,
+    known: ModeMap | None = None,
+    reliable: Callable[[np.ndarray], bool] | None = None,
+) -> PopulationResult:
+    """:func:`run_population` on one population, without looking for factors (each
+    factor's own run, see :func:`_run_factors`)."""
     stats: dict[str, list[float]] = {
         k: []
         for k in (
@@ -1397,12 +1426,6 @@ FACTOR_CENTERS = 32
 FACTOR_ASCENT_ITER = 60
 """Iterations of those ascents, run to a tolerance of ``1e-8`` nats (about ``1e-4`` sd from
 the optimum) so that two ascents to one mode end together."""
-
-_LARGER_IS_WORSE = (
-    "stein_mean_z", "stein_mean_effect", "stein_cov_z", "stein_cov_effect",
-    "subpopulation_rhat", "stuck_share", "unmoved_share", "drift_z", "drift_effect",
-    "invalid_share", "bridge_passes", "bridge_evidence_change",
-)  # fmt: skip
 
 
 def _factor_groups_of(target: PopulationTarget, draw_centers) -> list[np.ndarray] | None:
@@ -1503,7 +1526,7 @@ def _run_factors(
                 factor.logp_grad_batch, np.zeros(len(group)), np.eye(len(group))
             )
         results.append(
-            run_population(
+            _run_single(
                 factor,
                 lambda n, group=group: draw_centers(n)[:, group],
                 levels,
@@ -1601,10 +1624,10 @@ def _worst_checks(checks: list[dict[str, float]]) -> dict[str, float]:
         values = np.array([c.get(name, np.nan) for c in checks], dtype=float)
         if not np.isfinite(values).any():
             out[name] = np.nan
-        elif name in _LARGER_IS_WORSE:
-            out[name] = float(np.nanmax(values))
-        else:
+        elif name in SMALLER_IS_WORSE:
             out[name] = float(np.nanmin(values))
+        else:
+            out[name] = float(np.nanmax(values))
     return out
 
 
