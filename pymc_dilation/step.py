@@ -57,7 +57,7 @@ from pymc_dilation.engine.population import (
     map_growing_population,
 )
 from pymc_dilation.engine.schedules import make_schedule
-from pymc_dilation.engine.symmetry import mirrored, moves_mode, symmetry_move
+from pymc_dilation.engine.symmetry import ElementStream, mirrored, moves_mode, symmetry_move
 from pymc_dilation.engine.trajectory import hmc_trajectory
 from pymc_dilation.engine.tuning import PRECONDITIONERS, TRAJECTORY_LENGTHS, ChainTuning
 from pymc_dilation.engine.weights import mode_proposal
@@ -587,6 +587,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             self._tune_total, self.trajectory_length, self.max_rank,
         )  # fmt: skip
         self._cache = None
+        self._elements = None  # the symmetries' elements, drawn in batches from the chain's rng
         self._divergences = 0
         self._warnings: list[SamplerWarning] = []  # reported one a draw, oldest first
         self._registry = run_registry(self.rng, self._run_signature())
@@ -970,9 +971,12 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         """The draw to report: the chain's state moved by a random symmetry (exact MH test,
         :func:`~pymc_dilation.engine.symmetry.symmetry_move`). The chain itself stays where it
         is, so its preconditioner keeps fitting the copy of the mode it learned."""
+        exact = self._symmetry.exact
+        if self._elements is None or self._elements.group is not exact:
+            self._elements = ElementStream(exact, self.rng)
         move = symmetry_move(
-            self._symmetry.exact, x[None], np.array([lp]),
-            lambda xs: self._logp.logp_grad_batch(xs, extra)[0], self.rng,
+            exact, x[None], np.array([lp]),
+            lambda xs: self._logp.logp_grad_batch(xs, extra)[0], self.rng, self._elements,
         )  # fmt: skip
         return move.points[0], float(move.lps[0]), float(move.accepted[0])
 

@@ -13,8 +13,10 @@ from scipy.stats import norm
 import pymc_dilation as pdl
 from pymc_dilation.diagnostics import UnreliableResultWarning
 from pymc_dilation.engine.symmetry import (
+    ElementStream,
     GroupFactor,
     SymmetryGroup,
+    moves_mode,
     orbit_mass_ratio,
     symmetry_move,
 )
@@ -61,6 +63,38 @@ def test_group_elements_are_uniform_and_compose_permutations_with_flips():
     _, counts = np.unique(images, axis=0, return_counts=True)
     assert len(counts) == 48
     assert np.all(np.abs(counts / 48_000 - 1 / 48) < 5 * np.sqrt((1 / 48) / 48_000))
+
+
+def test_a_stream_hands_out_uniform_elements_one_at_a_time():
+    """Taken one by one across several batches, as a chain takes them: each of the 48
+    signed permutations as often as uniform draws give it."""
+    slots = np.arange(3)[:, None]
+    group = SymmetryGroup(3, (), (GroupFactor("permute", slots), GroupFactor("flip", slots)))
+    stream = ElementStream(group, np.random.default_rng(4))
+    n = 9_600  # 37.5 batches
+    images = []
+    for _ in range(n):
+        perm, sign = stream.take(1)
+        images.append(group.apply(np.array([[1.0, 2.0, 3.0]]), perm, sign)[0])
+    _, counts = np.unique(np.array(images), axis=0, return_counts=True)
+    assert len(counts) == 48
+    assert np.all(np.abs(counts / n - 1 / 48) < 5 * np.sqrt((1 / 48) / n))
+    perm, sign = stream.take(300)  # more than a batch at once
+    assert perm.shape == sign.shape == (300, 3)
+
+
+@pytest.mark.parametrize("labels", [3, 8])
+def test_moves_mode_tells_a_mode_its_symmetry_moves_from_one_it_keeps(labels):
+    """Exact for an enumerable group, whether the sampled elements find the move or not."""
+    slots = np.arange(labels)[:, None]
+    group = SymmetryGroup(labels, (), (GroupFactor("permute", slots),))
+    rng = np.random.default_rng(5)
+    root = np.eye(labels)
+    assert not moves_mode(group, np.zeros(labels), root, rng)  # every image is the mode
+    apart = np.zeros(labels)
+    apart[-1] = 5.0  # one label 5 sds from the others: any element moving it moves the mode
+    assert moves_mode(group, apart, root, rng)
+    assert not moves_mode(group, apart, 10.0 * root, rng)  # images within the mode's width
 
 
 def test_factors_reject_invalid_slots():

@@ -40,6 +40,7 @@ __all__ = [
     "GroupFactor",
     "SymmetryGroup",
     "SymmetryMove",
+    "ElementStream",
     "Invariance",
     "invariance",
     "mirrored",
@@ -62,6 +63,11 @@ INVARIANCE_RTOL = 1e-8
 permuted vector), far below any real asymmetry."""
 MAX_ENUMERATED = 40320
 """Groups up to this order (``8!``) are enumerated to count a mode's distinct copies."""
+SAMPLED_ELEMENTS = 256
+"""Uniformly drawn elements that test a group too large to enumerate (and any group first, as
+most of them move a mode that can be moved)."""
+STREAM_BATCH = 256
+"""Elements an :class:`ElementStream` draws at a time."""
 SAME_COPY = 3.0
 """Two images of a mode closer than this (Mahalanobis, in the mode's covariance) are one copy."""
 
@@ -305,14 +311,26 @@ def moves_mode(
     root^T``) to another one: an image farther than :data:`SAME_COPY` (Mahalanobis). A near
     symmetry that only shuffles a mode within itself gives the map nothing the kernel does
     not; one that mirrors it (a symmetric likelihood under a prior that is not) points at
-    the mode no path from this side reaches."""
+    the mode no path from this side reaches.
+
+    Exact (every element tested) for groups up to :data:`MAX_ENUMERATED`, which are
+    enumerated only when :data:`SAMPLED_ELEMENTS` random elements move no copy: enumerating
+    the 8! permutations of eight exchangeable schools took 38 ms of each chain's start."""
+    sampled = group.random_elements(np.random.default_rng(0), SAMPLED_ELEMENTS)
+    if _farthest_image(group, sampled, mode, root) > SAME_COPY:
+        return True
     elements = group.all_elements()
     if elements is None:
-        elements = group.random_elements(rng, 256)
+        elements = group.random_elements(rng, SAMPLED_ELEMENTS)
+    return _farthest_image(group, elements, mode, root) > SAME_COPY
+
+
+def _farthest_image(group: SymmetryGroup, elements, mode: np.ndarray, root: np.ndarray) -> float:
+    """The largest Mahalanobis distance from ``mode`` to its images under ``elements``."""
     perm, sign = elements
     images = group.apply(np.repeat(np.atleast_2d(mode), len(perm), axis=0), perm, sign)
     offsets = np.linalg.solve(root, (images - mode).T).T
-    return bool(np.max(np.linalg.norm(offsets, axis=1)) > SAME_COPY)
+    return float(np.max(np.linalg.norm(offsets, axis=1)))
 
 
 def mirrored(
@@ -337,12 +355,35 @@ class SymmetryMove:
     accepted: np.ndarray
 
 
+class ElementStream:
+    """Uniformly drawn elements of a group, drawn :data:`STREAM_BATCH` at a time and handed out
+    in order: a chain that moves one draw an iteration (:func:`symmetry_move`) spent 19 of its
+    48 µs a move drawing a single element (Neal's funnel, 9 permuted and 9 flipped labels).
+    The elements are independent and uniform whatever the batch size."""
+
+    def __init__(self, group: SymmetryGroup, rng: np.random.Generator):
+        self.group = group
+        self.rng = rng
+        self._perm = self._sign = np.zeros((0, group.extended_dim))
+        self._next = 0
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(perm, sign)``, each ``(n, D)``: the next ``n`` elements."""
+        if self._next + n > len(self._perm):
+            self._perm, self._sign = self.group.random_elements(self.rng, max(n, STREAM_BATCH))
+            self._next = 0
+        rows = slice(self._next, self._next + n)
+        self._next += n
+        return self._perm[rows], self._sign[rows]
+
+
 def symmetry_move(
     group: SymmetryGroup,
     xs: np.ndarray,
     lps: np.ndarray,
     logp: BatchLogp,
     rng: np.random.Generator,
+    elements: ElementStream | None = None,
 ) -> SymmetryMove:
     """One Metropolis–Hastings jump of each row to its image under a uniform group element.
 
@@ -352,10 +393,14 @@ def symmetry_move(
 
     Applied to a chain's *reported* draw, with the chain continuing from its own state, it
     keeps the draws' law: each report is one step of a kernel that leaves the posterior
-    invariant, taken from a state distributed as the posterior.
+    invariant, taken from a state distributed as the posterior. ``elements``: where the
+    group's elements come from (drawn here from ``rng`` when None).
     """
     xs = np.atleast_2d(xs)
-    perm, sign = group.random_elements(rng, len(xs))
+    if elements is None:
+        perm, sign = group.random_elements(rng, len(xs))
+    else:
+        perm, sign = elements.take(len(xs))
     proposals = group.apply(xs, perm, sign)
     log_u = np.log(rng.uniform(size=len(xs)))
     with np.errstate(all="ignore"):
