@@ -746,6 +746,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             whitened, draw_centers, self.levels, self.rng, self.first_particles,
             self.particles, self.steps_per_level, self.anneal_target_accept,
             self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE, known,
+            climb_more=self._factor_jumps is None,
         )  # fmt: skip
         report(f"done: {mapped.modes.n_modes} mode(s); the chain starts sampling")
         n_grad = mapped.n_grad * len(mapped.start) + laplace.n_grad

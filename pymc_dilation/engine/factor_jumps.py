@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pymc_dilation.engine.weights import MixtureProposal
+from pymc_dilation.engine.weights import MixtureProposal, StackedMixtures
 
 __all__ = ["FactorJumps"]
 
@@ -37,11 +37,17 @@ class FactorJumps:
     groups : list of numpy.ndarray
         The coordinates of each factor with several modes.
     proposals : list of MixtureProposal
-        Each factor's proposal, in its own coordinates (``len(group)`` dimensions).
+        Each factor's proposal, in its own coordinates (``len(group)`` dimensions; no
+        truncation).
     """
 
     groups: list[np.ndarray]
     proposals: list[MixtureProposal]
+
+    def __post_init__(self):
+        if any(p.tail > 0.0 for p in self.proposals):
+            raise ValueError("factor proposals must not be truncated (tail > 0)")
+        object.__setattr__(self, "_stacked", StackedMixtures(self.groups, self.proposals))
 
     def jump(
         self, logp_grad: BatchLogpGrad, x: np.ndarray, lp: float, grad: np.ndarray, rng
@@ -49,15 +55,13 @@ class FactorJumps:
         """One jump per factor, all evaluated in one call: ``((x, lp, grad), acceptance)``,
         ``acceptance`` the factors' mean Metropolis-Hastings acceptance probability. A
         proposal with a non-finite log density or gradient is rejected."""
+        stacked = self._stacked
         n = len(self.groups)
+        moves = stacked.draw(rng)
+        log_q_old = stacked.log_density(stacked.gather(x))
+        log_q_new = stacked.log_density(moves)
         rows = np.repeat(x[None], n, axis=0)
-        log_q_old, log_q_new, moves = np.empty(n), np.empty(n), []
-        for b, (group, proposal) in enumerate(zip(self.groups, self.proposals, strict=True)):
-            move = proposal.draw(rng, 1)[0]
-            log_q_old[b] = proposal.log_density(x[group][None])[0]
-            log_q_new[b] = proposal.log_density(move[None])[0]
-            rows[b, group] = move
-            moves.append(move)
+        rows[stacked.factor, stacked.coordinate] = moves[stacked.factor, stacked.slot]
         with np.errstate(all="ignore"):
             lps, grads = logp_grad(rows)
         lps = np.asarray(lps, dtype=float)
@@ -65,11 +69,13 @@ class FactorJumps:
         with np.errstate(invalid="ignore", over="ignore"):
             log_ratio = np.where(ok, lps - lp + log_q_old - log_q_new, -np.inf)
         accepted = np.log(rng.uniform(size=n)) < log_ratio
-        x_new, lp_new, grad_new = x.copy(), float(lp), np.array(grad, dtype=float)
-        for b in np.flatnonzero(accepted):
-            group = self.groups[b]
-            x_new[group] = moves[b]
-            grad_new[group] = grads[b][group]
-            lp_new += float(lps[b] - lp)
+        x_new, grad_new = x.copy(), np.array(grad, dtype=float)
+        # The factors are independent: each accepted one brings its own coordinates, their
+        # gradient, and its change of the log density.
+        taken = accepted[stacked.factor]
+        factor, coordinate = stacked.factor[taken], stacked.coordinate[taken]
+        x_new[coordinate] = rows[factor, coordinate]
+        grad_new[coordinate] = np.asarray(grads)[factor, coordinate]
+        lp_new = float(lp + np.sum(lps[accepted] - lp))
         acceptance = float(np.mean(np.exp(np.minimum(log_ratio, 0.0))))
         return (x_new, lp_new, grad_new), acceptance
