@@ -282,16 +282,22 @@ def detect_symmetries(
     return found
 
 
+def _count(n: int) -> str:
+    """``n`` as a log line can hold it: digits up to a million, else ``"about 5.9e+185"``
+    (99 permuted and flipped labels have 186 digits of copies)."""
+    return str(n) if n <= 10**6 else f"about {float(n):.1e}" if n < 1e308 else "more than 1e308"
+
+
 def announce(found: Symmetries, owner: str) -> None:
     """Say in PyMC's log which symmetries the sampler uses."""
     if found.exact is not None:
         _log.info(
-            "%s: the posterior is unchanged by %s (%d copies of each mode); every draw is "
+            "%s: the posterior is unchanged by %s (%s copies of each mode); every draw is "
             "reported under a random one of these symmetries (exact Metropolis-Hastings "
             "jumps).",
             owner,
             "; ".join(found.exact.describe()),
-            found.exact.order,
+            _count(found.exact.order),
         )
     if found.near is not None:  # internal: they only choose where some tuning paths start
         _log.debug(

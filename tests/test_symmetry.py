@@ -21,7 +21,7 @@ from pymc_dilation.engine.symmetry import (
     symmetry_move,
 )
 from pymc_dilation.model import compile_model_logp, prior_sampler
-from pymc_dilation.symmetry import find_symmetries, symmetry_test_points
+from pymc_dilation.symmetry import Symmetries, announce, find_symmetries, symmetry_test_points
 
 
 def _simplex_values(w):
@@ -95,6 +95,16 @@ def test_moves_mode_tells_a_mode_its_symmetry_moves_from_one_it_keeps(labels):
     apart[-1] = 5.0  # one label 5 sds from the others: any element moving it moves the mode
     assert moves_mode(group, apart, root, rng)
     assert not moves_mode(group, apart, 10.0 * root, rng)  # images within the mode's width
+
+
+def test_the_log_line_of_a_large_group_stays_short(caplog):
+    """99 permuted and flipped labels have 5.9e+185 copies of each mode, 186 digits."""
+    slots = np.arange(99)[:, None]
+    group = SymmetryGroup(99, (), (GroupFactor("permute", slots), GroupFactor("flip", slots)))
+    with caplog.at_level("INFO", logger="pymc"):
+        announce(Symmetries(exact=group), "sample_dilation")
+    (line,) = [r.getMessage() for r in caplog.records if "copies" in r.getMessage()]
+    assert "about 5.9e+185 copies" in line and len(line) < 300
 
 
 def test_factors_reject_invalid_slots():
