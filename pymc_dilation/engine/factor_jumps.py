@@ -45,8 +45,6 @@ class FactorJumps:
     proposals: list[MixtureProposal]
 
     def __post_init__(self):
-        if any(p.tail > 0.0 for p in self.proposals):
-            raise ValueError("factor proposals must not be truncated (tail > 0)")
         object.__setattr__(self, "_stacked", StackedMixtures(self.groups, self.proposals))
 
     def jump(

@@ -261,6 +261,8 @@ class StackedMixtures:
     12 factors calling each proposal."""
 
     def __init__(self, groups: list[np.ndarray], proposals: list[MixtureProposal]):
+        if any(p.tail > 0.0 for p in proposals):
+            raise ValueError("StackedMixtures: the mixtures must not be truncated (tail > 0)")
         sizes = np.array([len(g) for g in groups])
         n, dim = len(groups), int(sizes.max())
         k_max = max(len(p.alphas) for p in proposals)
