@@ -145,6 +145,52 @@ def test_same_seed_same_draws(conjugate_normal, draws_of):
     np.testing.assert_array_equal(*runs)
 
 
+def test_chains_share_their_starts_laplace_approximation_and_draw_as_before(monkeypatch):
+    """Every chain of a call starts at the model's initial point, so the Laplace
+    approximation there (and the first metric from it) is computed once, and the draws are
+    those of chains that each compute their own."""
+    import pymc_dilation.step as step_module
+    from pymc_dilation.engine.laplace import laplace_approximation
+
+    rng = np.random.default_rng(0)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        tau = pm.HalfNormal("tau", 2.0)
+        z = pm.Normal("z", 0.0, 1.0, shape=6)
+        pm.Normal("y", mu + tau * z, 1.0, observed=rng.normal(1.0, 2.0, size=6))
+    calls = []
+
+    def counted(logp_grad, start):
+        calls.append(1)
+        return laplace_approximation(logp_grad, start)
+
+    monkeypatch.setattr(step_module, "laplace_approximation", counted)
+
+    def run(initvals=None):
+        with model:
+            return pm.sample(
+                draws=30, tune=40, chains=3, cores=1, step=DilationLangevin(), random_seed=11,
+                progressbar=False, compute_convergence_checks=False, initvals=initvals,
+            )  # fmt: skip
+
+    run([{"mu": -1.0}, {"mu": 0.0}, {"mu": 1.0}])  # three starts: three approximations
+    assert len(calls) == 3
+    calls.clear()
+    shared = run()
+    assert len(calls) == 1
+    monkeypatch.setattr(
+        DilationLangevin, "_laplace_at",
+        lambda self, target, start, extra: counted(target.logp_grad_batch, start),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        DilationLangevin, "_first_metric",
+        lambda self, root: self._tuning.initial_metric(root @ root.T),
+    )  # fmt: skip
+    own = run()
+    assert len(calls) == 4
+    np.testing.assert_array_equal(shared.posterior["z"], own.posterior["z"])
+
+
 def _left_weight(weight, left, right, prior_sd=10.0):
     """Exact posterior weight of the left component of :func:`bimodal_model`."""
     var = prior_sd**2 + 1.0
