@@ -1292,6 +1292,7 @@ def run_population(
     progress: Callable[[int], None] | None = None,
     known: ModeMap | None = None,
     reliable: Callable[[np.ndarray], bool] | None = None,
+    find_factors: bool = True,
 ) -> PopulationResult:
     """Explore, map, weigh and refine one population (see the module docstring and
     :func:`map_population_of`).
@@ -1326,8 +1327,11 @@ def run_population(
     reliable : callable, optional
         ``reliable(log_importance_weights)``: whether resampled importance draws may start
         the refinement (see :func:`map_population_of`).
+    find_factors : bool
+        Look for independent factors with several modes each and run one population per
+        factor (:func:`_run_factors`); False for a factor's own run.
     """
-    groups = _factor_groups_of(target, draw_centers)
+    groups = _factor_groups_of(target, draw_centers) if find_factors else None
     if groups is not None:
         return _run_factors(
             target, groups, draw_centers, levels, rng, draws, progress, known,
@@ -1337,30 +1341,6 @@ def run_population(
                 refine_steps=refine_steps, initial_step=initial_step, reliable=reliable,
             ),
         )  # fmt: skip
-    return _run_single(
-        target, draw_centers, levels, rng, draws, steps_per_level, target_accept,
-        anneal_metropolis, refine_sweeps, refine_steps, initial_step, progress, known, reliable,
-    )  # fmt: skip
-
-
-def _run_single(
-    target: PopulationTarget,
-    draw_centers: Callable[[int], np.ndarray],
-    levels: np.ndarray,
-    rng: np.random.Generator,
-    draws: int,
-    steps_per_level: int = 4,
-    target_accept: float = 0.6,
-    anneal_metropolis: bool = True,
-    refine_sweeps: int = 10,
-    refine_steps: int = 4,
-    initial_step: float = 0.1,
-    progress: Callable[[int], None] | None = None,
-    known: ModeMap | None = None,
-    reliable: Callable[[np.ndarray], bool] | None = None,
-) -> PopulationResult:
-    """:func:`run_population` on one population, without looking for factors (each
-    factor's own run, see :func:`_run_factors`)."""
     stats: dict[str, list[float]] = {
         k: []
         for k in (
@@ -1556,13 +1536,14 @@ def _run_factors(
                 factor.logp_grad_batch, np.zeros(len(group)), np.eye(len(group))
             )
         results.append(
-            _run_single(
+            run_population(
                 factor,
                 lambda n, group=group: draw_centers(n)[:, group],
                 levels,
                 rng,
                 draws,
                 known=factor_known,
+                find_factors=False,
                 **settings,
             )  # fmt: skip
         )

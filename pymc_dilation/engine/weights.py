@@ -286,6 +286,8 @@ class StackedMixtures:
         self.factor = np.repeat(np.arange(n), sizes)
         self.coordinate = np.concatenate(groups).astype(np.int64)
         self.slot = np.concatenate([np.arange(size) for size in sizes])
+        self._real = np.zeros((n, dim), dtype=bool)  # the slots that are coordinates
+        self._real[self.factor, self.slot] = True
 
     def gather(self, x: np.ndarray) -> np.ndarray:
         """``(B, D)``: each factor's coordinates of ``x``, padded with zeros."""
@@ -301,9 +303,7 @@ class StackedMixtures:
         z = rng.standard_normal((n, dim)) * widths[:, None]
         rows = np.arange(n)
         out = self.locations[rows, modes] + np.einsum("bij,bj->bi", self.roots[rows, modes], z)
-        mask = np.zeros((n, dim), dtype=bool)
-        mask[self.factor, self.slot] = True
-        return np.where(mask, out, 0.0)
+        return np.where(self._real, out, 0.0)
 
     def log_density(self, points: np.ndarray) -> np.ndarray:
         """``(B,)``: each factor's ``log q_b`` at its row of ``points`` (padded with zeros)."""
