@@ -120,6 +120,18 @@ def stage_reporter(dim: int) -> Callable[[str], None]:
     return report
 
 
+def tuning_stream(rng: np.random.Generator) -> np.random.Generator:
+    """A generator for a chain's tuning population, spawned from the chain's own without
+    advancing it: the chain's stream after the population is the one it would have had
+    without it, so where the population leaves the chain where it would start anyway (one
+    mode, at the Laplace optimum) the draws are the same, and changes inside the population
+    move no later draw."""
+    try:
+        return rng.spawn(1)[0]
+    except TypeError:  # a generator made without a seed sequence
+        return np.random.default_rng(rng.integers(2**63))
+
+
 def _check_vars(model, vars) -> None:
     """A ``ValueError`` naming ``vars`` for anything but free variables of ``model``."""
     if vars is None:
@@ -699,6 +711,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         the estimated weights) and the gradient evaluations spent.
         """
         dim = self._logp.dim
+        rng = tuning_stream(self.rng)
         exact = self._symmetry.exact
         report = stage_reporter(dim)
         target = PopulationTarget(
@@ -722,20 +735,20 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 "hierarchies) or give the scales priors that keep them from 0."
             )
         near = self._symmetry.near
-        if near is not None and moves_mode(near, laplace.mode, laplace.root, self.rng):
+        if near is not None and moves_mode(near, laplace.mode, laplace.root, rng):
             self._near = near
         unused = np.ones(0 if self._prior_pool is None else len(self._prior_pool), dtype=bool)
 
         def draw_centers(n: int) -> np.ndarray:
             if self._shared_center:
                 return np.tile(laplace.to_whitened(self.center), (n, 1))
-            centers = overdispersed_cloud(self.rng, n, dim)
+            centers = overdispersed_cloud(rng, n, dim)
             if unused.any():  # half from prior draws not used yet
-                pick = self.rng.permutation(np.flatnonzero(unused))[: n // 2]
+                pick = rng.permutation(np.flatnonzero(unused))[: n // 2]
                 unused[pick] = False
                 centers[: len(pick)] = laplace.to_whitened(self._prior_pool[pick])
             if self._near is not None:  # half of them mirrored
-                mirror = mirrored(self._near, laplace.to_density(centers), self.rng)
+                mirror = mirrored(self._near, laplace.to_density(centers), rng)
                 centers = laplace.to_whitened(mirror)
             return centers
 
@@ -743,9 +756,9 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         known = None
         if laplace.converged:  # its optimum, at 0 in the whitened coordinates
             known = known_optimum(whitened.logp_grad_batch, np.zeros(dim), np.eye(dim))
-        self._factor_jumps = self._map_factors(whitened, draw_centers, laplace)
+        self._factor_jumps = self._map_factors(whitened, draw_centers, laplace, rng)
         mapped = map_growing_population(
-            whitened, draw_centers, self.levels, self.rng, self.first_particles,
+            whitened, draw_centers, self.levels, rng, self.first_particles,
             self.particles, self.steps_per_level, self.anneal_target_accept,
             self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE, known,
             climb_more=self._factor_jumps is None,
@@ -800,7 +813,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
                 # 1334; kidiq, arK, sblrc unchanged within 3 %).
                 local = laplace.root
             self._set_metric(self._first_metric(local))
-        pick = self.rng.integers(len(mapped.start))
+        pick = rng.integers(len(mapped.start))
         x0 = laplace.to_density(mapped.start[pick])
         grad = np.linalg.solve(laplace.root.T, mapped.grads[pick])
         return (x0, float(mapped.lps[pick]), grad), n_grad
@@ -829,7 +842,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         self._start_cache["metric"] = (root, metric)
         return metric
 
-    def _map_factors(self, whitened, draw_centers, laplace) -> FactorJumps | None:
+    def _map_factors(self, whitened, draw_centers, laplace, rng) -> FactorJumps | None:
         """Jumps by factor (:mod:`~pymc_dilation.engine.factor_jumps`) where the posterior is a
         product of factors with several modes each, each factor mapped on its own; None
         otherwise. In the density's coordinates: the Laplace root is block-diagonal across
@@ -837,7 +850,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         if not self.mode_jumps:
             return None
         factors = map_factors(
-            whitened, draw_centers, self.levels, self.rng, self.first_particles,
+            whitened, draw_centers, self.levels, rng, self.first_particles,
             self.particles, self.steps_per_level, self.anneal_target_accept,
             self.anneal_metropolis, 0.1, DIFFUSION_SWEEPS, PROBE,
         )  # fmt: skip

@@ -1021,13 +1021,13 @@ def test_polish_without_a_known_optimum_polishes_every_row_but_the_skipped():
     optima = map_modes(mixture_logp_grad, points, *mixture_logp_grad(points)).locations
     starts = optima + 0.05  # near each optimum, off it
     lps, _ = mixture_logp_grad(starts)
-    places, _, converged, _ = modes_module._polish(
+    places, _, converged, _, _ = modes_module._polish(
         mixture_logp_grad, starts, lps, None, modes_module.VALLEY_DEPTH
     )
     assert converged.all()
     np.testing.assert_allclose(places, optima, atol=1e-6)
     skip = np.arange(len(starts)) == 0
-    places, _, converged, _ = modes_module._polish(
+    places, _, converged, _, _ = modes_module._polish(
         mixture_logp_grad, starts, lps, None, modes_module.VALLEY_DEPTH, skip=skip
     )
     assert not converged[0] and converged[1:].all()

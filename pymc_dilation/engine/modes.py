@@ -38,6 +38,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from pymc_dilation.engine.adaptation import shrunk_root
+from pymc_dilation.engine.hessian_free import hessian_free_pays, truncated_newton
 from pymc_dilation.engine.laplace import newton_polish, root_inverse, root_log_det
 
 __all__ = [
@@ -128,6 +129,9 @@ class ModeMap:
         each inversion took about 0.1 s, nine of them per tuning population)."""
         return root_inverse(self.roots)
 
+
+POLISH_STEPS = 5
+"""Newton steps at most that polish each mode's optimum (see :func:`_polish`)."""
 
 ASCENT_MEMORY = 6
 """Curvature pairs each row's L-BFGS ascent keeps (see :func:`ascend`)."""
@@ -398,7 +402,7 @@ def map_modes(
     calls += -(-slope_rows // max(n, 1))
     if fold is not None and slope_rows:  # the heads that climbed on may have crossed
         optima[heads] = fold(optima[heads])
-    places, head_roots, converged, hessian_grads = _polish(
+    places, head_roots, converged, ridge, hessian_grads = _polish(
         logp_grad, optima[heads], opt_lp[heads], known, depth, skip=slope
     )
     place_lp, place_grad = logp_grad(places)
@@ -411,6 +415,7 @@ def map_modes(
     labels = regroup[labels]
     decrement = np.sum(np.einsum("kij,ki->kj", head_roots, np.asarray(place_grad)) ** 2, axis=1)
     no_mode = (converged & ~stalled & (decrement > RIDGE_DECREMENT)) | (slope & ~converged)
+    no_mode |= ridge
     kept, labels = _without_ridges(kept, labels, place_lp, no_mode, dim)
     locations, means, roots, mode_lp = [], [], [], []
     for k, head in enumerate(kept):
@@ -466,10 +471,45 @@ def _polish(
         places[mine], roots[mine] = known.locations[at[mine]], known.roots[at[mine]]
         converged[mine] = True
     own = at < 0 if skip is None else (at < 0) & ~skip
-    if own.any():
-        places[own], roots[own], converged[own], more = newton_polish(logp_grad, starts[own])
+    ridge = np.zeros(k, dtype=bool)
+    if own.any() and hessian_free_pays(dim, POLISH_STEPS):
+        own, ridge, more = _polish_hessian_free(
+            logp_grad, places, roots, converged, own, known, depth
+        )
         calls += more
-    return places, roots, converged, calls
+    if own.any():
+        places[own], roots[own], converged[own], more = newton_polish(
+            logp_grad, places[own], POLISH_STEPS
+        )
+        calls += more
+    return places, roots, converged, ridge, calls
+
+
+def _polish_hessian_free(logp_grad, places, roots, converged, own, known, depth):
+    """Truncated Newton steps (:func:`~pymc_dilation.engine.hessian_free.truncated_newton`)
+    from the rows ``own`` of ``places`` (updated in place, with ``roots`` and ``converged``),
+    before any Hessian: a row whose decrement bound stays above :data:`RIDGE_DECREMENT` is no
+    optimum (``ridge``, converged with no curvature); one that reached an optimum of ``known``
+    takes its place and curvature. Returns the rows still to polish with Hessians (they
+    ended on an optimum of their own), ``ridge`` and the gradients spent."""
+    rows = np.flatnonzero(own)
+    ascent = truncated_newton(logp_grad, places[rows], POLISH_STEPS)
+    places[rows] = ascent.points
+    ridge = np.zeros(len(places), dtype=bool)
+    off = ~(ascent.decrement <= RIDGE_DECREMENT) & np.isfinite(ascent.lps)
+    ridge[rows[off]] = converged[rows[off]] = True
+    calls = ascent.calls
+    rows = rows[~off]
+    if known is not None and rows.size:
+        at, spent = _known_optima(logp_grad, known, places[rows], ascent.lps[~off], depth)
+        mine = at >= 0
+        places[rows[mine]], roots[rows[mine]] = known.locations[at[mine]], known.roots[at[mine]]
+        converged[rows[mine]] = True
+        calls += spent
+        rows = rows[~mine]
+    left = np.zeros(len(places), dtype=bool)
+    left[rows] = True
+    return left, ridge, calls
 
 
 def _climb_far_heads(logp_grad: BatchLogpGrad, optima, opt_lp, climbing, heads, dim: int):
