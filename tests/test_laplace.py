@@ -226,3 +226,38 @@ def test_root_inverse_and_log_det_match_lu_for_every_kind_of_root():
     np.testing.assert_allclose(root_log_det(roots), np.linalg.slogdet(roots)[1], rtol=1e-12)
     np.testing.assert_allclose(root_inverse(roots[0]), np.linalg.inv(roots[0]), atol=1e-12)
     assert np.ndim(root_log_det(roots[1])) == 0
+
+
+def test_upper_covariance_root_is_an_upper_triangular_root():
+    from pymc_dilation.engine.laplace import upper_covariance_root
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((120, 120))
+    cov = a @ a.T + 120 * np.eye(120)
+    upper = upper_covariance_root(cov)
+    assert not np.any(np.tril(upper, -1))
+    np.testing.assert_allclose(upper @ upper.T, cov, rtol=1e-10, atol=1e-8)
+    assert upper_covariance_root(-cov) is None
+
+
+def test_bridge_frames_compose_into_triangular_whitenings_from_100_dimensions():
+    # The bridge's frame root, composed with an upper-triangular Laplace root, stays
+    # triangular (BLAS's triangular product for every evaluation) where that pays; the
+    # frame's covariance is the mode's either way.
+    from pymc_dilation.engine.laplace import TRIANGULAR_MIN_DIM, _triangle
+    from pymc_dilation.engine.modes import ModeMap
+    from pymc_dilation.engine.population import _bridge_frame
+
+    rng = np.random.default_rng(4)
+    for dim in (TRIANGULAR_MIN_DIM - 10, TRIANGULAR_MIN_DIM):
+        a = rng.standard_normal((dim, dim))
+        lower = np.linalg.cholesky(a @ a.T + dim * np.eye(dim))
+        modes = ModeMap(
+            np.zeros((1, dim)), rng.normal(size=(1, dim)), lower[None], np.zeros(1),
+            np.zeros(4, dtype=int), 0,
+        )  # fmt: skip
+        frame = _bridge_frame(modes, np.ones(1))
+        np.testing.assert_allclose(frame.root @ frame.root.T, lower @ lower.T, atol=1e-8)
+        np.testing.assert_array_equal(frame.mode, modes.means[0])
+        expected = "upper" if dim >= TRIANGULAR_MIN_DIM else "lower"
+        assert _triangle(frame.root) == expected

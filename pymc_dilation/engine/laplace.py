@@ -31,6 +31,7 @@ __all__ = [
     "reference_scale_approximation",
     "root_inverse",
     "root_log_det",
+    "upper_covariance_root",
 ]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -564,6 +565,17 @@ def flat_directions(
     lps = np.where(np.isfinite(lps) | (lps > 0), lps, -np.inf).reshape(len(directions), 2, -1)
     flat_side = np.all(lps >= lp0 - drop, axis=2)
     return directions[np.any(flat_side, axis=1)]
+
+
+def upper_covariance_root(covariance: np.ndarray) -> np.ndarray | None:
+    """An upper-triangular ``U`` with ``U Uᵀ = covariance``: the Cholesky factor of the
+    coordinates taken in reverse order, reversed back (``J L J`` for ``J C J = L Lᵀ``); None
+    when ``covariance`` is not positive definite."""
+    try:
+        lower = np.linalg.cholesky(covariance[::-1, ::-1])
+    except np.linalg.LinAlgError:
+        return None
+    return np.ascontiguousarray(lower[::-1, ::-1])
 
 
 def _triangle(root: np.ndarray) -> str | None:
