@@ -244,7 +244,7 @@ def test_bridge_frames_compose_into_triangular_whitenings_from_100_dimensions():
     # The bridge's frame root, composed with an upper-triangular Laplace root, stays
     # triangular (BLAS's triangular product for every evaluation) where that pays; the
     # frame's covariance is the mode's either way.
-    from pymc_dilation.engine.laplace import TRIANGULAR_MIN_DIM, _triangle
+    from pymc_dilation.engine.laplace import TRIANGULAR_MIN_DIM, triangular_form
     from pymc_dilation.engine.modes import ModeMap
     from pymc_dilation.engine.population import _bridge_frame
 
@@ -259,5 +259,81 @@ def test_bridge_frames_compose_into_triangular_whitenings_from_100_dimensions():
         frame = _bridge_frame(modes, np.ones(1))
         np.testing.assert_allclose(frame.root @ frame.root.T, lower @ lower.T, atol=1e-8)
         np.testing.assert_array_equal(frame.mode, modes.means[0])
-        expected = "upper" if dim >= TRIANGULAR_MIN_DIM else "lower"
-        assert _triangle(frame.root) == expected
+        assert triangular_form(frame.root) == (None, dim < TRIANGULAR_MIN_DIM)  # lower below
+
+
+def _arrow_precision(groups: int, hypers: int, rng) -> np.ndarray:
+    """A hierarchy's precision: hyperparameters first, each coupled to every group; groups
+    of two parameters coupled only within the group."""
+    dim = hypers + 2 * groups
+    precision = np.zeros((dim, dim))
+    precision[:hypers, :hypers] = np.eye(hypers) * (groups + 5.0)
+    for g in range(groups):
+        block = slice(hypers + 2 * g, hypers + 2 * g + 2)
+        precision[block, block] = [[2.0, 0.5], [0.5, 1.5]]
+        coupling = 0.1 * rng.standard_normal((hypers, 2))
+        precision[:hypers, block] = coupling
+        precision[block, :hypers] = coupling.T
+    return precision
+
+
+def test_a_hierarchys_laplace_root_is_sparse_and_exact():
+    from pymc_dilation.engine.laplace import (
+        SPARSE_ROOT_DENSITY,
+        LaplaceApproximation,
+        Whitened,
+        _sparse_root,
+        _upper_root,
+        triangular_form,
+    )
+
+    rng = np.random.default_rng(5)
+    precision = _arrow_precision(150, 4, rng)
+    dim = len(precision)
+    covariance = np.linalg.inv(precision)
+    root = _sparse_root(-precision)
+    # the plain Cholesky root fills in (hyperparameters first); this one does not
+    assert np.count_nonzero(_upper_root(precision)) > 0.4 * dim**2
+    assert np.count_nonzero(root) <= SPARSE_ROOT_DENSITY * dim**2
+    np.testing.assert_allclose(root @ root.T, covariance, atol=1e-12)
+    order, lower = triangular_form(root)
+    assert order is not None and not lower
+    assert not np.any(np.tril(root[order], -1))
+
+    mode = rng.normal(size=dim)
+    laplace = LaplaceApproximation(mode, root, 0, True)
+    xs = rng.normal(size=(5, dim))
+    np.testing.assert_allclose(laplace.to_density(laplace.to_whitened(xs)), xs, atol=1e-10)
+    np.testing.assert_allclose(root_log_det(root), 0.5 * np.linalg.slogdet(covariance)[1])
+    np.testing.assert_allclose(root_inverse(root), np.linalg.inv(root), atol=1e-9)
+
+    def base(xs):  # any batched density: the products are what is tested
+        return -0.5 * np.sum(xs**2, axis=1), -xs
+
+    whitened = Whitened(base, mode, root)
+    zs = rng.normal(size=(7, dim))
+    lp, grad = whitened(zs)
+    x = mode + zs @ root.T
+    np.testing.assert_allclose(lp, base(x)[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, base(x)[1] @ root, atol=1e-10)
+    assert whitened._sparse is not None
+    # a permuted triangle that is not sparse: BLAS's triangular product, rows put back
+    dense = Whitened(base, mode, root + 0.0)
+    dense.__dict__["_sparse"] = None
+    np.testing.assert_allclose(dense(zs)[1], grad, atol=1e-10)
+    np.testing.assert_allclose(dense.to_density(zs), x, atol=1e-10)
+
+
+def test_laplace_approximation_of_a_hierarchy_takes_the_sparse_root():
+    rng = np.random.default_rng(6)
+    precision = _arrow_precision(60, 3, rng)
+    mean = rng.normal(size=len(precision))
+
+    def logp_grad(xs):
+        diff = xs - mean
+        return -0.5 * np.einsum("ni,ij,nj->n", diff, precision, diff), -diff @ precision
+
+    laplace = laplace_approximation(logp_grad, np.zeros(len(precision)))
+    np.testing.assert_allclose(laplace.mode, mean, atol=1e-6)
+    np.testing.assert_allclose(laplace.root @ laplace.root.T, np.linalg.inv(precision), atol=1e-8)
+    assert np.count_nonzero(laplace.root) < 0.1 * len(precision) ** 2

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy import linalg, optimize
+from scipy import linalg, optimize, sparse
 
 __all__ = [
     "LaplaceApproximation",
@@ -31,6 +31,7 @@ __all__ = [
     "reference_scale_approximation",
     "root_inverse",
     "root_log_det",
+    "triangular_form",
     "upper_covariance_root",
 ]
 
@@ -72,17 +73,20 @@ class LaplaceApproximation:
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """Target points ``(..., d)`` to whitened coordinates."""
         rhs = (np.atleast_2d(x) - self.mode).T
-        lower = self._triangle
-        if lower is not None:  # a Cholesky root: a triangular solve, O(d²) a point, not O(d³)
-            z = linalg.solve_triangular(self.root, rhs, lower=lower, check_finite=False).T
+        form = self._triangle
+        if form is not None:  # a Cholesky root: a triangular solve, O(d²) a point, not O(d³)
+            order, lower = form
+            root = self.root if order is None else self.root[order]
+            rhs = rhs if order is None else rhs[order]
+            z = linalg.solve_triangular(root, rhs, lower=lower, check_finite=False).T
         else:
             z = np.linalg.solve(self.root, rhs).T
         return np.ascontiguousarray(z.reshape(np.shape(x)))
 
     @cached_property
-    def _triangle(self) -> bool | None:
-        """See :func:`_triangle_of`."""
-        return _triangle_of(self.root)
+    def _triangle(self) -> tuple[np.ndarray | None, bool] | None:
+        """See :func:`triangular_form`."""
+        return triangular_form(self.root)
 
     def whiten(self, logp_grad: BatchLogpGrad) -> Whitened:
         """The batched log density in whitened coordinates (gradient by the chain rule); a
@@ -96,21 +100,38 @@ class LaplaceApproximation:
         return Whitened(logp_grad, self.mode, self.root)
 
 
-def _triangle_of(root: np.ndarray) -> bool | None:
-    """Whether the square ``root`` is lower (True) or upper (False) triangular with a nonzero
-    diagonal; None when it is neither (an eigenvector root)."""
-    if not np.all(np.diag(root) != 0):
+def triangular_form(root: np.ndarray) -> tuple[np.ndarray | None, bool] | None:
+    """``(order, lower)`` when the rows ``root[order]`` form a lower (``lower``) or upper
+    triangular matrix with a nonzero diagonal (``order`` None: ``root`` itself is); None when
+    no row order does (an eigenvector root).
+
+    A Cholesky root taken in another coordinate order (see :func:`_sparse_root`) is such a
+    row-permuted triangle: products and solves with it cost what a triangle's do. Row ``r``
+    of an upper triangle starts (a lower one ends) at column ``r``, so the order is read off
+    where each row's nonzeros start (end), in ``O(d²)``.
+    """
+    nonzero = np.asarray(root) != 0
+    dim = len(nonzero)
+    if dim == 0 or not nonzero.any(axis=1).all():
         return None
-    for lower in (False, True):
-        if not (np.triu(root, 1) if lower else np.tril(root, -1)).any():
-            return lower
+    first = np.argmax(nonzero, axis=1)
+    last = dim - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    identity = np.arange(dim)
+    for lower, diagonal in ((False, first), (True, last)):
+        order = np.argsort(diagonal, kind="stable")
+        if np.array_equal(diagonal[order], identity):
+            return (None if np.array_equal(order, identity) else order), lower
     return None
 
 
 TRIANGULAR_MIN_DIM = 100
 """From this dimension on, a triangular root multiplies batches of rows by BLAS's triangular
 product (``trmm``), half the work of a general one (one thread, 128 rows: 1.5 times faster at
-d = 500, 1.6 at 1005; slower below about 100)."""
+d = 500, 1.6 at 1005; slower below about 100), and a sparse one by a sparse product."""
+SPARSE_ROOT_DENSITY = 0.1
+"""Share of nonzero entries at most for a root to be applied as a sparse matrix, and for
+:func:`laplace_approximation` to prefer the Cholesky root of another coordinate order (see
+:func:`_sparse_root`)."""
 
 
 @dataclass(frozen=True)
@@ -122,22 +143,46 @@ class Whitened:
     root: np.ndarray
 
     @cached_property
-    def _triangle(self) -> tuple[np.ndarray, bool] | None:
-        """``(root in Fortran order, lower)`` when ``root`` is triangular and large enough
-        for :data:`TRIANGULAR_MIN_DIM`, else None."""
-        lower = None if len(self.root) < TRIANGULAR_MIN_DIM else _triangle_of(self.root)
-        return None if lower is None else (np.asfortranarray(self.root), lower)
+    def _sparse(self) -> tuple[sparse.csr_array, sparse.csr_array] | None:
+        """``(root, root.T)`` as sparse matrices when at most :data:`SPARSE_ROOT_DENSITY` of
+        the root's entries are nonzero (from :data:`TRIANGULAR_MIN_DIM` on), else None."""
+        dim = len(self.root)
+        if dim < TRIANGULAR_MIN_DIM or np.count_nonzero(self.root) > SPARSE_ROOT_DENSITY * dim**2:
+            return None
+        return sparse.csr_array(self.root), sparse.csr_array(self.root.T)
+
+    @cached_property
+    def _triangle(self) -> tuple[np.ndarray, bool, np.ndarray | None] | None:
+        """``(root[order] in Fortran order, lower, order)`` when the root is a triangle, its
+        rows in ``order`` (see :func:`triangular_form`), and large enough for
+        :data:`TRIANGULAR_MIN_DIM`, else None."""
+        form = None if len(self.root) < TRIANGULAR_MIN_DIM else triangular_form(self.root)
+        if form is None:
+            return None
+        order, lower = form
+        return np.asfortranarray(self.root if order is None else self.root[order]), lower, order
 
     def _times(self, rows: np.ndarray, transpose: bool) -> np.ndarray:
         """``rows @ root.T`` (``transpose``) or ``rows @ root``, for rows ``(n, d)``."""
         rows = np.asarray(rows, dtype=float)
-        triangle = self._triangle
-        if triangle is None or rows.ndim != 2 or len(rows) < 2:
+        if rows.ndim != 2 or len(rows) < 2:
             return rows @ (self.root.T if transpose else self.root)
-        root, lower = triangle
+        if self._sparse is not None:
+            root, root_t = self._sparse
+            return np.ascontiguousarray((root @ rows.T if transpose else root_t @ rows.T).T)
+        if self._triangle is None:
+            return rows @ (self.root.T if transpose else self.root)
+        root, lower, order = self._triangle
         # (rows @ root.T).T = root @ rows.T; (rows @ root).T = root.T @ rows.T. rows.T is a
-        # Fortran-ordered view, so BLAS reads it in place.
+        # Fortran-ordered view, so BLAS reads it in place. With the triangle's rows in
+        # ``order`` (root[order] = T): x = root z has x[order] = T z, and rootᵀ g = Tᵀ g[order].
+        if order is not None and not transpose:
+            rows = rows[:, order]
         product = linalg.blas.dtrmm(1.0, root, rows.T, lower=lower, trans_a=not transpose)
+        if order is not None and transpose:
+            out = np.empty((product.shape[1], product.shape[0]))
+            out[:, order] = product.T
+            return out
         return np.ascontiguousarray(product.T)
 
     def to_density(self, zs: np.ndarray) -> np.ndarray:
@@ -333,7 +378,37 @@ def laplace_approximation(
             break
     if root is None:
         return LaplaceApproximation(start, np.eye(dim), counter[0], False)
-    return LaplaceApproximation(mode, root, counter[0], bool(np.isfinite(neg_lp)))
+    sparser = _sparse_root(hess)
+    return LaplaceApproximation(
+        mode, root if sparser is None else sparser, counter[0], bool(np.isfinite(neg_lp))
+    )
+
+
+def _sparse_root(hess: np.ndarray) -> np.ndarray | None:
+    """A root of ``(-hess)⁻¹`` that is sparse where the precision is, or None.
+
+    The Cholesky root ``L⁻ᵀ`` fills in wherever a coordinate that many others are coupled to
+    comes first: a hierarchy's hyperparameters, declared before the groups, couple to every
+    group, and its root is a dense triangle (a 500-group hierarchy: 1.2 % of the Hessian's
+    entries nonzero, half of the root's), so every evaluation in whitened coordinates costs a
+    ``d × d`` product. Ordered by how many coordinates each is coupled to, fewest first (the
+    groups, then the hyperparameters), the factor has no fill-in and its inverse is sparse:
+    the groups' blocks and a few dense rows. The root's rows are put back in the original
+    order (a row-permuted triangle, see :func:`triangular_form`). Taken from
+    :data:`TRIANGULAR_MIN_DIM` on, where the precision and the root hold at most
+    :data:`SPARSE_ROOT_DENSITY` of their entries and the precision is positive definite.
+    """
+    dim = len(hess)
+    coupled = np.asarray(hess) != 0
+    if dim < TRIANGULAR_MIN_DIM or np.count_nonzero(coupled) > SPARSE_ROOT_DENSITY * dim**2:
+        return None
+    order = np.argsort(np.count_nonzero(coupled, axis=1), kind="stable")
+    upper = _upper_root(-hess[np.ix_(order, order)])
+    if upper is None or np.count_nonzero(upper) > SPARSE_ROOT_DENSITY * dim**2:
+        return None
+    root = np.empty_like(upper)
+    root[order] = upper
+    return root
 
 
 SINGULAR_DISTANCE = 6.0
@@ -578,24 +653,17 @@ def upper_covariance_root(covariance: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(lower[::-1, ::-1])
 
 
-def _triangle(root: np.ndarray) -> str | None:
-    """``"upper"`` or ``"lower"`` when ``root`` is triangular (exact zeros, as Cholesky roots
-    and triangular solves leave them), else None."""
-    if not np.any(np.tril(root, -1)):
-        return "upper"
-    if not np.any(np.triu(root, 1)):
-        return "lower"
-    return None
-
-
 def root_log_det(roots: np.ndarray) -> np.ndarray:
     """``log |det R|`` of each root (``(d, d)`` or ``(K, d, d)``): from the diagonal of a
     triangular one (``O(d)``; most roots are Cholesky roots), by LU otherwise."""
     stacked = roots.reshape(-1, *roots.shape[-2:])
     out = np.empty(len(stacked))
     for k, root in enumerate(stacked):  # one per mode
-        if _triangle(root) is not None:
-            out[k] = np.sum(np.log(np.abs(np.diagonal(root))))
+        form = triangular_form(root)
+        if form is not None:  # a permutation of rows changes the determinant's sign only
+            order = form[0]
+            diagonal = np.diagonal(root if order is None else root[order])
+            out[k] = np.sum(np.log(np.abs(diagonal)))
         else:
             out[k] = np.linalg.slogdet(root)[1]
     return out.reshape(roots.shape[:-2])
@@ -614,9 +682,15 @@ def root_inverse(roots: np.ndarray) -> np.ndarray:
             out[k] = 0.0
             np.fill_diagonal(out[k], 1.0 / diagonal)
             continue
-        triangle = _triangle(root)
+        form = triangular_form(root)
         inverse, info = (None, 1)
-        if triangle is not None:
-            inverse, info = linalg.lapack.dtrtri(root, lower=int(triangle == "lower"))
+        if form is not None:
+            order, lower = form
+            inverse, info = linalg.lapack.dtrtri(
+                root if order is None else root[order], lower=int(lower)
+            )
+            if info == 0 and order is not None:  # root = Q T: root⁻¹ = T⁻¹ Qᵀ
+                inverse, unpermuted = np.empty_like(inverse), inverse
+                inverse[:, order] = unpermuted
         out[k] = inverse if info == 0 else np.linalg.inv(root)
     return out.reshape(roots.shape)
