@@ -24,7 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TruncatedNewton", "truncated_newton", "CG_ITERATIONS", "hessian_free_pays"]
+__all__ = [
+    "TruncatedNewton",
+    "truncated_newton",
+    "halved_steps",
+    "CG_ITERATIONS",
+    "hessian_free_pays",
+]
 
 BatchLogpGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -120,6 +126,31 @@ def _newton_directions(logp_grad, xs, grads, iterations: int):
     return p, decrement, calls
 
 
+def halved_steps(logp_grad: BatchLogpGrad, points, lps, grads, rows, step, halvings: int):
+    """Take each row's ``step`` from ``points[rows]``, halved until the log density does not
+    fall (a finite log density and gradient), at most ``halvings`` times; ``points``, ``lps``
+    and ``grads`` are updated in place. Returns the rows that found no such step and the
+    evaluations spent."""
+    calls = 0
+    for _ in range(halvings):
+        if rows.size == 0:
+            break
+        candidates = points[rows] + step
+        with np.errstate(all="ignore"):
+            cand_lp, cand_grad = logp_grad(candidates)
+        cand_lp = np.asarray(cand_lp, dtype=float)
+        cand_grad = np.asarray(cand_grad, dtype=float)
+        calls += rows.size
+        better = np.isfinite(cand_lp) & np.all(np.isfinite(cand_grad), axis=1)
+        better &= cand_lp >= lps[rows]
+        took = rows[better]
+        points[took], lps[took], grads[took] = (
+            candidates[better], cand_lp[better], cand_grad[better]
+        )  # fmt: skip
+        rows, step = rows[~better], step[~better] / 2.0
+    return rows, calls
+
+
 def truncated_newton(
     logp_grad: BatchLogpGrad,
     starts: np.ndarray,
@@ -156,22 +187,8 @@ def truncated_newton(
         converged = decrement[rows] < 1e-10
         active[rows[converged]] = False
         rows, step = rows[~converged], step[~converged]
-        for _ in range(halvings):
-            if rows.size == 0:
-                break
-            candidates = points[rows] + step
-            with np.errstate(all="ignore"):
-                cand_lp, cand_grad = logp_grad(candidates)
-            cand_lp = np.asarray(cand_lp, dtype=float)
-            cand_grad = np.asarray(cand_grad, dtype=float)
-            calls += rows.size
-            better = np.isfinite(cand_lp) & np.all(np.isfinite(cand_grad), axis=1)
-            better &= cand_lp >= lps[rows]
-            took = rows[better]
-            points[took], lps[took], grads[took] = (
-                candidates[better], cand_lp[better], cand_grad[better]
-            )  # fmt: skip
-            rows, step = rows[~better], step[~better] / 2.0
+        rows, spent = halved_steps(logp_grad, points, lps, grads, rows, step, halvings)
+        calls += spent
         active[rows] = False  # no improvement after every halving: stop there
     # the estimate at the end point, for the rows that moved on their last step
     moved = np.flatnonzero(finite & active)

@@ -23,6 +23,8 @@ from functools import cached_property
 import numpy as np
 from scipy import linalg, optimize, sparse
 
+from pymc_dilation.engine.hessian_free import halved_steps
+
 __all__ = [
     "LaplaceApproximation",
     "laplace_approximation",
@@ -575,21 +577,8 @@ def _newton_polish(logp_grad, starts: np.ndarray, newton_steps: int, halvings: i
         done = (decrement < 1e-10) | (newton_step == newton_steps) | (indefinite[rows] >= 2)
         active[rows[done]] = False
         rows, step = rows[~done], step[~done]
-        for _ in range(halvings):  # halve each row's step until it improves
-            if rows.size == 0:
-                break
-            candidates = modes[rows] + step
-            with np.errstate(all="ignore"):
-                cand_lp, cand_grad = logp_grad(candidates)
-            cand_lp = np.asarray(cand_lp, dtype=float)
-            cand_grad = np.asarray(cand_grad, dtype=float)
-            calls += rows.size
-            ok = np.isfinite(cand_lp) & np.all(np.isfinite(cand_grad), axis=1)
-            better = ok & (cand_lp >= lps[rows])
-            took = rows[better]
-            modes[took], lps[took] = candidates[better], cand_lp[better]
-            grads[took] = cand_grad[better]
-            rows, step = rows[~better], step[~better] / 2.0
+        rows, spent = halved_steps(logp_grad, modes, lps, grads, rows, step, halvings)
+        calls += spent
         active[rows] = False  # no improvement after every halving: stop there
     modes[~found] = starts[~found]
     converged = found & np.isfinite(lps)
