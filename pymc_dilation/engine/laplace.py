@@ -75,10 +75,9 @@ class LaplaceApproximation:
     def to_whitened(self, x: np.ndarray) -> np.ndarray:
         """Target points ``(..., d)`` to whitened coordinates."""
         rhs = (np.atleast_2d(x) - self.mode).T
-        form = self._triangle
-        if form is not None:  # a Cholesky root: a triangular solve, O(d²) a point, not O(d³)
-            order, lower = form
-            root = self.root if order is None else self.root[order]
+        triangle = self._triangle
+        if triangle is not None:  # a Cholesky root: a triangular solve, O(d²) a point
+            root, lower, order = triangle
             rhs = rhs if order is None else rhs[order]
             z = linalg.solve_triangular(root, rhs, lower=lower, check_finite=False).T
         else:
@@ -86,9 +85,9 @@ class LaplaceApproximation:
         return np.ascontiguousarray(z.reshape(np.shape(x)))
 
     @cached_property
-    def _triangle(self) -> tuple[np.ndarray | None, bool] | None:
-        """See :func:`triangular_form`."""
-        return triangular_form(self.root)
+    def _triangle(self) -> tuple[np.ndarray, bool, np.ndarray | None] | None:
+        """See :func:`_ordered_triangle`."""
+        return _ordered_triangle(self.root)
 
     def whiten(self, logp_grad: BatchLogpGrad) -> Whitened:
         """The batched log density in whitened coordinates (gradient by the chain rule); a
@@ -126,6 +125,16 @@ def triangular_form(root: np.ndarray) -> tuple[np.ndarray | None, bool] | None:
     return None
 
 
+def _ordered_triangle(root: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray | None] | None:
+    """``(root[order], lower, order)`` for a root whose rows in ``order`` form a triangle
+    (``order`` None: the root itself; see :func:`triangular_form`), else None."""
+    form = triangular_form(root)
+    if form is None:
+        return None
+    order, lower = form
+    return (root if order is None else root[order]), lower, order
+
+
 TRIANGULAR_MIN_DIM = 100
 """From this dimension on, a triangular root multiplies batches of rows by BLAS's triangular
 product (``trmm``), half the work of a general one (one thread, 128 rows: 1.5 times faster at
@@ -158,11 +167,11 @@ class Whitened:
         """``(root[order] in Fortran order, lower, order)`` when the root is a triangle, its
         rows in ``order`` (see :func:`triangular_form`), and large enough for
         :data:`TRIANGULAR_MIN_DIM`, else None."""
-        form = None if len(self.root) < TRIANGULAR_MIN_DIM else triangular_form(self.root)
-        if form is None:
+        triangle = None if len(self.root) < TRIANGULAR_MIN_DIM else _ordered_triangle(self.root)
+        if triangle is None:
             return None
-        order, lower = form
-        return np.asfortranarray(self.root if order is None else self.root[order]), lower, order
+        root, lower, order = triangle
+        return np.asfortranarray(root), lower, order
 
     def _times(self, rows: np.ndarray, transpose: bool) -> np.ndarray:
         """``rows @ root.T`` (``transpose``) or ``rows @ root``, for rows ``(n, d)``."""
@@ -648,11 +657,9 @@ def root_log_det(roots: np.ndarray) -> np.ndarray:
     stacked = roots.reshape(-1, *roots.shape[-2:])
     out = np.empty(len(stacked))
     for k, root in enumerate(stacked):  # one per mode
-        form = triangular_form(root)
-        if form is not None:  # a permutation of rows changes the determinant's sign only
-            order = form[0]
-            diagonal = np.diagonal(root if order is None else root[order])
-            out[k] = np.sum(np.log(np.abs(diagonal)))
+        triangle = _ordered_triangle(root)
+        if triangle is not None:  # a permutation of rows changes the determinant's sign only
+            out[k] = np.sum(np.log(np.abs(np.diagonal(triangle[0]))))
         else:
             out[k] = np.linalg.slogdet(root)[1]
     return out.reshape(roots.shape[:-2])
@@ -671,13 +678,11 @@ def root_inverse(roots: np.ndarray) -> np.ndarray:
             out[k] = 0.0
             np.fill_diagonal(out[k], 1.0 / diagonal)
             continue
-        form = triangular_form(root)
+        triangle = _ordered_triangle(root)
         inverse, info = (None, 1)
-        if form is not None:
-            order, lower = form
-            inverse, info = linalg.lapack.dtrtri(
-                root if order is None else root[order], lower=int(lower)
-            )
+        if triangle is not None:
+            ordered, lower, order = triangle
+            inverse, info = linalg.lapack.dtrtri(ordered, lower=int(lower))
             if info == 0 and order is not None:  # root = Q T: root⁻¹ = T⁻¹ Qᵀ
                 inverse, unpermuted = np.empty_like(inverse), inverse
                 inverse[:, order] = unpermuted

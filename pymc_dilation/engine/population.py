@@ -380,11 +380,27 @@ def _average_mode_gaussian(roots: np.ndarray, weights: np.ndarray) -> LaplaceApp
     average = np.einsum("k,kij->ij", weights / weights.sum(), covariances)
     dim = average.shape[0]
     jittered = average + 1e-10 * np.trace(average) / dim * np.eye(dim)
-    # upper-triangular, as the Laplace root it is composed with (see _bridge_frame)
-    root = upper_covariance_root(jittered) if dim >= TRIANGULAR_MIN_DIM else None
+    root = _composable_root(jittered)
     if root is None:
         root = np.linalg.cholesky(jittered)
     return LaplaceApproximation(np.zeros(dim), root, 0, True)
+
+
+def _composable_root(covariance: np.ndarray) -> np.ndarray | None:
+    """An upper-triangular root of ``covariance`` from :data:`TRIANGULAR_MIN_DIM` dimensions
+    on (None below, or when it is not positive definite).
+
+    Frames and local Gaussians are composed with the Laplace whitening, an upper triangle
+    (or one with its rows permuted); an upper-triangular root keeps the product a triangle,
+    so every evaluation maps its rows by BLAS's triangular product (hierarchical-g200: 1.6 of
+    sample_dilation's 5.5 s were general d x d products of composed dense roots). Below
+    :data:`TRIANGULAR_MIN_DIM` the triangular product is no faster, and the roots stay as they
+    were (the orientation changes the bridge's moves, whose diagonal mass is estimated in frame
+    coordinates: see benchmarks/RESULTS.md).
+    """
+    if len(covariance) < TRIANGULAR_MIN_DIM:
+        return None
+    return upper_covariance_root(covariance)
 
 
 def _robust_root(ys: np.ndarray) -> np.ndarray:
@@ -1665,12 +1681,7 @@ def _bridge_frame(modes: ModeMap, weights: np.ndarray) -> LaplaceApproximation:
     or, for several, the modes' covariances averaged by their weights about the origin."""
     if modes.n_modes > 1:
         return _average_mode_gaussian(modes.roots, np.maximum(weights, 1e-12))
-    # Any root of the mode's covariance will do (the bridge starts from the standard Gaussian
-    # in it); an upper-triangular one keeps the product with an upper-triangular whitening
-    # (the Laplace root) triangular, so every evaluation maps its rows by BLAS's triangular
-    # product, as _average_mode_gaussian's roots do (hierarchical-g200: 1.6 of
-    # sample_dilation's 5.5 s were general d x d products of composed dense roots). Below
-    # TRIANGULAR_MIN_DIM the triangular product is no faster, and the roots stay as they were.
+    # any root of the mode's covariance will do: the bridge starts from the standard Gaussian
     root = modes.roots[0]
-    upper = upper_covariance_root(root @ root.T) if len(root) >= TRIANGULAR_MIN_DIM else None
+    upper = _composable_root(root @ root.T)
     return LaplaceApproximation(modes.means[0], root if upper is None else upper, 0, True)
