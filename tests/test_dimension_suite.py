@@ -119,6 +119,27 @@ def test_a_mode_no_ascent_from_the_centers_reaches_is_found_from_annealed_starts
     assert int(idata.sample_stats["n_modes"].values[0, -1]) == (2 if check else 1)
 
 
+@pytest.mark.parametrize("budget", [True, False])
+def test_slow_ascents_into_a_narrow_mode_count_in_the_check(budget, monkeypatch):
+    # In 150-D the narrow mode's basin holds ~3 % of the prior's draws and the check's
+    # annealed particles that reach it climb there in 60-150 iterations (the whitening is the
+    # wide mode's); cut at 40, one chain in four (seeds 1-15) mapped one mode (warned).
+    import pymc as pm
+
+    from pymc_dilation import DilationLangevin
+    from pymc_dilation.engine import population
+
+    if not budget:  # every ascent cut at the budget's mean: the test's own control
+        monkeypatch.setattr(population, "CHECK_ASCENT_MAX_ITER", population.CHECK_ASCENT_ITER)
+    with dimension.build_model("gauss_mixture-d150-3"):
+        idata = pm.sample(
+            step=DilationLangevin(), draws=5, tune=20, chains=4, cores=1, random_seed=2,
+            progressbar=False, compute_convergence_checks=False,
+        )  # fmt: skip
+    n_modes = idata.sample_stats["n_modes"].values[:, -1]
+    assert np.all(n_modes == 2) if budget else np.any(n_modes == 1)
+
+
 def test_sample_dilation_gets_a_weakly_identified_hierarchy_right():
     # 20 groups, varying intercepts and slopes, non-centered (45 parameters): one importance
     # step from the map's Gaussian has Pareto k-hat above 0.7, so the particles are carried

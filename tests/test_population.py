@@ -259,6 +259,37 @@ def test_ascents_stop_where_a_step_gains_almost_nothing():
     assert not climbing.any()
 
 
+def test_a_row_budget_lets_slow_ascents_finish_at_the_cost_of_an_iteration_cap():
+    # The check's ascents (population._check_from_annealed_starts): on a 150-D two-mode
+    # mixture 28 of 32 ended in the wide mode within 40 iterations and the 4 that ascended
+    # into the narrow one needed 60-150; cut at 40 iterations, one chain in four missed it.
+    def banana(xs):
+        x, y = xs[:, 0], xs[:, 1]
+        lp = -((1 - x) ** 2) - 10.0 * (y - x**2) ** 2
+        grad = np.stack([2 * (1 - x) + 40.0 * x * (y - x**2), -20.0 * (y - x**2)], axis=1)
+        return lp, grad
+
+    evaluated = []
+
+    def counted(xs):
+        evaluated.append(len(xs))
+        return banana(xs)
+
+    rng = np.random.default_rng(1)
+    ys = np.vstack([1.0 + 0.05 * rng.standard_normal((30, 2)), [[-1.5, 2.0], [-1.2, 1.6]]])
+    capped = ascend(counted, ys, *banana(ys), n_iter=10)
+    assert capped.climbing[-2:].all() and np.all(capped.lps[-2:] < -4.0)
+    rows_capped = sum(evaluated)
+    evaluated.clear()
+    budget = ascend(counted, ys, *banana(ys), n_iter=200, max_rows=10 * len(ys))
+    assert not budget.climbing.any() and np.all(budget.lps > -0.01)
+    assert rows_capped <= sum(evaluated) <= 10 * len(ys)
+    # the budget binds: a smaller one stops the slow rows on their way
+    evaluated.clear()
+    short = ascend(counted, ys, *banana(ys), n_iter=200, max_rows=4 * len(ys))
+    assert short.climbing[-2:].all() and sum(evaluated) < 4 * len(ys) + len(ys)
+
+
 def test_mode_map_of_the_mixture_finds_both_modes_and_their_gaussians():
     ys = exact_draws(1000, np.random.default_rng(6))
     modes = map_modes(mixture_logp_grad, ys, *mixture_logp_grad(ys))

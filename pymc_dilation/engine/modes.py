@@ -203,6 +203,7 @@ def ascend(
     n_iter: int = 20,
     initial_rate: float = 0.5,
     tol: float = ASCENT_TOL,
+    max_rows: int | None = None,
 ) -> Ascent:
     """Batched L-BFGS ascent from every row of ``ys`` (see :class:`Ascent`).
 
@@ -214,7 +215,8 @@ def ascend(
     grows by 1.2 after an improvement and halves otherwise; after, unit L-BFGS steps, halved
     after a failure and doubled (up to 1) after a success. Only improving steps are taken.
     Rows whose step has collapsed, or whose last step gained less than ``tol`` nats, stop
-    being evaluated.
+    being evaluated. With ``max_rows``, the ascent also stops once that many rows have been
+    evaluated in all (a budget that rows ending early leave to those still climbing).
     """
     x, lp, g = ys.copy(), lps.copy(), grads.copy()
     n, dim = x.shape
@@ -255,6 +257,8 @@ def ascend(
         grown[first_pair] = 1.0
         rate[active] = np.where(better, grown, rate[active] * 0.5)
         rate[active[settled | (rate[active] <= 1e-8)]] = 0.0
+        if max_rows is not None and rows >= max_rows:
+            break
     return Ascent(x, lp, -(-rows // max(len(x), 1)), rate > 0.0)
 
 
