@@ -19,6 +19,8 @@ Commands:
   without the probe (:mod:`benchmarks.population_cost`);
 - ``mixtures``: two-mode Gaussian mixtures in 20 to 200 dimensions, both samplers against
   ``pm.sample_smc`` (:mod:`benchmarks.mixtures`);
+- ``mode-misses``: how often a DilationLangevin chain's map lacks a mixture's second mode,
+  over many seeds (:mod:`benchmarks.mode_misses`);
 - ``funnels``: centered hierarchies, Neal's funnel, centered eight schools and radon, both
   samplers against PyMC's NUTS as written and non-centered (:mod:`benchmarks.funnels`);
 - ``symmetric``: posteriors with symmetric copies of their modes (a Flat-prior squared
@@ -54,6 +56,7 @@ COMMANDS = {
     "population-cost": "benchmarks.population_cost",
     "unimodal-overhead": "benchmarks.unimodal_overhead",
     "mixtures": "benchmarks.mixtures",
+    "mode-misses": "benchmarks.mode_misses",
     "funnels": "benchmarks.funnels",
     "symmetric": "benchmarks.symmetric",
     "products": "benchmarks.products",

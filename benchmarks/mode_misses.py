@@ -1,0 +1,99 @@
+"""How often a ``DilationLangevin`` chain's tuning population maps too few modes.
+
+Usage (from the repository root)::
+
+    python -m benchmarks mode-misses [--targets gauss_mixture-d150-3 ...] [--seeds 1 2 3]
+        [--chains 4] [--output benchmarks/results/mode_misses]
+
+A chain's map is made in its first iteration (the tuning population), so a short run shows it:
+``pm.sample(step=DilationLangevin(), draws=5, tune=20, chains=C, cores=1, random_seed=seed)``
+for each target and seed, and each chain's ``n_modes`` after it. Targets are
+:mod:`benchmarks.dimension`'s ``gauss_mixture-d{D}-{seed}`` (two modes). A chain with fewer is
+a miss: it samples one mode (the cross-chain check warns when its siblings differ). Misses
+are rare events, so they are counted over many seeds; the full runs of
+``python -m benchmarks mixtures`` give the shares.
+
+Writes ``OUTPUT.md`` and ``OUTPUT.json`` after every target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_TARGETS", "count_misses", "main"]
+
+DEFAULT_TARGETS = ["gauss_mixture-d150-3", "gauss_mixture-d200-8", "gauss_mixture-d100-7"]
+
+
+def count_misses(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
+    """Chains whose map holds fewer modes than ``target`` has, over ``seeds``."""
+    import pymc as pm
+
+    from benchmarks import dimension
+    from pymc_dilation import DilationLangevin
+
+    expected = 2
+    modes: list[list[int]] = []
+    start = time.perf_counter()
+    for seed in seeds:
+        with dimension.build_model(target), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            idata = pm.sample(
+                draws=5, tune=20, chains=chains, cores=1, random_seed=seed, progressbar=False,
+                compute_convergence_checks=False, step=DilationLangevin(),
+            )  # fmt: skip
+        modes.append([int(n) for n in np.asarray(idata.sample_stats["n_modes"])[:, -1]])
+    missed = sum(int(np.sum(np.asarray(m) < expected)) for m in modes)
+    return {
+        "target": target,
+        "seeds": f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0]),
+        "chains": chains * len(seeds),
+        "missed": missed,
+        "modes_per_chain": modes,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | seeds | chains | chains missing a mode | wall (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['target']} | {row['seeds']} | {row['chains']} | {row['missed']} | "
+            f"{row['wall_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks mode-misses", description=__doc__)
+    parser.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(1, 16)))
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--output", default="benchmarks/results/mode_misses")
+    args = parser.parse_args(argv)
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for target in args.targets:
+        row = count_misses(target, args.seeds, args.chains)
+        rows.append(row)
+        print(f"{target:<24} {row['missed']} of {row['chains']} chains missed a mode", flush=True)
+        output.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        output.with_suffix(".md").write_text(markdown_table(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
