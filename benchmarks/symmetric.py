@@ -147,14 +147,50 @@ def exact(name: str) -> dict[str, Any]:
         )  # fmt: skip
     post = idata.posterior
     if kind.startswith("mixture"):
-        mu = np.sort(np.asarray(post["mu"]).reshape(-1, post["mu"].shape[-1]), axis=1)
-        ref = {"sorted_mean": mu.mean(0).tolist(), "sorted_sd": mu.std(0).tolist()}
+        kept = _chains_in_the_main_mode(post, _mixture(int(kind.removeprefix("mixture")), seed))
+        mu = np.asarray(post["mu"])[kept]
+        mu = np.sort(mu.reshape(-1, mu.shape[-1]), axis=1)
+        ref = {
+            "sorted_mean": mu.mean(0).tolist(),
+            "sorted_sd": mu.std(0).tolist(),
+            "chains_kept": int(kept.sum()),
+        }
     else:
         sigma = np.asarray(post["sigma"]).ravel()
         ref = {"sigma_mean": float(sigma.mean()), "sigma_sd": float(sigma.std())}
     REFERENCES.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ref))
     return ref
+
+
+LOG_LIKELIHOOD_GAP = 4.0
+"""A reference chain whose mean log likelihood lies this many of the best chain's sds below the
+best chain's is left out (see :func:`_chains_in_the_main_mode`)."""
+
+
+def _chains_in_the_main_mode(post, y: np.ndarray) -> np.ndarray:
+    """Which NUTS chains of a mixture's reference sampled its main mode.
+
+    Even with ordered means a NUTS chain can stay in another configuration: on mixture4-9 one
+    chain of four held a component of sd 4.75 spread over two clusters and another component
+    placed between them, and the reference's lowest mean came out -6.86 with sd 3.1 where the
+    other three chains (and both of this package's samplers) agree on -8.66 with sd 0.13.
+    Such a chain's log likelihood is far below the others'. Chains that only visit another
+    configuration now and then are kept (mixture4-2: the four chains' sds of the second mean
+    0.19-3.2), so the sorted means' reference, and ``mean_err``, are only as good as NUTS's
+    mixing between configurations; references cached before this rule are kept as they were.
+    """
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    mu, sigma, w = (np.asarray(post[v]) for v in ("mu", "sigma", "w"))
+    log_lik = logsumexp(
+        np.log(w)[..., None, :] + norm.logpdf(y[:, None], mu[..., None, :], sigma[..., None, :]),
+        axis=-1,
+    ).sum(-1)  # (chain, draw)
+    means = log_lik.mean(1)
+    best = int(np.argmax(means))
+    return means >= means[best] - LOG_LIKELIHOOD_GAP * log_lik[best].std()
 
 
 def score(name: str, idata) -> dict[str, Any]:
