@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--output", default="benchmarks/results/mode_misses")
     args = parser.parse_args(argv)
+    import pymc  # noqa: F401  (its import sets its logger's level: quiet it after)
+
     logging.getLogger("pymc").setLevel(logging.ERROR)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
-from pymc_dilation.model import compile_model_logp
+from pymc_dilation.model import compile_model_logp, prior_sampler
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,40 @@ def test_errors_name_the_problem(mixed_model):
         pm.Poisson("n", 2.0)
     with pytest.raises(ValueError, match="has none"):
         compile_model_logp(discrete_only)
+
+
+def test_prior_sampler_knows_priors_pymc_cannot_draw_before_compiling(monkeypatch):
+    # Compiling a Flat prior's draw took Numba 0.3 s (object mode) on every call, only for
+    # the draw to fail: 0.3 s of a 0.8 s pm.sample call on the kidiq regression.
+    import pymc.pytensorf
+
+    def drawable():
+        with pm.Model() as model:
+            pm.Normal("a", 0.0, 1.0, shape=2)
+            pm.CustomDist(
+                "b", 1.0, logp=lambda v, mu: -((v - mu) ** 2),
+                random=lambda mu, rng=None, size=None: rng.normal(mu, size=size),
+            )  # fmt: skip
+            pm.CustomDist("c", 0.0, 2.0, dist=lambda mu, s, size: pm.Normal.dist(mu, s, size=size))
+        return model
+
+    model = drawable()
+    draw = prior_sampler(model, compile_model_logp(model).var_infos)
+    xs = draw(400, 1)
+    assert xs.shape == (400, 4) and np.all(np.isfinite(xs))
+    assert np.mean(xs[:, 2]) == pytest.approx(1.0, abs=0.2)  # b's own random
+    assert np.std(xs[:, 3]) == pytest.approx(2.0, rel=0.2)  # c's symbolic dist
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled a prior PyMC cannot draw")
+
+    monkeypatch.setattr(pymc.pytensorf, "compile", no_compile)
+    for undrawable in (
+        lambda: pm.Flat("x"),
+        lambda: pm.HalfFlat("x"),
+        lambda: pm.CustomDist("x", logp=lambda v: -(v**2)),
+    ):
+        with pm.Model() as model:
+            pm.Normal("a")
+            undrawable()
+        assert prior_sampler(model, compile_model_logp(model).var_infos) is None
