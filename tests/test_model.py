@@ -101,9 +101,12 @@ def test_prior_sampler_knows_priors_pymc_cannot_draw_before_compiling(monkeypatc
     assert np.std(xs[:, 3]) == pytest.approx(2.0, rel=0.2)  # c's symbolic dist
 
     def no_compile(*args, **kwargs):
-        raise AssertionError("compiled a prior PyMC cannot draw")
+        raise AssertionError("compiled again")
 
     monkeypatch.setattr(pymc.pytensorf, "compile", no_compile)
+    # the same model again: its draw function is reused, with the same draws for a seed
+    again = prior_sampler(model, compile_model_logp(model).var_infos)
+    np.testing.assert_array_equal(again(400, 1), xs)
     for undrawable in (
         lambda: pm.Flat("x"),
         lambda: pm.HalfFlat("x"),
@@ -113,3 +116,14 @@ def test_prior_sampler_knows_priors_pymc_cannot_draw_before_compiling(monkeypatc
             pm.Normal("a")
             undrawable()
         assert prior_sampler(model, compile_model_logp(model).var_infos) is None
+
+
+def test_prior_sampler_compiles_again_for_a_changed_model():
+    with pm.Model() as model:
+        pm.Normal("a", 0.0, 1.0)
+    first = prior_sampler(model, compile_model_logp(model).var_infos)(5, 1)
+    with model:
+        pm.Normal("b", 10.0, 1.0, shape=2)
+    xs = prior_sampler(model, compile_model_logp(model).var_infos)(200, 1)
+    assert first.shape == (5, 1) and xs.shape == (200, 3)
+    assert np.mean(xs[:, 1:]) == pytest.approx(10.0, abs=0.3)
