@@ -1035,7 +1035,7 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
             n_steps, jitter, extend_to = tuning.trajectory_steps(self.tune, eps, self.rng)
         x_new, lp_new, grad_new, info = hmc_trajectory(
             self._logp.point_fn, extra, tuning.metric, x, lp, grad, eps, n_steps, self.rng,
-            extend_to,
+            extend_to, lambda point: self._logp.logp_grad(point, extra),
         )  # fmt: skip
         if self.tune and self.steps_per_draw is None:
             tuning.record_trajectory(

@@ -251,6 +251,41 @@ def test_hmc_trajectory_is_unit_mass_hmc_in_the_whitened_coordinates():
         np.testing.assert_array_equal(x_new, info.end_x if accepted else x)
 
 
+def test_the_trajectory_without_a_compiled_log_density_is_the_compiled_one():
+    # The C backend (where Numba cannot compile a model) has no point function: the kernel
+    # then runs the same leapfrog steps with array operations (before, DilationLangevin's
+    # default kernel raised a TypeError there).
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((20, 3)))[0]
+    metric = Metric(SCALES * 0.7, basis, np.array([0.5, -0.3, 1.0]))
+    x = np.random.default_rng(1).standard_normal(20) * SCALES
+    lp, grad = _independent_gaussian(x, SCALES)
+
+    def logp_grad(point):
+        value, gradient = _independent_gaussian(point, SCALES)
+        return float(value), gradient
+
+    for seed, (eps, n_steps, extend_to) in enumerate([(0.3, 7, 1024), (0.3, 5, 0), (9.0, 6, 0)]):
+        compiled = hmc_trajectory(
+            gaussian_point, SCALES, metric, x, float(lp), grad, eps, n_steps,
+            np.random.default_rng(seed), extend_to,
+        )  # fmt: skip
+        arrays = hmc_trajectory(
+            None, SCALES, metric, x, float(lp), grad, eps, n_steps,
+            np.random.default_rng(seed), extend_to, logp_grad,
+        )  # fmt: skip
+        np.testing.assert_allclose(arrays[0], compiled[0], rtol=1e-9, atol=1e-9)
+        assert arrays[1] == pytest.approx(compiled[1], rel=1e-9)
+        info, expected = arrays[3], compiled[3]
+        assert (info.diverging, info.n_grad, info.uturn) == (
+            expected.diverging, expected.n_grad, expected.uturn,
+        )  # fmt: skip
+        assert info.acceptance_rate == pytest.approx(expected.acceptance_rate, rel=1e-9)
+        np.testing.assert_allclose(info.end_momentum, expected.end_momentum, atol=1e-9)
+    assert info.diverging  # the last step size blows up
+    with pytest.raises(ValueError, match="logp_fn or logp_grad"):
+        hmc_trajectory(None, SCALES, metric, x, float(lp), grad, 0.3, 3, np.random.default_rng(0))
+
+
 def test_hmc_trajectory_reports_a_divergence_and_stays():
     rng = np.random.default_rng(8)
     metric = Metric.identity(20)

@@ -28,6 +28,18 @@ def test_analytic_posteriors(request, draws_of, fixture, name):
     _check_moments(draws_of(idata, name), mean, sd)
 
 
+def test_the_c_backend_samples_with_the_default_kernel(normal_scale, draws_of):
+    # The C backend (backend="c", and the fallback where Numba cannot compile a model) has no
+    # compiled point function; the default HMC kernel raised a TypeError there.
+    model, mean, sd = normal_scale
+    with model:
+        idata = pm.sample(
+            draws=1000, step=DilationLangevin(backend="c"), random_seed=11, **SAMPLE
+        )
+    _check_moments(draws_of(idata, "tau"), mean, sd)
+    assert not np.asarray(idata.sample_stats["diverging"]).any()
+
+
 def test_sample_stats_are_named_as_nuts_names_them(conjugate_normal):
     model, _, _ = conjugate_normal
     with model:

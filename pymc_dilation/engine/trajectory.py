@@ -178,6 +178,58 @@ def _trajectory(
     return lp_new, accept, accepted, diverging, energy_error, taken, uturn, x, g, momentum_end
 
 
+def _trajectory_numpy(
+    logp_grad, x0, grad0, lp, eps, n_steps, extend_to, momentum_u, log_uniform, metric
+):  # fmt: skip
+    """:func:`_trajectory` for a log density that is no compiled point function (the C
+    backend's, where Numba cannot compile the model): the same dynamics, U-turn and
+    divergence rules, one Python iteration per leapfrog step with array operations, and
+    ``logp_grad(x) -> (lp, grad)``."""
+    scale, basis = metric.scale, metric.basis
+
+    def mix(v, coef):
+        return v if metric.rank == 0 else v + ((v @ basis) * coef) @ basis.T
+
+    x, g = x0.copy(), grad0.copy()
+    p = mix(momentum_u, metric.inverse_coef) / scale
+    kinetic0 = 0.5 * float(momentum_u @ momentum_u)
+    lp_new, diverging, taken, uturn = lp, False, 0, -1
+    last = max(n_steps, extend_to)
+    end = None
+    while taken < last:
+        p = p + 0.5 * eps * g
+        x = x + eps * scale * mix(scale * p, metric.covariance_coef)
+        with np.errstate(all="ignore"):
+            lp_new, g = logp_grad(x)
+        lp_new, g = float(lp_new), np.asarray(g, dtype=float)
+        taken += 1
+        if not (np.isfinite(lp_new) and np.all(np.isfinite(g))):
+            if taken <= n_steps:
+                diverging = True
+            elif uturn < 0:
+                uturn = taken
+            break
+        p = p + 0.5 * eps * g
+        if uturn < 0 and float((x - x0) @ p) < 0.0:
+            uturn = taken
+        if taken == n_steps and last > n_steps:
+            end = (lp_new, x, p, g)
+        if taken >= n_steps and uturn >= 0:
+            break
+    if end is not None:
+        lp_new, x, p, g = end
+    momentum_end = np.zeros(len(x0))
+    energy_error = np.inf
+    if not diverging:
+        momentum_end = mix(scale * p, metric.coef)
+        energy_error = (0.5 * float(momentum_end @ momentum_end) - lp_new) - (kinetic0 - lp)
+        if not np.isfinite(energy_error) or energy_error > DIVERGENCE_THRESHOLD:
+            diverging, energy_error = True, np.inf
+    accept = 0.0 if diverging else min(1.0, float(np.exp(-energy_error)))
+    accepted = (not diverging) and log_uniform < -energy_error
+    return lp_new, accept, accepted, diverging, energy_error, taken, uturn, x, g, momentum_end
+
+
 def hmc_trajectory(
     logp_fn,
     extra: np.ndarray,
@@ -189,14 +241,16 @@ def hmc_trajectory(
     n_steps: int,
     rng: np.random.Generator,
     extend_to: int = 0,
+    logp_grad=None,
 ) -> tuple[np.ndarray, float, np.ndarray, TrajectoryInfo]:
     """One Metropolis-adjusted trajectory of ``n_steps`` leapfrog steps from ``x``.
 
     Parameters
     ----------
-    logp_fn : compiled function
+    logp_fn : compiled function or None
         ``logp = logp_fn(x, extra, grad_out)`` (see
-        :func:`~pymc_dilation.engine.kernels.point_function`).
+        :func:`~pymc_dilation.engine.kernels.point_function`); None where the model has no
+        compiled point function (the C backend), and then ``logp_grad`` is used.
     extra : numpy.ndarray
         Second argument of ``logp_fn``.
     metric : Metric
@@ -214,6 +268,9 @@ def hmc_trajectory(
         steps to measure where it does (``info.uturn``); the proposal stays the
         ``n_steps``-th point, so the continuation costs gradients and changes no draw.
 
+    logp_grad : callable, optional
+        ``logp_grad(x) -> (lp, grad)``, the log density where ``logp_fn`` is None.
+
     Returns
     -------
     x, lp, grad, info
@@ -221,13 +278,24 @@ def hmc_trajectory(
     """
     momentum = rng.standard_normal(metric.dim)
     log_uniform = float(np.log(rng.uniform()))
-    (lp_new, accept, accepted, diverging, energy_error, taken, uturn, end_x, end_grad,
-     end_p) = _trajectory(
-        logp_fn, extra, np.ascontiguousarray(x, dtype=float),
-        np.ascontiguousarray(grad, dtype=float), float(lp), float(step_size), int(n_steps),
-        int(extend_to), momentum, log_uniform, metric.scale, metric.basis_rows, metric.coef,
-        metric.inverse_coef, metric.covariance_coef,
-    )  # fmt: skip
+    x0 = np.ascontiguousarray(x, dtype=float)
+    grad0 = np.ascontiguousarray(grad, dtype=float)
+    if logp_fn is None:
+        if logp_grad is None:
+            raise ValueError("hmc_trajectory needs logp_fn or logp_grad; both are None.")
+        result = _trajectory_numpy(
+            logp_grad, x0, grad0, float(lp), float(step_size), int(n_steps), int(extend_to),
+            momentum, log_uniform, metric,
+        )  # fmt: skip
+    else:
+        result = _trajectory(
+            logp_fn, extra, x0, grad0, float(lp), float(step_size), int(n_steps),
+            int(extend_to), momentum, log_uniform, metric.scale, metric.basis_rows,
+            metric.coef, metric.inverse_coef, metric.covariance_coef,
+        )  # fmt: skip
+    lp_new, accept, accepted, diverging, energy_error, taken, uturn, end_x, end_grad, end_p = (
+        result
+    )
     info = TrajectoryInfo(
         float(accept), bool(diverging), float(energy_error), int(taken), int(uturn), end_x, end_p
     )
