@@ -33,9 +33,7 @@ def test_the_c_backend_samples_with_the_default_kernel(normal_scale, draws_of):
     # compiled point function; the default HMC kernel raised a TypeError there.
     model, mean, sd = normal_scale
     with model:
-        idata = pm.sample(
-            draws=1000, step=DilationLangevin(backend="c"), random_seed=11, **SAMPLE
-        )
+        idata = pm.sample(draws=1000, step=DilationLangevin(backend="c"), random_seed=11, **SAMPLE)
     _check_moments(draws_of(idata, "tau"), mean, sd)
     assert not np.asarray(idata.sample_stats["diverging"]).any()
 

@@ -293,9 +293,7 @@ def hmc_trajectory(
             int(extend_to), momentum, log_uniform, metric.scale, metric.basis_rows,
             metric.coef, metric.inverse_coef, metric.covariance_coef,
         )  # fmt: skip
-    lp_new, accept, accepted, diverging, energy_error, taken, uturn, end_x, end_grad, end_p = (
-        result
-    )
+    lp_new, accept, accepted, diverging, energy_error, taken, uturn, end_x, end_grad, end_p = result
     info = TrajectoryInfo(
         float(accept), bool(diverging), float(energy_error), int(taken), int(uturn), end_x, end_p
     )
