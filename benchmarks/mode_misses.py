@@ -62,17 +62,16 @@ def count_misses(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
     }
 
 
+_COLUMNS = [
+    ("target", "{}"), ("seeds", "{}"), ("chains", "{}"), ("missed", "{}"), ("wall_s", "{:.0f}"),
+]  # fmt: skip
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| target | seeds | chains | chains missing a mode | wall (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['target']} | {row['seeds']} | {row['chains']} | {row['missed']} | "
-            f"{row['wall_s']:.0f} |"
-        )
-    return "\n".join(lines)
+    """The rows as a Markdown table (``missed``: chains whose map lacked a mode)."""
+    from benchmarks.mixtures import markdown_table as table
+
+    return table(rows, _COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
