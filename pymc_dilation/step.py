@@ -332,7 +332,10 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         (a change of variables); the draws are reported as declared, and
         :attr:`centering` says what was done. ``False`` samples the model as written.
     backend : {"numba", "c"}
-        How to compile the log density (the C backend is a slower fallback).
+        How to compile the log density. Numba is as fast or faster on most models (a leapfrog
+        trajectory is then one compiled call); C was faster where the log density is a long
+        ``pytensor.scan`` recursion (a GARCH model: 157 against 264 µs a gradient). Models
+        Numba cannot compile fall back to C by themselves.
     model : pymc.Model, optional
     rng : int, sequence of int or numpy.random.Generator, optional
         Seed or generator; ``pm.sample`` replaces it per chain from ``random_seed``.
