@@ -2,16 +2,24 @@
 
 Usage (from the repository root)::
 
-    python -m benchmarks mode-misses [--targets gauss_mixture-d150-3 ...] [--seeds 1 2 3]
-        [--chains 4] [--output benchmarks/results/mode_misses]
+    python -m benchmarks mode-misses [--targets gauss_mixture-d150-3 rand10d-5 ...]
+        [--seeds 1 2 3] [--chains 4] [--output benchmarks/results/mode_misses]
 
-A chain's map is made in its first iteration (the tuning population), so a short run shows it:
-``pm.sample(step=DilationLangevin(), draws=5, tune=20, chains=C, cores=1, random_seed=seed)``
-for each target and seed, and each chain's ``n_modes`` after it. Targets are
-:mod:`benchmarks.dimension`'s ``gauss_mixture-d{D}-{seed}`` (two modes). A chain with fewer is
-a miss: it samples one mode (the cross-chain check warns when its siblings differ). Misses
-are rare events, so they are counted over many seeds; the full runs of
-``python -m benchmarks mixtures`` give the shares.
+A chain's map is made in its first iteration (the tuning population), so a short run shows it
+(20 tuning iterations, 5 draws):
+
+- :mod:`benchmarks.dimension`'s ``gauss_mixture-d{D}-{seed}`` (two modes):
+  ``pm.sample(step=DilationLangevin(), chains=C, cores=1, random_seed=seed)`` for each seed,
+  and each chain's ``n_modes`` after it; a chain with fewer than two is a miss.
+- :mod:`benchmarks.randomized`'s ``rand{d}d-{seed}`` (4-50 modes of different widths): one
+  chain per ``pm.sample`` call (``random_seed = 1000 seed + chain``, so that the step's own
+  ``mode_map`` is that chain's), its map's optima classified by the exact posterior's
+  components; a chain whose map lacks components holding at least :data:`MISSED_MASS` of the
+  posterior is a miss, and the mean missing mass is reported.
+
+A chain with a miss samples too little of those modes (the cross-chain check warns only when
+its siblings differ). Misses are rare events, so they are counted over many seeds; the full
+runs of ``python -m benchmarks mixtures`` and ``chain-seeds`` give the shares.
 
 Writes ``OUTPUT.md`` and ``OUTPUT.json`` after every target.
 """
@@ -30,11 +38,55 @@ import numpy as np
 
 __all__ = ["DEFAULT_TARGETS", "count_misses", "main"]
 
-DEFAULT_TARGETS = ["gauss_mixture-d150-3", "gauss_mixture-d200-8", "gauss_mixture-d100-7"]
+DEFAULT_TARGETS = [
+    "gauss_mixture-d150-3", "gauss_mixture-d200-8", "gauss_mixture-d100-7", "rand10d-5",
+]  # fmt: skip
+MISSED_MASS = 0.05
+"""A ``rand{d}d`` chain whose map lacks components of at least this much posterior mass
+misses (the cross-chain check's ``MODE_SHARE``)."""
 
 
 def count_misses(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
-    """Chains whose map holds fewer modes than ``target`` has, over ``seeds``."""
+    """Chains whose map misses modes of ``target``, over ``seeds``."""
+    from benchmarks import randomized
+
+    if randomized.is_randomized(target):
+        return _count_randomized(target, seeds, chains)
+    return _count_two_modes(target, seeds, chains)
+
+
+def _count_randomized(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
+    import pymc as pm
+
+    from benchmarks import randomized
+    from pymc_dilation import DilationLangevin
+
+    mixture = randomized.target(target)
+    weights = mixture.posterior_weights
+    missing: list[float] = []
+    start = time.perf_counter()
+    for seed in seeds:
+        for chain in range(chains):
+            with randomized.build_model(target), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step = DilationLangevin()
+                pm.sample(
+                    draws=5, tune=20, chains=1, cores=1, random_seed=1000 * seed + chain,
+                    progressbar=False, compute_convergence_checks=False, step=step,
+                )  # fmt: skip
+            found = np.unique(mixture.classify(step.mode_map.locations))
+            missing.append(float(weights.sum() - weights[found].sum()))
+    return {
+        "target": target,
+        "seeds": f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0]),
+        "chains": len(missing),
+        "missed": int(np.sum(np.asarray(missing) >= MISSED_MASS)),
+        "mean_missing_mass": float(np.mean(missing)),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _count_two_modes(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
     import pymc as pm
 
     from benchmarks import dimension
@@ -63,7 +115,8 @@ def count_misses(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
 
 
 _COLUMNS = [
-    ("target", "{}"), ("seeds", "{}"), ("chains", "{}"), ("missed", "{}"), ("wall_s", "{:.0f}"),
+    ("target", "{}"), ("seeds", "{}"), ("chains", "{}"), ("missed", "{}"),
+    ("mean_missing_mass", "{:.3f}"), ("wall_s", "{:.0f}"),
 ]  # fmt: skip
 
 
