@@ -46,6 +46,10 @@ MISSED_MASS = 0.05
 misses (the cross-chain check's ``MODE_SHARE``)."""
 
 
+def _seed_range(seeds: list[int]) -> str:
+    return f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0])
+
+
 def count_misses(target: str, seeds: list[int], chains: int) -> dict[str, Any]:
     """Chains whose map misses modes of ``target``, over ``seeds``."""
     from benchmarks import randomized
@@ -78,7 +82,7 @@ def _count_randomized(target: str, seeds: list[int], chains: int) -> dict[str, A
             missing.append(float(weights.sum() - weights[found].sum()))
     return {
         "target": target,
-        "seeds": f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0]),
+        "seeds": _seed_range(seeds),
         "chains": len(missing),
         "missed": int(np.sum(np.asarray(missing) >= MISSED_MASS)),
         "mean_missing_mass": float(np.mean(missing)),
@@ -106,7 +110,7 @@ def _count_two_modes(target: str, seeds: list[int], chains: int) -> dict[str, An
     missed = sum(int(np.sum(np.asarray(m) < expected)) for m in modes)
     return {
         "target": target,
-        "seeds": f"{min(seeds)}-{max(seeds)}" if len(seeds) > 1 else str(seeds[0]),
+        "seeds": _seed_range(seeds),
         "chains": chains * len(seeds),
         "missed": missed,
         "modes_per_chain": modes,

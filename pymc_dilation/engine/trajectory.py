@@ -185,11 +185,7 @@ def _trajectory_numpy(
     backend's, where Numba cannot compile the model): the same dynamics, U-turn and
     divergence rules, one Python iteration per leapfrog step with array operations, and
     ``logp_grad(x) -> (lp, grad)``."""
-    scale, basis = metric.scale, metric.basis
-
-    def mix(v, coef):
-        return v if metric.rank == 0 else v + ((v @ basis) * coef) @ basis.T
-
+    scale, mix = metric.scale, metric._mix  # (I + B diag(coef) Bᵀ) v
     x, g = x0.copy(), grad0.copy()
     p = mix(momentum_u, metric.inverse_coef) / scale
     kinetic0 = 0.5 * float(momentum_u @ momentum_u)
