@@ -581,6 +581,10 @@ def map_population(
 ) -> MappedPopulation:
     """Explore, map and weigh: the first three stages (see the module docstring).
 
+    Where the annealed particles found :data:`SPREAD_MIN_MODES` modes or more, centers drawn
+    over the modes' spread climb too, as many as the particles at first (see
+    :func:`_climb_from_spread`).
+
     Parameters are those of :func:`run_population`; ``record`` is called after each level as
     ``record(lam, eps, info, jump)``.
     """
@@ -658,10 +662,12 @@ def map_growing_population(
     annealed population's map.
 
     ``known`` holds optima already polished (the Laplace approximation the target was
-    whitened by; see :func:`~pymc_dilation.engine.modes.map_modes`). Without ``climb_more``
-    no more centers climb after the probe (where the modes are combinations of independent
-    factors' modes, each factor mapped on its own: climbing to more combinations only
-    enumerates them, 3 of a chain's 3.9 s on twelve double wells).
+    whitened by; see :func:`~pymc_dilation.engine.modes.map_modes`). Where the map then holds
+    :data:`SPREAD_MIN_MODES` modes or more, ``most`` centers drawn over their spread climb
+    too, more while they find modes (:func:`_climb_from_spread`). Without ``climb_more``
+    no more centers climb after the probe, nor from the spread (where the modes are
+    combinations of independent factors' modes, each factor mapped on its own: climbing to
+    more combinations only enumerates them, 3 of a chain's 3.9 s on twelve double wells).
     """
     states: list[AnnealState] = []
     found_before = 0
