@@ -460,7 +460,9 @@ def sample_dilation(
     between the modes (see :mod:`pymc_dilation.engine.population`). 128 centers first climb
     straight to their optima; when they find one mode (checked from annealed starts from 50
     parameters on), nothing is annealed; otherwise all ``draws`` particles are annealed and
-    mapped. When the importance weights cannot be trusted (Pareto k̂ above 0.7, or too
+    mapped, and where they found three modes or more, centers drawn over the modes' spread
+    climb too (narrow modes have basins that no broad law of centers lands in). When the
+    importance weights cannot be trusted (Pareto k̂ above 0.7, or too
     uneven to resample), sequential Monte Carlo carries the particles from the map to the
     posterior instead (see ``refine_sweeps`` below and
     :func:`~pymc_dilation.engine.population.map_population_of`).

@@ -249,7 +249,8 @@ class DilationLangevin(ChainSetupMixin, BlockedStep):
         Particles of each chain's tuning population at most. It starts with
         :data:`FIRST_PARTICLES` (or ``particles`` if fewer); when they find more than one mode
         it doubles for as long as each doubling finds more modes, so a unimodal posterior
-        costs the first batch only.
+        costs the first batch only. Where its map holds three modes or more, ``particles``
+        centers drawn over their spread climb too (more while they find modes).
     schedule : {"geometric", "power"} or array_like
         The population's λ levels; an explicit array must increase in ``(0, 1]`` and end at 1.
     n_levels : int
