@@ -869,12 +869,31 @@ def _climb_more(
     0.127 is reached from 2 % of prior draws, and a chain whose 128 + 256 annealed particles
     had missed it lacked it for the whole run.
     """
-    spent = 0
-    total = first
+    return _climb_while_finding(
+        target, modes, lambda _, n: draw_centers(n), first, most, first, "more centers"
+    )
+
+
+def _climb_while_finding(
+    target: PopulationTarget,
+    modes: ModeMap,
+    draw: Callable[[ModeMap, int], np.ndarray],
+    first: int,
+    most: int,
+    climbed: int,
+    what: str,
+) -> tuple[ModeMap, int]:
+    """The loop of :func:`_climb_more` and :func:`_climb_from_spread`: batches of
+    ``draw(modes, n)`` centers (the map so far, the batch's size) climb and the modes the map
+    lacks join it; the batch is ``first``, then as many as have climbed (``climbed`` before
+    the first batch), up to ``most`` in all, and the loop stops after a batch that added no
+    mode holding :data:`GROWTH_WEIGHT` of the map's Laplace mass. Returns the map and the
+    gradient evaluations spent (all centers together)."""
+    spent, total = 0, climbed
     while total < most:
-        batch = min(total, most - total)
-        target.stage(f"climbing from {batch} more centers ({modes.n_modes} modes so far)")
-        centers = draw_centers(batch)
+        batch = min(max(total, first), most - total)
+        target.stage(f"climbing from {batch} {what} ({modes.n_modes} modes so far)")
+        centers = draw(modes, batch)
         centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
         grown, calls = add_modes(
             target.logp_grad_batch, modes, centers, lps, grads, fold=target.fold
@@ -929,25 +948,12 @@ def _climb_from_spread(
     in 1000 centers drawn over the found modes' spread do, and with the doubling batches
     every missed component was found on five targets of six (0.06-0.09 missed on the sixth).
     """
-    spent, total, batch = 0, 0, first
-    most = SPREAD_MOST * first
-    while total < most and np.sum(_laplace_shares(modes) >= GROWTH_WEIGHT) >= SPREAD_MIN_MODES:
-        target.stage(f"climbing from {batch} centers spread over {modes.n_modes} modes")
-        centers = _spread_centers(modes, rng, batch)
-        centers, lps, grads = target.folded(centers, *_evaluate(target, centers))
-        grown, calls = add_modes(
-            target.logp_grad_batch, modes, centers, lps, grads, fold=target.fold
-        )
-        spent += (calls + 1) * batch
-        total += batch
-        if grown is modes:
-            break
-        added = _added_mass(modes, grown)
-        modes = grown
-        if not np.any(added >= GROWTH_WEIGHT):
-            break
-        batch = min(total, most - total)
-    return modes, spent
+    if np.sum(_laplace_shares(modes) >= GROWTH_WEIGHT) < SPREAD_MIN_MODES:
+        return modes, 0
+    return _climb_while_finding(
+        target, modes, lambda found, n: _spread_centers(found, rng, n), first,
+        SPREAD_MOST * first, 0, "centers spread over the modes",
+    )  # fmt: skip
 
 
 def _join_climbed(target, mapped: MappedPopulation, state: AnnealState, climbed: ModeMap, rng):
