@@ -549,12 +549,19 @@ def compile_model_logp(
     value_vars = continuous_value_vars(model, vars)
     names = [v.name for v in value_vars]
     frozen = _frozen(model)
-    initial_point = frozen.initial_point()
     frozen_values = {v.name: v for v in frozen.value_vars}
+    shapes = {n: v.type.shape for n, v in frozen_values.items()}
+    if any(None in shape for shape in shapes.values()):
+        # Frozen dims and data make most shapes static; where one is not (a random walk whose
+        # length PyTensor cannot infer) the initial point gives it. Compiling that function
+        # took 0.02-0.04 s of this call's 0.1-0.23 s in a fresh process (eight schools,
+        # radon) where the shapes were known.
+        initial_point = frozen.initial_point()
+        shapes = {n: np.shape(initial_point[n]) for n in frozen_values}
 
     def infos(names_):
         return [
-            VarInfo(n, tuple(np.shape(initial_point[n])), str(frozen_values[n].dtype))
+            VarInfo(n, tuple(int(k) for k in shapes[n]), str(frozen_values[n].dtype))
             for n in names_
         ]
 
