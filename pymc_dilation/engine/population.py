@@ -882,14 +882,16 @@ def _climb_while_finding(
     most: int,
     climbed: int,
     what: str,
+    persist: bool = False,
 ) -> tuple[ModeMap, int]:
     """The loop of :func:`_climb_more` and :func:`_climb_from_spread`: batches of
     ``draw(modes, n)`` centers (the map so far, the batch's size) climb and the modes the map
     lacks join it; the batch is ``first``, then as many as have climbed (``climbed`` before
     the first batch), up to ``most`` in all, and the loop stops after a batch that added no
-    mode holding :data:`GROWTH_WEIGHT` of the map's Laplace mass. Returns the map and the
-    gradient evaluations spent (all centers together)."""
-    spent, total = 0, climbed
+    mode holding :data:`GROWTH_WEIGHT` of the map's Laplace mass — with ``persist``, only
+    while no batch has added one: once one has, every batch up to ``most`` climbs. Returns
+    the map and the gradient evaluations spent (all centers together)."""
+    spent, total, found = 0, climbed, False
     while total < most:
         batch = min(max(total, first), most - total)
         target.stage(f"climbing from {batch} {what} ({modes.n_modes} modes so far)")
@@ -900,11 +902,11 @@ def _climb_while_finding(
         )
         spent += (calls + 1) * batch
         total += batch
-        if grown is modes:
-            break
-        added = _added_mass(modes, grown)
+        added = _added_mass(modes, grown) if grown is not modes else np.zeros(0)
         modes = grown
-        if not np.any(added >= GROWTH_WEIGHT):
+        if np.any(added >= GROWTH_WEIGHT):
+            found = True
+        elif not (persist and found):
             break
     return modes, spent
 
@@ -914,6 +916,9 @@ SPREAD_MIN_MODES = 3
 :func:`_climb_from_spread`): fewer give no spread to measure in more than one direction."""
 SPREAD_MOST = 4
 """Centers drawn over the modes' spread, at most, in multiples of the first batch."""
+SPREAD_PERSIST = True
+"""Once a batch of centers drawn over the spread has found a mode, every batch up to
+:data:`SPREAD_MOST` climbs (see :func:`_climb_while_finding`)."""
 
 
 def _spread_centers(modes: ModeMap, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -936,7 +941,9 @@ def _climb_from_spread(
     (:func:`_spread_centers`, drawn again from the grown map each time), climb, and the
     modes the map lacks join it (:func:`~pymc_dilation.engine.modes.add_modes`); the batch
     doubles, up to :data:`SPREAD_MOST` times ``first`` centers in all, for as long as each
-    batch adds a mode holding :data:`GROWTH_WEIGHT` of the map's Laplace mass.
+    batch adds a mode holding :data:`GROWTH_WEIGHT` of the map's Laplace mass, and once one
+    has, to that budget (:data:`SPREAD_PERSIST`: about 1 center in 1000 reaches such a mode,
+    so one batch that finds none says little once another found one).
 
     A mode that is narrower than its neighbours has a small basin, and the broad laws that
     centers come from (the prior, the dilation path's annealing) all but never start in it:
@@ -952,7 +959,7 @@ def _climb_from_spread(
         return modes, 0
     return _climb_while_finding(
         target, modes, lambda found, n: _spread_centers(found, rng, n), first,
-        SPREAD_MOST * first, 0, "centers spread over the modes",
+        SPREAD_MOST * first, 0, "centers spread over the modes", persist=SPREAD_PERSIST,
     )  # fmt: skip
 
 
