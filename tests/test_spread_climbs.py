@@ -90,3 +90,33 @@ def test_sample_dilation_weighs_narrow_modes_no_annealed_particle_reached(spread
         assert abs(log_z - mixture.log_evidence) < 0.2
     else:
         assert tv > 0.3
+
+
+@pytest.mark.parametrize("persist", [True, False])
+def test_a_search_that_found_a_mode_persists_past_an_empty_batch(persist):
+    # Three unit bumps; the map knows the first. Batch 1 lands in the second (found), batch 2
+    # in known modes (empty), batch 3 in the third: reached only when the search persists.
+    peaks = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+
+    def bumps(ys):
+        diff = ys[:, None, :] - peaks[None]
+        comp = -0.5 * (diff**2).sum(-1)
+        top = comp.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
+        resp = np.exp(comp - lse[:, None])
+        return lse, -(resp[:, :, None] * diff).sum(axis=1)
+
+    rng = np.random.default_rng(0)
+    start = peaks[0] + 0.3 * rng.standard_normal((50, 2))
+    modes = map_modes(bumps, start, *bumps(start))
+    assert modes.n_modes == 1
+    targets = iter([peaks[1], peaks[0], peaks[2]])
+    target = PopulationTarget(2, bumps)
+
+    def draw(_, n):
+        return next(targets) + 0.3 * rng.standard_normal((n, 2))
+
+    grown, _ = population._climb_while_finding(
+        target, modes, draw, 10, 40, 0, "test centers", persist=persist
+    )
+    assert grown.n_modes == (3 if persist else 2)
