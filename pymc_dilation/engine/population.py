@@ -906,8 +906,10 @@ def _climb_while_finding(
         spent += (calls + 1) * batch
         total += batch
         added = _added_mass(modes, grown) if grown is not modes else np.zeros(0)
-        if not keep_light and np.any(added < weight):
-            grown = _first_modes(grown, modes.n_modes, added >= weight)
+        if not keep_light:
+            # a batch of light finds only leaves the map itself (no weighing again)
+            heavy = added >= weight
+            grown = _first_modes(grown, modes.n_modes, heavy) if heavy.any() else modes
         modes = grown
         if np.any(added >= weight):
             found = True
