@@ -29,6 +29,21 @@ def _map_of(mixture: randomized.RandomMixture, components: list[int]):
     return map_modes(mixture.logdensity, points, *mixture.logdensity(points))
 
 
+def _unit_bumps(peaks: np.ndarray, log_w: np.ndarray):
+    """Batched log density and gradient of unit Gaussian bumps at ``peaks`` weighted
+    ``exp(log_w)`` (unnormalised)."""
+
+    def logp_grad(ys):
+        diff = ys[:, None, :] - peaks[None]
+        comp = log_w - 0.5 * (diff**2).sum(-1)
+        top = comp.max(axis=1, keepdims=True)
+        lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
+        resp = np.exp(comp - lse[:, None])
+        return lse, -(resp[:, :, None] * diff).sum(axis=1)
+
+    return logp_grad
+
+
 def test_centers_spread_over_three_modes_or_more_find_the_narrow_ones_the_map_lacks():
     mixture = randomized.target(TARGET)
     modes = _map_of(mixture, FOUND)
@@ -98,14 +113,7 @@ def test_a_search_that_found_a_mode_persists_past_an_empty_batch(persist):
     # in known modes (empty), batch 3 in the third: reached only when the search persists.
     peaks = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
 
-    def bumps(ys):
-        diff = ys[:, None, :] - peaks[None]
-        comp = -0.5 * (diff**2).sum(-1)
-        top = comp.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
-        resp = np.exp(comp - lse[:, None])
-        return lse, -(resp[:, :, None] * diff).sum(axis=1)
-
+    bumps = _unit_bumps(peaks, np.zeros(len(peaks)))
     rng = np.random.default_rng(0)
     start = peaks[0] + 0.3 * rng.standard_normal((50, 2))
     modes = map_modes(bumps, start, *bumps(start))
@@ -129,14 +137,7 @@ def test_light_finds_of_the_spread_climbs_leave_the_map_as_it_was():
     peaks = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])
     log_w = np.log([1.0, 1.0, 1.0, 0.0015])
 
-    def bumps(ys):
-        diff = ys[:, None, :] - peaks[None]
-        comp = log_w - 0.5 * (diff**2).sum(-1)
-        top = comp.max(axis=1, keepdims=True)
-        lse = top[:, 0] + np.log(np.exp(comp - top).sum(axis=1))
-        resp = np.exp(comp - lse[:, None])
-        return lse, -(resp[:, :, None] * diff).sum(axis=1)
-
+    bumps = _unit_bumps(peaks, log_w)
     rng = np.random.default_rng(1)
     start = peaks[np.repeat([0, 1, 2], 200)] + rng.standard_normal((600, 2))  # exact draws
     modes = map_modes(bumps, start, *bumps(start))
