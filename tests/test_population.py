@@ -7,6 +7,7 @@ import numpy as np
 import pymc as pm
 import pytest
 import xarray as xr
+from scipy.stats import ks_2samp
 
 from benchmarks import families
 from pymc_dilation import mode_table, plot_modes, sample_dilation, sample_logdensity
@@ -85,6 +86,28 @@ def test_a_truncated_jump_proposal_is_normalised_and_proposes_only_inside_its_re
     far = np.array([[0.0, 6.0]])
     assert WRONG_TRUNCATED.log_density(far)[0] == -np.inf
     assert np.isfinite(WRONG.log_density(far)[0])
+
+
+@pytest.mark.parametrize("proposal", [WRONG, WRONG_TRUNCATED], ids=["defensive", "truncated"])
+def test_one_point_at_a_time_the_proposal_is_the_batched_one(proposal):
+    # The chain's jumps evaluate q and draw from it one point at a time (compiled).
+    rng = np.random.default_rng(4)
+    points = 2.0 * proposal.draw(rng, 400)
+    batched = proposal.log_density(points)
+    single = np.array([proposal.point_log_density(x) for x in points])
+    assert np.isinf(batched).any() == (proposal is WRONG_TRUNCATED)
+    np.testing.assert_array_equal(np.isinf(single), np.isinf(batched))
+    np.testing.assert_allclose(single[np.isfinite(single)], batched[np.isfinite(batched)])
+    nearest = [proposal.point_nearest_mode(x) for x in points]
+    np.testing.assert_array_equal(nearest, proposal.nearest_mode(points))
+    draws = np.array([proposal.draw_point(rng) for _ in range(40000)])
+    reference = proposal.draw(rng, 40000)
+    for i in range(2):
+        assert ks_2samp(draws[:, i], reference[:, i]).pvalue > 0.01
+    shares = np.bincount(proposal.nearest_mode(draws), minlength=2) / len(draws)
+    reference_shares = np.bincount(proposal.nearest_mode(reference), minlength=2) / len(draws)
+    np.testing.assert_allclose(shares, reference_shares, atol=0.015)
+    assert np.isfinite(proposal.log_density(draws)).all()
 
 
 def test_independence_jumps_move_mass_to_the_right_weights():

@@ -270,7 +270,7 @@ class ChainMap:
         """The mode whose local Gaussian gives ``x`` the highest density."""
         if self.modes.n_modes == 1:
             return 0
-        return int(self.mixture.nearest_mode(x[None])[0])
+        return self.mixture.point_nearest_mode(x)
 
     def jump(self, logp_grad_point: Callable, x, lp, grad, rng):
         """One independence Metropolis–Hastings jump from the mixture of the modes' Gaussians,
@@ -296,14 +296,14 @@ class ChainMap:
         log density or gradient is rejected.
         """
         proposal = self.proposal
-        log_w = lp - proposal.log_density(x[None])[0]
+        log_w = lp - proposal.point_log_density(x)
         if log_w > self.log_cap:
             self.undervalued_run += 1
             return (x, lp, grad), np.nan
         self.undervalued_run = 0
-        x_new = proposal.draw(rng, 1)[0]
+        x_new = proposal.draw_point(rng)
         lp_new, grad_new = logp_grad_point(x_new)
-        log_w_new = lp_new - proposal.log_density(x_new[None])[0]
+        log_w_new = lp_new - proposal.point_log_density(x_new)
         log_ratio = log_w_new - log_w
         ok = np.isfinite(lp_new) and np.all(np.isfinite(grad_new)) and log_w_new <= self.log_cap
         if ok and np.log(rng.uniform()) < log_ratio:
@@ -333,9 +333,9 @@ class ChainMap:
             or iteration - self.last_growth_check < self.growth_interval
         ):
             return False
-        log_q, uncovered = self.mixture.log_density_and_uncovered(x[None])
-        log_ratio = lp - log_q[0] - self.record.log_marginal_likelihood
-        return bool(uncovered[0] or log_ratio > np.log(UNDERVALUED))
+        log_q, uncovered = self.mixture.point_log_density_and_uncovered(x)
+        log_ratio = lp - log_q - self.record.log_marginal_likelihood
+        return uncovered or log_ratio > np.log(UNDERVALUED)
 
     def grow(self, logp_grad: BatchLogpGrad, iteration: int, x, lp, grad, rng) -> int:
         """Add the mode of ``x`` to the map when it is a new one (or widen the Gaussian of its

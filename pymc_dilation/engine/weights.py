@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from pymc_dilation.engine.laplace import root_inverse, root_log_det
@@ -66,6 +67,25 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):  # log 0 = -inf: a point no part of q reaches
         return np.squeeze(top, axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+
+
+@numba.njit(cache=True)
+def _point_terms(x, locations, inverse_roots, log_narrow, log_wide, radius2):
+    """``log q(x)`` of one point and its ``(K,)`` squared Mahalanobis distances (see
+    :meth:`MixtureProposal.point_log_density`): the batched form's numpy calls cost 50 µs a
+    point, more than a small model's gradient, and a chain asks at every draw."""
+    k_modes = locations.shape[0]
+    squares = np.empty(k_modes)
+    parts = np.empty(k_modes)
+    for k in range(k_modes):
+        z = inverse_roots[k] @ (x - locations[k])
+        squares[k] = z @ z
+        narrow = log_narrow[k] - 0.5 * squares[k] if squares[k] <= radius2 else -np.inf
+        parts[k] = np.logaddexp(narrow, log_wide[k] - (0.5 / _WIDEN**2) * squares[k])
+    top = np.max(parts)
+    if not np.isfinite(top):
+        return top, squares
+    return top + np.log(np.sum(np.exp(parts - top))), squares
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,7 +130,8 @@ class MixtureProposal:
         # solve per mode and call would cost more than the model's gradient.
         dim = self.locations.shape[1]
         inverse = root_inverse(self.roots) if self.inverse_roots is None else self.inverse_roots
-        object.__setattr__(self, "_inverse_roots", inverse)
+        object.__setattr__(self, "_inverse_roots", np.ascontiguousarray(inverse, dtype=float))
+        object.__setattr__(self, "_locations", np.ascontiguousarray(self.locations, dtype=float))
         log_norm = root_log_det(self.roots) + 0.5 * dim * np.log(2.0 * np.pi)
         object.__setattr__(self, "_log_norm", log_norm)
         # The parts of log q that do not depend on the point: mixture weight, defensive share
@@ -134,6 +155,39 @@ class MixtureProposal:
             and np.array_equal(self.roots[0], np.eye(dim))
         )
         object.__setattr__(self, "_standard", standard)
+        object.__setattr__(self, "_cumulative", np.cumsum(self.alphas) / np.sum(self.alphas))
+
+    def point_terms(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``log q(x)`` of one point ``(d,)`` and its ``(K,)`` squared Mahalanobis distances
+        to the modes (what :meth:`log_density` gives a batch of one, compiled)."""
+        return _point_terms(
+            np.ascontiguousarray(x, dtype=float),
+            self._locations,
+            self._inverse_roots,
+            self._log_narrow,
+            self._log_wide,
+            self._radius2,
+        )
+
+    def point_log_density(self, x: np.ndarray) -> float:
+        """``log q(x)`` of one point ``(d,)``."""
+        return float(self.point_terms(x)[0])
+
+    def point_nearest_mode(self, x: np.ndarray) -> int:
+        """:meth:`nearest_mode` of one point ``(d,)``."""
+        return int(np.argmax(-0.5 * self.point_terms(x)[1] - self._log_norm))
+
+    def draw_point(self, rng: np.random.Generator) -> np.ndarray:
+        """One draw ``(d,)`` from ``q``, as :meth:`draw` makes them (a chain's jump proposes
+        one at every draw; the batched form's mode choice costs 100 µs)."""
+        k = min(
+            int(np.searchsorted(self._cumulative, rng.random(), side="right")), len(self.alphas) - 1
+        )
+        width = _WIDEN if rng.random() < self.defensive else 1.0
+        z = rng.standard_normal(self.locations.shape[1]) * width
+        while self.tail > 0.0 and z @ z > self._radius2:
+            z = rng.standard_normal(len(z))
+        return self.locations[k] + self.roots[k] @ z
 
     def _whitened_offsets(self, x: np.ndarray) -> np.ndarray:
         """``(K, n, d)``: each row's offset from each mode in that mode's whitened
@@ -179,16 +233,13 @@ class MixtureProposal:
         grad = np.einsum("nk,kni->ni", share, pulls)
         return log_q, grad
 
-    def log_density_and_uncovered(
+    def point_log_density_and_uncovered(
         self, x: np.ndarray, tail: float = 1e-4
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`log_density` and :meth:`uncovered` at once (one distance per mode and row:
-        a tuning chain asks both at every iteration)."""
-        squares, _ = self._quadratic_forms(x)
-        return (
-            self._log_density(squares),
-            squares.min(axis=1) > _chi2_quantile(tail, x.shape[1]),
-        )
+    ) -> tuple[float, bool]:
+        """:meth:`point_log_density` and :meth:`uncovered` of one point ``(d,)`` at once (a
+        tuning chain asks both every few iterations)."""
+        log_q, squares = self.point_terms(x)
+        return float(log_q), bool(squares.min() > _chi2_quantile(tail, len(x)))
 
     def _log_density(self, squares: np.ndarray) -> np.ndarray:
         """``log q`` from the ``(n, K)`` squared Mahalanobis distances."""
