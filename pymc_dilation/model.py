@@ -656,8 +656,9 @@ def prior_sampler(model, var_infos: Sequence[VarInfo]):
 
     Returns None when PyMC cannot draw the model's prior (``pm.Flat``, ``pm.HalfFlat``, custom
     densities without a random method). User initial values are ignored: every free variable
-    is drawn. One compiled call per draw (a Python loop over draws, about 0.15 ms each), so
-    callers draw hundreds, not millions.
+    is drawn. All ``n`` draws come from one compiled call (see :func:`_batched_prior_draw`);
+    where PyTensor cannot vectorize the prior's graph, from one call per draw (a Python loop,
+    0.15-0.4 ms a draw), so callers draw hundreds, not millions.
     """
     if any(_undrawable(rv) for rv in model.free_RVs):
         # Known before compiling: Numba compiled a Flat prior's draw in object mode, 0.3 s
@@ -678,7 +679,7 @@ def prior_sampler(model, var_infos: Sequence[VarInfo]):
     )
     cached = _PRIOR_DRAWS.get(model)
     if cached is not None and cached[0] == signature:
-        fn, rngs = cached[1], cached[2]
+        fn, rngs, batched = cached[1:]
     else:
         expressions = make_initial_point_expression(
             free_rvs=model.free_RVs,
@@ -689,19 +690,28 @@ def prior_sampler(model, var_infos: Sequence[VarInfo]):
             return_transformed=True,
         )
         try:
-            with warnings.catch_warnings():  # Numba's object-mode notice for what fails below
-                warnings.simplefilter("ignore", UserWarning)
-                fn = compile([], replace_rng_nodes(expressions), mode=PRIOR_DRAW_MODE)
-            fn.trust_input = True
+            fn, batched = _batched_prior_draw(expressions, PRIOR_DRAW_MODE), True
+        except Exception:  # noqa: BLE001 - a graph PyTensor cannot vectorize: one call a draw
+            fn, batched = None, False
+        try:  # a variable PyMC cannot draw raises NotImplementedError
+            if fn is None:
+                with warnings.catch_warnings():  # Numba's object-mode notice for what fails
+                    warnings.simplefilter("ignore", UserWarning)
+                    fn = compile([], replace_rng_nodes(expressions), mode=PRIOR_DRAW_MODE)
+                fn.trust_input = True
+                fn()
             rngs = find_rng_nodes(fn.maker.fgraph.outputs)
-            fn()
-        except NotImplementedError:  # a variable PyMC cannot draw
+        except NotImplementedError:
             return None
-        _PRIOR_DRAWS[model] = (signature, fn, rngs)
+        _PRIOR_DRAWS[model] = (signature, fn, rngs, batched)
     order = [names.index(info.name) for info in var_infos]
 
     def draw(n: int, seed) -> np.ndarray:
         reseed_rngs(rngs, seed)
+        if batched:
+            values = fn(np.asarray(n, dtype="int64"))
+            columns = [np.asarray(values[i], dtype=float).reshape(n, -1) for i in order]
+            return np.concatenate(columns, axis=1)
         rows = []
         for _ in range(n):
             values = fn()
@@ -709,3 +719,54 @@ def prior_sampler(model, var_infos: Sequence[VarInfo]):
         return np.asarray(rows, dtype=float).reshape(n, -1)
 
     return draw
+
+
+def _batched_prior_draw(expressions, mode):
+    """A compiled ``f(n)`` that draws ``n`` independent copies of ``expressions`` (the prior's
+    initial-point expressions) in one call: every random variable with no random ancestor is
+    drawn ``n`` times (``change_dist_size``) and the graph below it vectorized over that
+    batch. One call a draw took 0.15-0.37 ms (0.15 s of every step method built for a
+    300-group hierarchy, 512 draws); batched, 512 draws take 1.5 ms. Raises where PyTensor
+    cannot vectorize the graph (a random variable of fixed size under a batched parameter,
+    as stochastic volatility's), or where the draw's shapes are not the batch's."""
+    import pytensor.tensor as pt
+    from pymc.distributions.distribution import SymbolicRandomVariable
+    from pymc.distributions.shape_utils import change_dist_size
+    from pymc.pytensorf import compile, replace_rng_nodes
+    from pytensor.graph.replace import vectorize_graph
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.random.op import RandomVariable
+
+    def is_draw(var) -> bool:
+        owner = var.owner
+        return (
+            owner is not None
+            and isinstance(owner.op, RandomVariable | SymbolicRandomVariable)
+            and var is owner.outputs[owner.op.default_output]
+        )
+
+    draws = [var for var in ancestors(expressions) if is_draw(var)]
+    roots = [
+        var
+        for var in draws
+        if not any(a is not var and is_draw(a) for a in ancestors(var.owner.inputs))
+    ]
+    n = pt.lscalar("n")
+    batched = vectorize_graph(
+        expressions, replace={var: change_dist_size(var, [n], expand=True) for var in roots}
+    )
+    with warnings.catch_warnings():  # Numba's object-mode notice
+        warnings.simplefilter("ignore", UserWarning)
+        fn = compile([n], replace_rng_nodes(batched), mode=mode)
+    fn.trust_input = True
+    one, three = fn(np.asarray(1, dtype="int64")), fn(np.asarray(3, dtype="int64"))
+    for a, b, expression in zip(one, three, expressions, strict=True):
+        static = expression.type.shape
+        if (
+            np.shape(a)[:1] != (1,)
+            or np.shape(b) != (3, *np.shape(a)[1:])
+            or len(static) != np.ndim(a) - 1
+            or any(s is not None and s != t for s, t in zip(static, np.shape(a)[1:]))
+        ):
+            raise ValueError(f"a batched prior draw of {expression} has the wrong shape")
+    return fn

@@ -3,6 +3,7 @@ import pickle
 import numpy as np
 import pymc as pm
 import pytest
+from scipy.stats import ks_2samp
 
 from pymc_dilation.model import compile_model_logp, prior_sampler
 
@@ -127,3 +128,53 @@ def test_prior_sampler_compiles_again_for_a_changed_model():
     xs = prior_sampler(model, compile_model_logp(model).var_infos)(200, 1)
     assert first.shape == (5, 1) and xs.shape == (200, 3)
     assert np.mean(xs[:, 1:]) == pytest.approx(10.0, abs=0.3)
+
+
+def _hierarchy():
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 1.0)
+        tau = pm.HalfNormal("tau", 1.0)
+        pm.Normal("theta", mu, tau, shape=5)
+    return model
+
+
+def test_prior_draws_come_from_one_batched_call_and_follow_the_prior(monkeypatch):
+    import pymc_dilation.model as model_module
+
+    model = _hierarchy()
+    xs = prior_sampler(model, compile_model_logp(model).var_infos)(4000, 3)
+    assert model_module._PRIOR_DRAWS[model][3]  # batched
+    # mu ~ N(0, 1); log tau with tau ~ HalfNormal(1); theta | mu, tau ~ N(mu, tau²):
+    # var(theta) = 1 + E[tau²] = 2, cov(theta_i, theta_j) = var(mu) = 1.
+    assert xs.shape == (4000, 7)
+    assert np.std(xs[:, 0]) == pytest.approx(1.0, rel=0.05)
+    np.testing.assert_allclose(np.var(xs[:, 2:], axis=0), 2.0, rtol=0.1)
+    correlation = np.corrcoef(xs[:, 2:].T)[np.triu_indices(5, 1)]
+    np.testing.assert_allclose(correlation, 0.5, atol=0.05)
+    tau = np.exp(xs[:, 1])
+    assert np.mean(tau) == pytest.approx(np.sqrt(2 / np.pi), rel=0.05)
+
+    # The same law as one compiled call per draw (the fallback).
+    def cannot_vectorize(*args, **kwargs):
+        raise ValueError("not vectorizable")
+
+    monkeypatch.setattr(model_module, "_batched_prior_draw", cannot_vectorize)
+    looped_model = _hierarchy()
+    looped = prior_sampler(looped_model, compile_model_logp(looped_model).var_infos)(4000, 4)
+    assert not model_module._PRIOR_DRAWS[looped_model][3]
+    for column in range(7):
+        assert ks_2samp(xs[:, column], looped[:, column]).pvalue > 1e-3
+
+
+def test_a_prior_pytensor_cannot_vectorize_is_drawn_one_call_a_draw():
+    # A Gaussian random walk's innovations have a fixed size under a batched sigma, which
+    # PyTensor's vectorization of random variables rejects (stochastic volatility's prior).
+    import pymc_dilation.model as model_module
+
+    with pm.Model() as model:
+        sigma = pm.Exponential("sigma", 10.0)
+        pm.GaussianRandomWalk("v", sigma=sigma, init_dist=pm.Normal.dist(0.0, 10.0), shape=20)
+    xs = prior_sampler(model, compile_model_logp(model).var_infos)(300, 1)
+    assert not model_module._PRIOR_DRAWS[model][3]
+    assert xs.shape == (300, 21) and np.all(np.isfinite(xs))
+    assert np.std(xs[:, 1]) == pytest.approx(10.0, rel=0.15)  # the walk's start
