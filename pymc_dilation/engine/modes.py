@@ -332,8 +332,7 @@ def merge_optima(
         if rest.size:
             joined = _connected(logp_grad, optima[head], lps[head], optima[rest], lps[rest], depth)
             if curved is not None and curved[head]:
-                z = np.linalg.solve(roots[head], (optima[rest] - optima[head]).T)
-                far = np.sum(z**2, axis=0) > chi2.isf(0.01, optima.shape[1])
+                far = _beyond_bulk(roots[head], optima[head], optima[rest])
                 joined &= ~(far & curved[rest])
             labels[rest[joined]] = k
             calls += 1
@@ -534,14 +533,18 @@ def _outside_their_modes(optima, labels, heads, polished: _Polished) -> np.ndarr
     optimum of the mode they were merged into; ``False`` where that mode's curvature is
     unknown and for the heads themselves."""
     outside = np.zeros(len(optima), dtype=bool)
-    limit = chi2.isf(0.01, optima.shape[1])
     for k in np.flatnonzero(polished.curved):  # one per mode
         rows = np.flatnonzero(labels == k)
         rows = rows[rows != heads[k]]
         if rows.size:
-            z = np.linalg.solve(polished.roots[k], (optima[rows] - polished.places[k]).T)
-            outside[rows] = np.sum(z**2, axis=0) > limit
+            outside[rows] = _beyond_bulk(polished.roots[k], polished.places[k], optima[rows])
     return outside
+
+
+def _beyond_bulk(root: np.ndarray, center: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Which ``points`` lie beyond the 0.99 quantile of ``N(center, root rootᵀ)``."""
+    z = np.linalg.solve(root, (points - center).T)
+    return np.sum(z**2, axis=0) > chi2.isf(0.01, points.shape[1])
 
 
 def _polish(
